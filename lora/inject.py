@@ -1,0 +1,170 @@
+"""Inject LoRA into a model by module replacement; merge, unmerge, disable; parameter summary.
+
+Wrappers replace their targets with ``setattr`` on the parent module (found through
+``named_modules()``), so ``print(model)`` shows them and re-running a cell cannot stack them:
+a second injection is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from torch import nn
+
+from .layer import LoRALayer, is_conv1d, wrap
+
+logger = logging.getLogger(__name__)
+
+GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")  # all Conv1D blocks of GPT-2, never lm_head
+LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Where and how big the adapters are."""
+
+    r: int = 16  # adapter rank
+    alpha: float = 32.0  # update scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapter input (training only)
+    # Module-name suffixes ("q_proj" matches "model.layers.0.self_attn.q_proj"),
+    # or one regex string matched against the full module name (re.fullmatch), as in PEFT.
+    target_modules: tuple[str, ...] | str = LLAMA_ATTENTION
+
+    @classmethod
+    def gpt2(cls, **kwargs) -> "LoRAConfig":
+        """Preset for GPT-2: every attention and MLP Conv1D block (48 in gpt2-small)."""
+        return cls(target_modules=GPT2_TARGETS, **kwargs)
+
+    @classmethod
+    def llama(cls, mlp: bool = False, **kwargs) -> "LoRAConfig":
+        """Preset for Llama-family models: q/k/v/o, optionally the MLP projections."""
+        return cls(target_modules=LLAMA_ATTENTION + (LLAMA_MLP if mlp else ()), **kwargs)
+
+    def matches(self, name: str) -> bool:
+        """True if the module called ``name`` is a target."""
+        if isinstance(self.target_modules, str):
+            return re.fullmatch(self.target_modules, name) is not None
+        return any(name == t or name.endswith("." + t) for t in self.target_modules)
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
+    """Yield ``(name, wrapper)`` for every LoRA wrapper in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALayer):
+            yield name, module
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapter parameters, collected through the wrappers (not by name matching)."""
+    return [p for _, layer in lora_layers(model) for p in layer.adapter_parameters()]
+
+
+def trainable_summary(model: nn.Module) -> str:
+    """The ``trainable params: X || all params: Y || trainable%: Z`` line."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return (f"trainable params: {trainable:,} || all params: {total:,} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}")
+
+
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap every target layer of ``model`` with LoRA, in place, and freeze the base.
+
+    Args:
+        model: a model whose targets are ``nn.Linear`` or GPT-2 ``Conv1D`` layers.
+        config: rank, alpha, dropout and target module names.
+
+    Returns:
+        The names of the wrapped modules.
+
+    Raises:
+        RuntimeError: the model already carries LoRA layers.
+        ValueError: no module matched ``config.target_modules``.
+        TypeError: a matched module is neither ``nn.Linear`` nor ``Conv1D``.
+    """
+    if any(True for _ in lora_layers(model)):
+        raise RuntimeError("model already has LoRA layers; reload the base model before injecting "
+                           "again (load and inject in the same notebook cell)")
+    modules = dict(model.named_modules())
+    targets = [n for n in modules if n and config.matches(n)]
+    if not targets:
+        kinds = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items()
+                        if isinstance(m, nn.Linear) or is_conv1d(m)})
+        raise ValueError(f"no module matched target_modules={config.target_modules!r}; "
+                         f"wrappable layer names in this model: {kinds}")
+    wrappers = {}
+    for name in targets:  # build every wrapper first: an error leaves the model untouched
+        try:
+            wrappers[name] = wrap(modules[name], config.r, config.alpha, config.dropout)
+        except TypeError as err:
+            raise TypeError(f"target {name!r} matched but {err}; narrow target_modules") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, layer in wrappers.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, child, layer)
+        for p in layer.adapter_parameters():
+            p.requires_grad_(True)
+    model.lora_config = config  # read by save_adapter / save_lora_weights
+    print(trainable_summary(model))
+    logger.info("wrapped %d modules with LoRA (r=%d, alpha=%s)", len(targets), config.r, config.alpha)
+    return targets
+
+
+def _require_lora(model: nn.Module) -> list[LoRALayer]:
+    layers = [layer for _, layer in lora_layers(model)]
+    if not layers:
+        raise ValueError("model has no LoRA layers; call inject_lora first")
+    return layers
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every adapter into its base weight (faster inference, plain-model export).
+
+    Refused when any layer is already merged, so an update is never applied twice.
+    """
+    layers = _require_lora(model)
+    if any(layer.merged for layer in layers):
+        raise RuntimeError("LoRA is already merged into this model; call unmerge_lora first")
+    for layer in layers:
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Undo ``merge_lora``: subtract every adapter from its base weight."""
+    layers = _require_lora(model)
+    if not all(layer.merged for layer in layers):
+        raise RuntimeError("LoRA is not merged into this model; nothing to unmerge")
+    for layer in layers:
+        layer.unmerge()
+
+
+def is_merged(model: nn.Module) -> bool:
+    return any(layer.merged for _, layer in lora_layers(model))
+
+
+@contextmanager
+def disable_lora(model: nn.Module):
+    """Context manager: inside it the model behaves as its base model (for baselines).
+
+    Merged adapters are unmerged on entry and merged again on exit.
+    """
+    layers = _require_lora(model)
+    was_merged = is_merged(model)
+    if was_merged:
+        unmerge_lora(model)
+    previous = [layer.disabled for layer in layers]
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer, flag in zip(layers, previous):
+            layer.disabled = flag
+        if was_merged:
+            merge_lora(model)

@@ -1,0 +1,143 @@
+"""LoRA wrapper layers: one per base layer kind, by composition over the frozen base layer.
+
+A wrapped layer computes ``base(x) + scaling * B(A(dropout(x)))`` with ``scaling = alpha / r``,
+``A`` Kaiming-uniform and ``B`` zero, so a freshly wrapped model equals its base model.
+
+Two base layouts exist:
+- ``nn.Linear`` stores its weight as ``(out_features, in_features)``: ``y = x @ W.T + b``.
+- GPT-2's ``transformers.pytorch_utils.Conv1D`` stores it as ``(in_features, out_features)``:
+  ``y = x @ W + b``. Merging must add the transposed update.
+
+References: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021);
+loralib (microsoft/LoRA) and torchtune's ``LoRALinear``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRALayer(nn.Module):
+    """Common part of the wrappers: the adapter ``A`` (r x in) and ``B`` (out x r).
+
+    Args:
+        base: the layer to adapt; its parameters are left untouched (frozen by the injector).
+        in_features: input size of ``base``.
+        out_features: output size of ``base``.
+        r: adapter rank.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``.
+        dropout: dropout probability on the adapter input.
+    """
+
+    def __init__(self, base: nn.Module, in_features: int, out_features: int,
+                 r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"LoRA rank r must be positive, got {r}")
+        self.base = base
+        self.in_features, self.out_features = in_features, out_features
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        weight = self.base_weight()
+        # Names follow PEFT so state-dict keys read "<module>.lora_A.weight".
+        self.lora_A = nn.Linear(in_features, r, bias=False, device=weight.device, dtype=weight.dtype)
+        self.lora_B = nn.Linear(r, out_features, bias=False, device=weight.device, dtype=weight.dtype)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False  # True while the update is folded into the base weight
+        self.disabled = False  # True inside ``disable_lora``: behave as the base layer
+        self.reset_adapter()
+
+    def reset_adapter(self) -> None:
+        """A Kaiming-uniform (as nn.Linear's default), B zero: the update starts at exactly 0."""
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def base_weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update ``scaling * B @ A`` in the (out, in) layout, computed in fp32."""
+        a = self.lora_A.weight.float()  # (r, in)
+        b = self.lora_B.weight.float()  # (out, r)
+        return (b @ a) * self.scaling  # (out, in)
+
+    def _delta_in_base_layout(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_scaling(self, alpha: float) -> None:
+        if self.merged:
+            raise RuntimeError("cannot change alpha of a merged LoRA layer; call unmerge_lora first")
+        self.alpha, self.scaling = alpha, alpha / self.r
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of this wrapper: ``[A, B]``."""
+        return [self.lora_A.weight, self.lora_B.weight]
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight. Refused when already merged."""
+        if self.merged:
+            raise RuntimeError("LoRA layer is already merged; merging twice would apply the update twice")
+        w = self.base_weight()
+        w.add_(self._delta_in_base_layout().to(w.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the update from the base weight again. Refused when not merged."""
+        if not self.merged:
+            raise RuntimeError("LoRA layer is not merged; nothing to unmerge")
+        w = self.base_weight()
+        w.sub_(self._delta_in_base_layout().to(w.dtype))
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (..., in)
+        out = self.base(x)  # (..., out)
+        if self.merged or self.disabled:
+            return out
+        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype))))
+        return out + (update * self.scaling).to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"
+
+
+class LoRALinear(LoRALayer):
+    """LoRA around ``nn.Linear`` (weight ``(out, in)``): Llama's q/k/v/o and MLP projections."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps nn.Linear, got {type(base).__name__}")
+        super().__init__(base, base.in_features, base.out_features, r, alpha, dropout)
+
+    def _delta_in_base_layout(self) -> torch.Tensor:
+        return self.delta_weight()  # (out, in), as nn.Linear stores it
+
+
+class LoRAConv1D(LoRALayer):
+    """LoRA around GPT-2's ``Conv1D`` (weight ``(in, out)``, ``nf`` = out): c_attn, c_proj, c_fc."""
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0):
+        if not is_conv1d(base):
+            raise TypeError(f"LoRAConv1D wraps transformers' Conv1D, got {type(base).__name__}")
+        in_features, out_features = base.weight.shape  # Conv1D: (in, out)
+        super().__init__(base, in_features, out_features, r, alpha, dropout)
+
+    def _delta_in_base_layout(self) -> torch.Tensor:
+        return self.delta_weight().T  # (in, out), as Conv1D stores it
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """True for transformers' GPT-2 style ``Conv1D`` (checked by class name: no hard import)."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and module.weight.dim() == 2
+
+
+def wrap(module: nn.Module, r: int, alpha: float, dropout: float = 0.0) -> LoRALayer:
+    """Return the LoRA wrapper that fits ``module``'s kind, or raise ``TypeError``."""
+    if isinstance(module, nn.Linear):
+        return LoRALinear(module, r, alpha, dropout)
+    if is_conv1d(module):
+        return LoRAConv1D(module, r, alpha, dropout)
+    raise TypeError(f"cannot wrap {type(module).__name__}: LoRA supports nn.Linear and GPT-2 Conv1D")

@@ -1,0 +1,107 @@
+"""Injection on tiny GPT-2 (Conv1D) and Llama (nn.Linear) models; merge / disable / training."""
+
+import pytest
+import torch
+from transformers.pytorch_utils import Conv1D
+
+from lora import (LoRAConfig, LoRAConv1D, LoRALinear, adapter_parameters, disable_lora, inject_lora,
+                  lora_layers, merge_lora, unmerge_lora)
+from tests.conftest import build, randomize_adapters, tiny_gpt2
+
+
+def test_gpt2_preset_wraps_every_conv1d_and_not_lm_head(capsys):
+    model = tiny_gpt2()
+    n_conv = sum(isinstance(m, Conv1D) for m in model.modules())
+    names = inject_lora(model, LoRAConfig.gpt2(r=4))
+    assert len(names) == n_conv == 8  # 4 Conv1D blocks per layer, 2 layers
+    assert all(isinstance(m, LoRAConv1D) for _, m in lora_layers(model))
+    assert not any("lm_head" in n for n in names)
+    assert "trainable params: " in capsys.readouterr().out
+
+
+def test_llama_preset_wraps_linear_projections():
+    model, _ = build("llama")
+    names = inject_lora(model, LoRAConfig.llama(r=4))
+    assert sorted({n.rsplit(".", 1)[1] for n in names}) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert len(names) == 8 and all(isinstance(m, LoRALinear) for _, m in lora_layers(model))
+
+
+def test_regex_targets():
+    model, _ = build("llama")
+    names = inject_lora(model, LoRAConfig(r=2, target_modules=r".*layers\.1\.self_attn\.(q|v)_proj"))
+    assert names == ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+
+
+def test_noop_at_init_then_changes(model_kind, tokens):
+    model, cfg = build(model_kind)
+    ref = model(tokens).logits
+    inject_lora(model, cfg)
+    torch.testing.assert_close(model(tokens).logits, ref, rtol=0, atol=0)
+    randomize_adapters(model)
+    assert not torch.allclose(model(tokens).logits, ref, atol=1e-3)
+
+
+def test_base_frozen_and_only_adapters_change_after_training(model_kind, tokens):
+    model, cfg = build(model_kind)
+    inject_lora(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert {id(p) for p in trainable} == {id(p) for p in adapter_parameters(model)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(adapter_parameters(model), lr=1e-2)
+    model.train()
+    for _ in range(3):
+        loss = model(tokens, labels=tokens).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".lora_A." in n or ".lora_B." in n for n in changed)
+    assert any(".lora_B." in n for n in changed)
+
+
+def test_merged_logits_equal_unmerged_and_unmerge_restores(model_kind, tokens):
+    model, cfg = build(model_kind)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    inject_lora(model, cfg)
+    randomize_adapters(model)
+    unmerged = model(tokens).logits
+    merge_lora(model)
+    torch.testing.assert_close(model(tokens).logits, unmerged, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="already merged"):
+        merge_lora(model)
+    unmerge_lora(model)
+    torch.testing.assert_close(model(tokens).logits, unmerged, rtol=1e-5, atol=1e-5)
+    for name, layer in lora_layers(model):
+        torch.testing.assert_close(layer.base.weight, base_state[f"{name}.weight"], rtol=0, atol=1e-6)
+
+
+def test_disable_gives_base_model_even_when_merged(model_kind, tokens):
+    model, cfg = build(model_kind)
+    ref = model(tokens).logits
+    inject_lora(model, cfg)
+    randomize_adapters(model)
+    tuned = model(tokens).logits
+    with disable_lora(model):
+        torch.testing.assert_close(model(tokens).logits, ref, rtol=0, atol=0)
+    torch.testing.assert_close(model(tokens).logits, tuned)
+    merge_lora(model)
+    with disable_lora(model):
+        torch.testing.assert_close(model(tokens).logits, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(tokens).logits, tuned, rtol=1e-5, atol=1e-5)
+
+
+def test_errors_no_match_and_double_injection():
+    model, cfg = build("llama")
+    with pytest.raises(ValueError, match=r"no module matched target_modules=\('c_attn',\).*q_proj"):
+        inject_lora(model, LoRAConfig(target_modules=("c_attn",)))
+    assert not list(lora_layers(model))  # nothing half-done
+    inject_lora(model, cfg)
+    with pytest.raises(RuntimeError, match="already has LoRA layers"):
+        inject_lora(model, cfg)
+    with pytest.raises(TypeError, match="'model.embed_tokens' matched but cannot wrap Embedding"):
+        inject_lora(build("llama")[0], LoRAConfig(target_modules=("embed_tokens",)))
+
+
+def test_merge_without_lora_is_refused():
+    with pytest.raises(ValueError, match="call inject_lora first"):
+        merge_lora(build("gpt2")[0])
