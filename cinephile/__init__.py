@@ -1,0 +1,1 @@
+"""Cinephile: the movie-trivia and MovieLens pipeline stages the notebooks call."""

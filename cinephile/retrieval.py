@@ -1,0 +1,333 @@
+"""Dense retrieval of context chunks, a BM25 baseline, retrieval metrics and a corpus index.
+
+The embedding function is passed in (``EmbedFn``: list of texts -> L2-normalised rows),
+so cosine similarity is a dot product, tests use a deterministic fake and notebooks use
+sentence-transformers (all-MiniLM-L6-v2). Each question is matched against the chunks
+of its own record; ``CorpusIndex`` searches every chunk of the corpus for the demo.
+
+References:
+    Karpukhin et al. 2020, "Dense Passage Retrieval for Open-Domain Question Answering".
+    Reimers & Gurevych 2019, "Sentence-BERT".
+    Robertson & Zaragoza 2009, "The Probabilistic Relevance Framework: BM25 and Beyond".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from rank_bm25 import BM25Okapi
+
+from cinephile.data import atomic_write
+from cinephile.metrics import normalize_answer
+
+logger = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[str]], np.ndarray]
+
+
+def sentence_transformer_embedder(model, *, batch_size: int = 64, show_progress: bool = False) -> EmbedFn:
+    """Wrap a ``SentenceTransformer`` as an ``EmbedFn`` returning normalised float32 rows.
+
+    Args:
+        model: a loaded ``sentence_transformers.SentenceTransformer``.
+        batch_size: encoding batch size.
+        show_progress: show the encoder's progress bar.
+
+    Returns:
+        ``embed(texts) -> np.ndarray`` of shape (len(texts), dim); ``embed.name`` names the model.
+    """
+    def embed(texts: list[str]) -> np.ndarray:
+        return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=show_progress).astype(np.float32)
+
+    tok = getattr(model, "tokenizer", None)
+    embed.name = str(getattr(tok, "name_or_path", "") or type(model).__name__)
+    return embed
+
+
+def _embed(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
+    emb = np.asarray(embed_fn(texts), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        raise ValueError(f"embed_fn returned shape {emb.shape} for {len(texts)} texts; expected ({len(texts)}, dim)")
+    return emb
+
+
+def _merge(a: str, b: str) -> str:
+    """Join consecutive chunks, writing the sentences they share only once."""
+    for k in range(min(len(a), len(b)), 0, -1):
+        if (k == len(b) or b[k] in " \n") and a.endswith(b[:k]) and (k == len(a) or a[-k - 1] in " \n"):
+            return a + b[k:]
+    return a + " " + b
+
+
+def _window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> str:
+    """Selected chunks widened by +-window neighbours, merged, in document order."""
+    keep = sorted({j for i in picked for j in range(max(0, i - window), min(len(chunks), i + window + 1))})
+    runs, prev = [], None
+    for j in keep:
+        if prev is not None and j == prev + 1:
+            runs[-1] = _merge(runs[-1], chunks[j])
+        else:
+            runs.append(chunks[j])
+        prev = j
+    return "\n\n".join(runs)
+
+
+def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: int = 0) -> list[dict]:
+    """Pick the top-k chunks of each record for its question by cosine similarity.
+
+    Args:
+        records: records with ``id``, ``question`` and ``chunks`` (see ``chunk_records``).
+        embed_fn: ``EmbedFn``; called once for all questions and once for all distinct chunks.
+        k: chunks kept per question.
+        window: neighbouring chunks added on each side of a selected chunk.
+
+    Returns:
+        New records with ``retrieved_context`` (str), ``retrieved`` ([{"chunk", "score"}], best
+        first) and ``chunk_scores`` (one float per chunk).
+    """
+    if k < 1 or window < 0:
+        raise ValueError(f"need k >= 1 and window >= 0, got k={k}, window={window}")
+    for r in records:
+        if not r.get("chunks"):
+            raise ValueError(f"record {r.get('id')!r} has no chunks; run chunk_records() and drop empty contexts")
+    q_emb = _embed(embed_fn, [r["question"] for r in records])  # (R, D)
+    texts = list(dict.fromkeys(c for r in records for c in r["chunks"]))
+    row = {t: i for i, t in enumerate(texts)}
+    c_emb = _embed(embed_fn, texts)  # (C, D)
+    out = []
+    for r, q in zip(records, q_emb):
+        scores = c_emb[[row[c] for c in r["chunks"]]] @ q  # (n_chunks,)
+        top = np.argsort(-scores, kind="stable")[:k]
+        out.append({**r, "retrieved_context": _window_text(r["chunks"], top.tolist(), window),
+                    "retrieved": [{"chunk": int(i), "score": float(scores[i])} for i in top],
+                    "chunk_scores": scores.astype(float).tolist()})
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def lexical_scores(question: str, chunks: Sequence[str]) -> np.ndarray:
+    """BM25 (Okapi) scores of ``question`` against each chunk, the lexical baseline.
+
+    Args:
+        question: query text.
+        chunks: candidate passages.
+
+    Returns:
+        float array of shape (len(chunks),).
+    """
+    if not chunks:
+        raise ValueError("lexical_scores needs at least one chunk")
+    return np.asarray(BM25Okapi([_words(c) for c in chunks]).get_scores(_words(question)), dtype=float)
+
+
+def _norm_aliases(aliases: Sequence[str]) -> list[str]:
+    return [f" {n} " for n in map(normalize_answer, aliases) if n]
+
+
+def answer_in_text(aliases: Sequence[str], text: str) -> bool:
+    """Whether any normalised alias occurs in the normalised text on word boundaries.
+
+    Args:
+        aliases: accepted answers.
+        text: passage.
+
+    Returns:
+        True if some alias is found.
+    """
+    padded = f" {normalize_answer(text)} "
+    return any(a in padded for a in _norm_aliases(aliases))
+
+
+def _ranked_relevance(record: dict, score_fn, scores_key: str) -> np.ndarray:
+    """Whether each chunk contains an answer alias, ordered from best to worst score."""
+    if score_fn is not None:
+        scores = score_fn(record["question"], record["chunks"])
+    elif scores_key in record:
+        scores = record[scores_key]
+    else:
+        raise ValueError(f"record {record.get('id')!r} has no {scores_key!r}; run retrieve() first or pass score_fn")
+    aliases = _norm_aliases(record.get("answer_aliases") or [record["answer"]])
+    rel = np.array([any(a in f" {normalize_answer(c)} " for a in aliases) for c in record["chunks"]], dtype=bool)
+    return rel[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
+
+
+def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_scores") -> float:
+    """Fraction of records whose k best-scored chunks contain an answer alias.
+
+    Args:
+        records: retrieved records (``chunks``, ``answer_aliases`` and ``scores_key``).
+        k: cut-off.
+        scores_key: key holding one score per chunk.
+
+    Returns:
+        Recall@k in [0, 1] over all records.
+    """
+    if not records:
+        raise ValueError("recall_at_k needs at least one record")
+    return float(np.mean([_ranked_relevance(r, None, scores_key)[:k].any() for r in records]))
+
+
+def precision_recall_at_k(records: Sequence[dict], ks: Sequence[int],
+                          score_fn: Callable[[str, Sequence[str]], np.ndarray] | None = None) -> pd.DataFrame:
+    """Precision@k and recall@k over the records that have at least one relevant chunk.
+
+    A chunk is relevant when it contains an answer alias. Precision@k divides the relevant
+    chunks among the top k by k; recall@k is the fraction with a relevant chunk in the top k.
+
+    Args:
+        records: records with ``question``, ``chunks``, ``answer_aliases`` (and ``chunk_scores``).
+        ks: cut-offs.
+        score_fn: ``score_fn(question, chunks)``, e.g. ``lexical_scores``; default ``chunk_scores``.
+
+    Returns:
+        DataFrame with columns k, precision, recall, n (records used), n_excluded (no relevant chunk).
+    """
+    ranked = [rel for r in records if (rel := _ranked_relevance(r, score_fn, "chunk_scores")).any()]
+    excluded = len(records) - len(ranked)
+    if not ranked:
+        raise ValueError(f"none of the {len(records)} records has a chunk containing its answer; cannot score")
+    if excluded:
+        logger.info("precision/recall: %d of %d records have no chunk with the answer", excluded, len(records))
+    rows = [{"k": k, "precision": float(np.mean([rel[:k].sum() / k for rel in ranked])),
+             "recall": float(np.mean([rel[:k].any() for rel in ranked])), "n": len(ranked),
+             "n_excluded": excluded} for k in ks]
+    return pd.DataFrame(rows)
+
+
+def plot_precision_recall(df_by_method: dict[str, pd.DataFrame], path: str | os.PathLike | None = None) -> Figure:
+    """Two panels, P@k and R@k against k, one line per retrieval method (e.g. MiniLM vs BM25).
+
+    Args:
+        df_by_method: method name -> output of ``precision_recall_at_k``.
+        path: optional image file (format from its suffix), written atomically.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for name, df in df_by_method.items():
+        for ax, col in zip(axes, ("precision", "recall")):
+            ax.plot(df["k"], df[col], marker="o", label=name)
+    for ax, title in zip(axes, ("precision@k", "recall@k")):
+        ax.set(title=title, xlabel="k", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if path is not None:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png")
+    return fig
+
+
+def split_train_val(records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Deterministic split by hashed id: stable when records are reordered or added.
+
+    Args:
+        records: records with unique ``id``.
+        val_fraction: expected share of validation records, in (0, 1).
+        seed: changes the split.
+
+    Returns:
+        ``(train, val)`` lists, each in input order.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ids = [str(r["id"]) for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("records have duplicate ids; the split is by id, so ids must be unique")
+    train, val = [], []
+    for r, i in zip(records, ids):
+        u = int(hashlib.md5(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
+        (val if u < val_fraction else train).append(r)
+    return train, val
+
+
+@dataclass
+class CorpusIndex:
+    """Dense index over every distinct chunk of a corpus, for free-form questions in the demo.
+
+    The embeddings are one in-memory (N, D) float32 matrix searched by a dot product; for
+    corpora larger than memory one swaps it for a FAISS index (e.g. ``IndexFlatIP`` or IVF)
+    behind the same ``search``.
+
+    Attributes:
+        texts: distinct chunk texts.
+        sources: ids of the records each chunk comes from.
+        embeddings: (N, D) float32, L2-normalised rows.
+        embedder: name of the embedding model, to refuse searching with another one.
+    """
+
+    texts: list[str]
+    sources: list[list[str]]
+    embeddings: np.ndarray
+    embedder: str = "unknown"
+
+    @classmethod
+    def build(cls, records: Sequence[dict], embed_fn: EmbedFn, *, name: str | None = None) -> CorpusIndex:
+        """Embed the distinct chunks of ``records`` (each with ``id`` and ``chunks``)."""
+        sources: dict[str, list[str]] = {}
+        for r in records:
+            for c in r["chunks"]:
+                ids = sources.setdefault(c, [])
+                if str(r["id"]) not in ids:
+                    ids.append(str(r["id"]))
+        if not sources:
+            raise ValueError("no chunks to index; run chunk_records() first")
+        texts = list(sources)
+        name = name or getattr(embed_fn, "name", None) or getattr(embed_fn, "__name__", "unknown")
+        return cls(texts, [sources[t] for t in texts], _embed(embed_fn, texts), str(name))
+
+    def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
+        """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first."""
+        q = _embed(embed_fn, [query])[0]
+        if q.shape[0] != self.embeddings.shape[1]:
+            raise ValueError(f"query embedding has dim {q.shape[0]} but the index has dim "
+                             f"{self.embeddings.shape[1]}; search with the embedder it was built with "
+                             f"({self.embedder})")
+        scores = self.embeddings @ q  # (N,)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [{"text": self.texts[i], "score": float(scores[i]), "sources": self.sources[i]} for i in top]
+
+    def save(self, path_prefix: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim)."""
+        npy, meta = Path(f"{path_prefix}.npy"), Path(f"{path_prefix}.json")
+        with atomic_write(npy, "wb") as f:
+            np.save(f, self.embeddings.astype(np.float32))
+        with atomic_write(meta) as f:
+            json.dump({"texts": self.texts, "sources": self.sources, "embedder": self.embedder,
+                       "dim": int(self.embeddings.shape[1])}, f, ensure_ascii=False)
+        return npy, meta
+
+    @classmethod
+    def load(cls, path_prefix: str | os.PathLike) -> CorpusIndex:
+        """Read an index written by ``save`` and check that its two files agree."""
+        npy, meta = Path(f"{path_prefix}.npy"), Path(f"{path_prefix}.json")
+        for p in (npy, meta):
+            if not p.is_file():
+                raise FileNotFoundError(f"index file {p} not found; build and save the index first")
+        emb = np.load(npy, allow_pickle=False)
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+            texts, sources, embedder, dim = info["texts"], info["sources"], info["embedder"], info["dim"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{meta} is not a valid index description ({e!r}); rebuild the index") from e
+        if emb.ndim != 2 or emb.shape[0] != len(texts) or len(sources) != len(texts):
+            raise ValueError(f"{npy} has {emb.shape[0]} rows but {meta} lists {len(texts)} texts and "
+                             f"{len(sources)} sources; the files do not match, rebuild the index")
+        if emb.shape[1] != dim:
+            raise ValueError(f"{npy} has dim {emb.shape[1]} but {meta} says {dim}; rebuild the index")
+        return cls(texts, sources, emb.astype(np.float32), embedder)

