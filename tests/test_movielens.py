@@ -1,0 +1,338 @@
+"""MovieLens loading, download, temporal split and prompt building (tiny synthetic tables + the real data)."""
+
+import hashlib
+import io
+import json
+import logging
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cinephile import movielens as ml
+from cinephile.movielens import (build_examples, build_prompt, ensure_movielens, load_movielens, parse_title,
+                                 temporal_split, write_examples_jsonl)
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movielens" / "ml-latest-small"
+needs_real = pytest.mark.skipif(not (REAL / "ratings.csv").is_file(), reason="shared MovieLens data not present")
+
+MOVIES = """movieId,title,genres
+1,"Matrix, The (1999)",Action|Sci-Fi
+2,Toy Story (1995),Animation|Children|Comedy
+3,Heat (1995),Action|Crime|Thriller
+4,Babylon 5,(no genres listed)
+5,Casino (1995),Crime|Drama
+6,Sabrina (1995),Comedy|Romance
+7,Jumanji (1995),Adventure|Children
+"""
+# user 1: seven ratings in time order (val = movie 6, test = movie 7); user 2: three, all train
+RATINGS = """userId,movieId,rating,timestamp
+1,1,5.0,10
+1,2,1.0,20
+1,3,4.0,30
+1,4,2.0,40
+1,5,3.0,50
+1,6,5.0,60
+1,7,4.5,70
+2,7,1.0,5
+2,5,4.0,6
+2,1,3.0,7
+"""
+TAGS = """userId,movieId,tag,timestamp
+2,7,Classic,65
+3,7,classic,66
+3,7,fun,1
+3,7,board game,2
+3,7,jungle,3
+3,7,future,100
+4,7,future,101
+5,7,future,102
+"""
+
+
+def write_folder(folder: Path, *, ratings=RATINGS, movies=MOVIES, tags=TAGS, readme=True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("ratings.csv", ratings), ("movies.csv", movies), ("tags.csv", tags)):
+        if text is not None:
+            (folder / name).write_text(text)
+    if readme:
+        (folder / "README.txt").write_text("licence text")
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return load_movielens(write_folder(tmp_path / "ml"))
+
+
+def by_movie(examples):
+    return {e["movie_id"]: e for e in examples}
+
+
+# ---------------------------------------------------------------- loading
+
+def test_load_parses_titles_years_genres_and_tags(tiny):
+    movies = tiny.movies.set_index("movieId")
+    assert movies.at[1, "name"] == "The Matrix" and movies.at[1, "year"] == 1999
+    assert pd.isna(movies.at[4, "year"]) and movies.at[4, "name"] == "Babylon 5"
+    assert movies.at[4, "genres"] == [] and movies.at[2, "genres"] == ["Animation", "Children", "Comedy"]
+    assert sorted(tiny.tags["tag"].unique()) == ["board game", "classic", "fun", "future", "jungle"]
+
+
+@pytest.mark.parametrize("title, expected", [
+    ("Matrix, The (1999)", ("The Matrix", 1999)),
+    ("Postman, The (Postino, Il) (1994)", ("The Postman (Postino, Il)", 1994)),
+    ("Good, the Bad and the Ugly, The (1966)", ("The Good, the Bad and the Ugly", 1966)),
+    ("Death Note: Desu nôto (2006–2007)", ("Death Note: Desu nôto", 2006)),
+    ("Babylon 5", ("Babylon 5", None)),
+    ("Ready Player One", ("Ready Player One", None)),
+    ("2001: A Space Odyssey (1968) ", ("2001: A Space Odyssey", 1968)),
+])
+def test_parse_title(title, expected):
+    assert parse_title(title) == expected
+
+
+def test_load_drops_ratings_of_unknown_movies_and_logs_the_count(tmp_path, caplog):
+    folder = write_folder(tmp_path, ratings=RATINGS + "1,999,4.0,80\n2,998,3.0,90\n")
+    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+        data = load_movielens(folder)
+    assert len(data.ratings) == len(RATINGS.strip().splitlines()) - 1
+    assert not data.ratings["movieId"].isin([998, 999]).any()
+    assert "dropped 2 ratings of 2 movies" in caplog.text
+
+
+def test_load_finds_the_folder_under_its_parent(tmp_path):
+    write_folder(tmp_path / ml.ML_FOLDER)
+    assert len(load_movielens(tmp_path).movies) == 7
+
+
+def test_load_missing_file_names_it_and_the_expected_files(tmp_path):
+    folder = write_folder(tmp_path, tags=None)
+    with pytest.raises(FileNotFoundError, match=r"missing tags\.csv; expected files: ratings\.csv, movies\.csv, tags\.csv"):
+        load_movielens(folder)
+
+
+def test_load_missing_column_names_it_and_the_expected_columns(tmp_path):
+    folder = write_folder(tmp_path, movies="movieId,title\n1,Heat (1995)\n")
+    with pytest.raises(ValueError, match=r"movies\.csv is missing column 'genres'; expected columns: movieId, title, genres"):
+        load_movielens(folder)
+
+
+@needs_real
+def test_load_real_data_matches_its_readme_counts():
+    data = load_movielens(REAL)
+    assert (len(data.ratings), data.ratings["userId"].nunique(), len(data.movies)) == (100_836, 610, 9_742)
+    raw = pd.read_csv(REAL / "movies.csv").set_index("movieId")
+    no_genre = raw.index[raw["genres"] == "(no genres listed)"][0]
+    movies = data.movies.set_index("movieId")
+    assert movies.at[no_genre, "genres"] == []
+    assert movies.at[1, "year"] == 1995 and movies.at[1, "name"] == "Toy Story"
+
+
+# ---------------------------------------------------------------- download
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def zip_bytes(tmp_path) -> bytes:
+    src = write_folder(tmp_path / "src" / ml.ML_FOLDER)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(src.iterdir()):
+            zf.write(f, f"{ml.ML_FOLDER}/{f.name}")
+    return buf.getvalue()
+
+
+def serve(monkeypatch, responses: dict):
+    calls = []
+
+    def urlopen(url, timeout=None):
+        calls.append(url)
+        return FakeResponse(responses[url])
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def test_download_verifies_published_md5_and_keeps_readme(tmp_path, monkeypatch):
+    data = zip_bytes(tmp_path)
+    calls = serve(monkeypatch, {ml.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
+                                ml.ML_URL: data})
+    dest = tmp_path / "data"
+    folder = ensure_movielens(dest)
+    assert folder == dest / ml.ML_FOLDER and calls == [ml.ML_MD5_URL, ml.ML_URL]
+    assert (folder / "README.txt").read_text() == "licence text"
+    assert sorted(p.name for p in dest.iterdir()) == [ml.ML_FOLDER]  # no temp files left
+    assert len(load_movielens(folder).ratings) == 10
+    assert ensure_movielens(dest) == folder and len(calls) == 2  # second call: no network
+
+
+def test_download_checksum_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    serve(monkeypatch, {ml.ML_URL: zip_bytes(tmp_path)})
+    dest = tmp_path / "data"
+    with pytest.raises(RuntimeError, match="Checksum mismatch .* expected 0{32}"):
+        ensure_movielens(dest, md5="0" * 32)
+    assert list(dest.iterdir()) == []
+
+
+def test_offline_download_names_url_and_destination(tmp_path, monkeypatch):
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dest = tmp_path / "data"
+    with pytest.raises(RuntimeError) as err:
+        ensure_movielens(dest)
+    assert ml.ML_URL in str(err.value) and str(dest / ml.ML_FOLDER) in str(err.value)
+    assert "Name or service not known" in str(err.value)
+    assert list(dest.iterdir()) == []
+
+
+def test_published_md5_without_a_checksum_is_reported(tmp_path, monkeypatch):
+    serve(monkeypatch, {ml.ML_MD5_URL: b"<html>Not Found</html>", ml.ML_URL: b""})
+    with pytest.raises(RuntimeError, match=r"\.zip\.md5 holds no MD5 checksum; pass md5=\.\.\. to ensure_movielens"):
+        ensure_movielens(tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_no_download_when_not_allowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    with pytest.raises(FileNotFoundError, match=f"No MovieLens files in .*{ml.ML_URL}"):
+        ensure_movielens(tmp_path, download=False)
+
+
+def test_incomplete_folder_is_reported_not_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    write_folder(tmp_path / ml.ML_FOLDER, tags=None)
+    with pytest.raises(FileNotFoundError, match=r"exists but is missing tags\.csv; remove the folder"):
+        ensure_movielens(tmp_path)
+
+
+# ---------------------------------------------------------------- split
+
+def test_split_leaves_last_out_and_keeps_small_users_in_train(tiny, caplog):
+    with caplog.at_level(logging.INFO, logger="cinephile.movielens"):
+        df = temporal_split(tiny.ratings)
+    got = df.set_index(["userId", "movieId"])["split"]
+    assert got[(1, 7)] == "test" and got[(1, 6)] == "val"
+    assert (got.loc[1].drop([6, 7]) == "train").all()
+    assert (got.loc[2] == "train").all()  # 3 ratings < 5 + 1 + 1
+    assert "1 users with < 7 ratings" in caplog.text
+    assert (temporal_split(tiny.ratings, min_train=6)["split"] == "train").all()
+
+
+def test_split_rejects_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="need n_test >= 0"):
+        temporal_split(tiny.ratings, n_test=-1)
+    with pytest.raises(ValueError, match="ratings is missing column 'timestamp'"):
+        temporal_split(tiny.ratings.drop(columns="timestamp"))
+
+
+@needs_real
+def test_split_real_users_has_no_temporal_leakage():
+    ratings = load_movielens(REAL).ratings
+    ratings = ratings[ratings["userId"] <= 20]
+    df = temporal_split(ratings, n_test=2, n_val=3)
+    for _, g in df.groupby("userId"):
+        train, later = g[g["split"] == "train"], g[g["split"] != "train"]
+        assert later.empty or later["timestamp"].min() >= train["timestamp"].max()
+        test, val = g[g["split"] == "test"], g[g["split"] == "val"]
+        assert (len(test), len(val)) == (2, 3)
+        assert test["timestamp"].min() >= val["timestamp"].max()
+    assert len(df) == len(ratings)
+
+
+# ---------------------------------------------------------------- examples
+
+def test_val_and_test_history_is_strictly_earlier(tiny):
+    df = temporal_split(tiny.ratings)
+    val, = build_examples(df, tiny.movies, tiny.tags, which="val")
+    test, = build_examples(df, tiny.movies, tiny.tags, which="test")
+    assert (val["movie_id"], val["n_history"], test["movie_id"], test["n_history"]) == (6, 5, 7, 6)
+    assert val["liked"] == ["Heat (1995)", "The Matrix (1999)"]  # most recent first, movie 6 not yet rated
+    assert val["disliked"] == ["Babylon 5", "Toy Story (1995)"]
+    assert test["liked"] == ["Sabrina (1995)", "Heat (1995)", "The Matrix (1999)"]  # the val rating is history
+    assert test["user_mean"] == pytest.approx((5 + 1 + 4 + 2 + 3 + 5) / 6, abs=1e-4)
+    assert test["response"] == "Rating: 4.5" and test["rating"] == 4.5
+
+
+def test_features_genres_item_mean_and_tags(tiny):
+    df = temporal_split(tiny.ratings)
+    test, = build_examples(df, tiny.movies, tiny.tags, which="test")
+    # earlier: Action 5,4 (mean 4.5 vs 3.33) preferred; Comedy 1,5 (3.0) avoided; others seen once
+    assert (test["preferred_genres"], test["avoided_genres"]) == (["Action"], ["Comedy"])
+    assert test["item_mean"] == 1.0  # only user 2's train rating of Jumanji
+    assert test["tags"] == ["classic", "board game", "fun"]  # "future" (3 times) is tagged after the rating
+    assert "Tags: classic, board game, fun" in test["prompt"] and "Target movie: Jumanji (1995)" in test["prompt"]
+
+
+def test_train_targets_exclude_their_own_rating_from_the_item_mean(tiny):
+    df = temporal_split(tiny.ratings)
+    train = build_examples(df, tiny.movies, tiny.tags, which="train", max_per_user=None)
+    assert {(e["user_id"], e["movie_id"]) for e in train} == {(1, 4), (1, 5)}  # >= 3 earlier, train only
+    casino = by_movie(train)[5]
+    assert casino["item_mean"] == 4.0 and casino["item_count"] == 1  # user 2's 4.0, not user 1's own 3.0
+    assert by_movie(train)[4]["item_mean"] is None and "Movie's average rating: unknown" in by_movie(train)[4]["prompt"]
+
+
+@needs_real
+def test_real_train_examples_are_capped_deterministic_and_use_only_the_past():
+    data = load_movielens(REAL)
+    df = temporal_split(data.ratings[data.ratings["userId"] <= 20])
+    examples = build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=1)
+    per_user = pd.Series([e["user_id"] for e in examples]).value_counts()
+    assert per_user.max() == 4 and per_user.index.nunique() == 20
+    assert examples == build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=1)
+    other = build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=2)
+    assert [e["movie_id"] for e in other] != [e["movie_id"] for e in examples]
+    rows = df.set_index(["userId", "movieId"])
+    shown = {m.movieId: m.name if pd.isna(m.year) else f"{m.name} ({m.year})" for m in data.movies.itertuples()}
+    for e in examples:
+        row = rows.loc[(e["user_id"], e["movie_id"])]
+        assert row["split"] == "train" and e["n_history"] >= 3
+        user = df[df["userId"] == e["user_id"]].reset_index(drop=True)
+        k = user.index[user["movieId"] == e["movie_id"]][0]
+        assert k == e["n_history"]
+        assert e["user_mean"] == pytest.approx(user["rating"][:k].mean(), abs=1e-4)
+        window = user.iloc[max(0, k - 20):k].iloc[::-1]  # default history_size, most recent first
+        assert e["liked"] == [shown[m] for m in window.loc[window["rating"] >= 4.0, "movieId"]][:ml.MAX_LIKED]
+        assert e["disliked"] == [shown[m] for m in window.loc[window["rating"] <= 2.0, "movieId"]][:ml.MAX_DISLIKED]
+        assert e["prompt"] == e["prompt"].strip() and e["response"] == f"Rating: {e['rating']:.1f}"
+
+
+def test_build_examples_rejects_bad_arguments(tiny):
+    df = temporal_split(tiny.ratings)
+    with pytest.raises(ValueError, match="which must be one of"):
+        build_examples(df, tiny.movies, tiny.tags, which="dev")
+    with pytest.raises(ValueError, match="no 'split' column; pass the output of temporal_split"):
+        build_examples(tiny.ratings, tiny.movies, tiny.tags)
+    with pytest.raises(ValueError, match="split_df has 1 ratings of movies missing from movies; load both"):
+        build_examples(df, tiny.movies[tiny.movies["movieId"] != 3], tiny.tags)
+    with pytest.raises(ValueError, match="like must be greater than dislike"):
+        build_examples(df, tiny.movies, tiny.tags, like=2.0, dislike=3.0)
+
+
+def test_build_prompt_is_compact_and_complete():
+    liked = [f"Movie {k} (2000)" for k in range(12)]
+    prompt = build_prompt(liked, ["Bad (1990)"] * 9, ["Drama"], [], "Heat", 1995, ["Action", "Crime"], [],
+                          3.84, None)
+    lines = prompt.split("\n")
+    assert prompt == prompt.strip() and lines[0].startswith("Predict how this user rates")
+    assert lines[1] == "Liked: " + "; ".join(liked[:8])
+    assert lines[2].count("Bad (1990)") == 5
+    assert "Avoided genres: none" in lines and "Tags: none" in lines and "Preferred genres: Drama" in lines
+    assert "Target movie: Heat (1995)" in lines and "Genres: Action, Crime" in lines
+    assert "User's average rating so far: 3.8" in lines and "Movie's average rating: unknown" in lines
+    assert lines[-1] == "Answer with 'Rating: x.x'."
+    assert "Target movie: Babylon 5" in build_prompt([], [], [], [], "Babylon 5", None, [], [], None, None)
+
+
+def test_write_examples_jsonl_round_trips(tiny, tmp_path):
+    examples = build_examples(temporal_split(tiny.ratings), tiny.movies, tiny.tags, which="test")
+    path = write_examples_jsonl(examples, tmp_path / "out" / "test.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == examples
+    assert [p.name for p in path.parent.iterdir()] == ["test.jsonl"]
