@@ -1,20 +1,15 @@
-"""MovieLens loading, download, temporal split and prompt building (tiny synthetic tables + the real data)."""
+"""MovieLens loading, temporal split and prompt building (tiny synthetic tables + the real data)."""
 
-import hashlib
-import io
 import json
 import logging
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cinephile import movielens as ml
-from cinephile.movielens import (build_examples, build_prompt, ensure_movielens, load_movielens, parse_title,
-                                 temporal_split, write_examples_jsonl)
+from cinephile.movielens import (build_examples, build_prompt, load_movielens, parse_title, temporal_split,
+                                 write_examples_jsonl)
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movielens" / "ml-latest-small"
 needs_real = pytest.mark.skipif(not (REAL / "ratings.csv").is_file(), reason="shared MovieLens data not present")
@@ -130,86 +125,6 @@ def test_load_real_data_matches_its_readme_counts():
     movies = data.movies.set_index("movieId")
     assert movies.at[no_genre, "genres"] == []
     assert movies.at[1, "year"] == 1995 and movies.at[1, "name"] == "Toy Story"
-
-
-# ---------------------------------------------------------------- download
-
-class FakeResponse(io.BytesIO):
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.headers = {"Content-Length": str(len(data))}
-
-
-def zip_bytes(tmp_path) -> bytes:
-    src = write_folder(tmp_path / "src" / ml.ML_FOLDER)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(src.iterdir()):
-            zf.write(f, f"{ml.ML_FOLDER}/{f.name}")
-    return buf.getvalue()
-
-
-def serve(monkeypatch, responses: dict):
-    calls = []
-
-    def urlopen(url, timeout=None):
-        calls.append(url)
-        return FakeResponse(responses[url])
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    return calls
-
-
-def test_download_verifies_published_md5_and_keeps_readme(tmp_path, monkeypatch):
-    data = zip_bytes(tmp_path)
-    calls = serve(monkeypatch, {ml.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
-                                ml.ML_URL: data})
-    dest = tmp_path / "data"
-    folder = ensure_movielens(dest)
-    assert folder == dest / ml.ML_FOLDER and calls == [ml.ML_MD5_URL, ml.ML_URL]
-    assert (folder / "README.txt").read_text() == "licence text"
-    assert sorted(p.name for p in dest.iterdir()) == [ml.ML_FOLDER]  # no temp files left
-    assert len(load_movielens(folder).ratings) == 10
-    assert ensure_movielens(dest) == folder and len(calls) == 2  # second call: no network
-
-
-def test_download_checksum_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
-    serve(monkeypatch, {ml.ML_URL: zip_bytes(tmp_path)})
-    dest = tmp_path / "data"
-    with pytest.raises(RuntimeError, match="Checksum mismatch .* expected 0{32}"):
-        ensure_movielens(dest, md5="0" * 32)
-    assert list(dest.iterdir()) == []
-
-
-def test_offline_download_names_url_and_destination(tmp_path, monkeypatch):
-    def offline(url, timeout=None):
-        raise urllib.error.URLError("Name or service not known")
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    dest = tmp_path / "data"
-    with pytest.raises(RuntimeError) as err:
-        ensure_movielens(dest)
-    assert ml.ML_URL in str(err.value) and str(dest / ml.ML_FOLDER) in str(err.value)
-    assert "Name or service not known" in str(err.value)
-    assert list(dest.iterdir()) == []
-
-
-def test_published_md5_without_a_checksum_is_reported(tmp_path, monkeypatch):
-    serve(monkeypatch, {ml.ML_MD5_URL: b"<html>Not Found</html>", ml.ML_URL: b""})
-    with pytest.raises(RuntimeError, match=r"\.zip\.md5 holds no MD5 checksum; pass md5=\.\.\. to ensure_movielens"):
-        ensure_movielens(tmp_path / "data")
-    assert list((tmp_path / "data").iterdir()) == []
-
-
-def test_no_download_when_not_allowed(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
-    with pytest.raises(FileNotFoundError, match=f"No MovieLens files in .*{ml.ML_URL}"):
-        ensure_movielens(tmp_path, download=False)
-
-
-def test_incomplete_folder_is_reported_not_overwritten(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
-    write_folder(tmp_path / ml.ML_FOLDER, tags=None)
-    with pytest.raises(FileNotFoundError, match=r"exists but is missing tags\.csv; remove the folder"):
-        ensure_movielens(tmp_path)
 
 
 # ---------------------------------------------------------------- split

