@@ -39,7 +39,6 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    answers: list[str] = []
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths per batch
     results: dict[int, str] = {}
     with left_padding(tokenizer):
@@ -54,5 +53,4 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
             for i, text in zip(idx, texts):
                 results[i] = text.split(stop)[0].strip()
     model.train(was_training)
-    answers = [results[i] for i in range(len(prompts))]
-    return answers
+    return [results[i] for i in range(len(prompts))]

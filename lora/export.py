@@ -23,12 +23,13 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import gguf
 import numpy as np
 from safetensors.torch import load_file
+
+from .io import _atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +180,7 @@ def export_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathL
 
 def _write_gguf(out_path: Path, tensors: list[tuple[str, np.ndarray]], alpha: float, dtype: type) -> None:
     """Write adapter metadata and tensors to a temporary file, then rename it to `out_path`."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=out_path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         writer = gguf.GGUFWriter(tmp, "llama")
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -193,10 +191,8 @@ def _write_gguf(out_path: Path, tensors: list[tuple[str, np.ndarray]], alpha: fl
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    _atomic_write(out_path, write)
 
 
 def _quote(value: object) -> str:
@@ -239,11 +235,6 @@ def write_modelfile(out_dir: str | os.PathLike, *, base_gguf: str | os.PathLike,
     for key, value in (DEFAULT_PARAMETERS if parameters is None else parameters).items():
         for item in value if isinstance(value, (list, tuple)) else [value]:
             lines.append(f"PARAMETER {key} {_quote(item)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "Modelfile"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix="Modelfile", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    path = Path(out_dir) / "Modelfile"
+    _atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return path
