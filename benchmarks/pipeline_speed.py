@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cinephile import chunking, data, models, retrieval, trivia  # noqa: E402
+from cinephile import chunking, models, prompts, retrieval, trivia  # noqa: E402
 from cinephile.train import batches, response_loss, tokenize_example  # noqa: E402
 from lora import LoRAConfig, adapter_parameters, inject_lora  # noqa: E402
 
@@ -91,13 +91,13 @@ def main() -> None:
     ap.add_argument("--csv", default=str(ROOT / "Data" / "movie_trivia_qa.csv"))
     args = ap.parse_args()
 
-    records, _ = data.load_qa_csv(args.csv)
+    records, _ = trivia.load_qa_csv(args.csv)
     _, tok = models.load_base_model()
     chunked = chunking.chunk_records(records, tok, 192)
     embedder = models.load_retriever()
     batched_s, per_record_s = retrieval_speed(chunked, embedder)
     retrieved = retrieval.retrieve(chunked, retrieval.sentence_transformer_embedder(embedder), k=1)
-    examples = trivia.examples(retrieved[: args.examples], tok, "chat")
+    examples = prompts.trivia_examples(retrieved[: args.examples], tok, "chat")
     n_tokens = [len(tokenize_example(tok, e["prompt"], e["response"], 1024)["input_ids"]) for e in examples]
     print(f"{len(examples)} examples, {np.mean(n_tokens):.0f} tokens on average (max {max(n_tokens)})")
 

@@ -30,8 +30,11 @@ _ABBREVIATIONS = frozenset(
 )
 # Words that start a new sentence even after a dotted acronym such as "U.S.".
 _STARTERS = frozenset("The He She It They In This His Her Its Their After However But A An On At".split())
-# Sentence-final punctuation, closing quotes/brackets, whitespace, then an uppercase letter or digit.
-_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ])")
+# Sentence-final punctuation, closing quotes/brackets, whitespace, then an uppercase letter or digit;
+# or CJK full-width sentence ends, which need no following space.
+_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ])|[。！？]+[」』）”’]*\s*")
+_WORD = re.compile(r"\S+")
+_LOOKBACK = 64  # characters searched backwards for the word before a period (keeps splitting linear)
 _UNKNOWN_MAX_LENGTH = 1_000_000  # HF uses ~1e30 as "no limit known"
 
 
@@ -39,13 +42,13 @@ def _is_false_boundary(text: str, m: re.Match) -> bool:
     """True when the period ending at ``m`` belongs to an abbreviation, initial or acronym."""
     if not m.group().startswith(".") or m.group().startswith(".."):
         return False
-    before = text[: m.start()].split()
-    word = before[-1].lstrip("\"'“‘([") if before else ""
+    lo = max(0, m.start() - _LOOKBACK)  # only a bounded look-back: no slicing of the whole text
+    word = text[max(text.rfind(" ", lo, m.start()) + 1, lo): m.start()].lstrip("\"'“‘([")
     if word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z]", word):
         return True
     if re.fullmatch(r"(?:[A-Za-z]\.)+[A-Za-z]", word):  # U.S, U.K, e.g
-        next_word = text[m.end():].split(None, 1)[0] if text[m.end():].strip() else ""
-        return next_word not in _STARTERS
+        nxt = _WORD.match(text, m.end())
+        return (nxt.group() if nxt else "") not in _STARTERS
     return False
 
 
@@ -115,18 +118,36 @@ def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
+_MAX_CHAR_TOKENS = 8  # byte-level tokenizers spread one character over at most 4 byte tokens
+
+
 def _split_long(text: str, tokenizer, max_tokens: int) -> list[str]:
-    """Cut a sentence longer than ``max_tokens`` into decoded token windows that fit."""
+    """Cut a sentence longer than ``max_tokens`` into decoded token windows that fit.
+
+    A window never ends inside a multi-byte character (byte-level BPE can split CJK or emoji
+    across tokens; decoding half a character gives U+FFFD): it is shortened until it decodes
+    cleanly, or lengthened when a single character needs more than one token.
+    """
     ids, pieces, i = tokenizer.encode(text, add_special_tokens=False), [], 0
+    had_fffd = "\ufffd" in text
+
+    def clean(piece: str) -> bool:
+        return had_fffd or "\ufffd" not in piece
+
     while i < len(ids):
-        width = max_tokens
-        while True:  # decode -> encode may not round-trip; shrink until the piece fits
-            piece = tokenizer.decode(ids[i: i + width]).strip()
-            if width == 1 or len(tokenizer.encode(piece, add_special_tokens=False)) <= max_tokens:
+        width = min(max_tokens, len(ids) - i)
+        while True:  # decode -> encode may not round-trip; shrink until the piece fits and is whole
+            piece = tokenizer.decode(ids[i: i + width])
+            if clean(piece) and (width == 1 or len(tokenizer.encode(piece, add_special_tokens=False)) <= max_tokens):
+                break
+            if width == 1:  # one token is part of a character: extend to the character's end
+                while width < _MAX_CHAR_TOKENS and i + width < len(ids) and not clean(piece):
+                    width += 1
+                    piece = tokenizer.decode(ids[i: i + width])
                 break
             width -= 1
-        if piece:
-            pieces.append(piece)
+        if piece.strip():
+            pieces.append(piece.strip())
         i += width
     return pieces
 

@@ -35,8 +35,9 @@ COLUMNS = {
 }
 
 
-def _locate(data_dir: Path) -> Path | None:
-    """Return the folder holding the CSVs: `data_dir` itself or `data_dir/ml-latest-small`."""
+def find_movielens_folder(data_dir: str | Path) -> Path | None:
+    """The folder holding the CSVs: `data_dir` itself or `data_dir/ml-latest-small`; None if neither."""
+    data_dir = Path(data_dir)
     for folder in (data_dir, data_dir / ML_FOLDER):
         if all((folder / name).is_file() for name in COLUMNS):
             return folder
@@ -80,7 +81,7 @@ def ensure_movielens(data_dir: str | Path, *, download: bool = True, md5: str | 
         The folder holding the CSVs.
     """
     data_dir = Path(data_dir)
-    if (found := _locate(data_dir)) is not None:
+    if (found := find_movielens_folder(data_dir)) is not None:
         return found
     target = data_dir / ML_FOLDER
     hint = f"download {ML_URL} and unzip it so that {target} holds {', '.join(COLUMNS)} and README.txt"
@@ -101,12 +102,33 @@ def ensure_movielens(data_dir: str | Path, *, download: bool = True, md5: str | 
         if got != expected:
             raise RuntimeError(f"Checksum mismatch for {ML_URL}: md5 {got}, expected {expected}; "
                                f"the download is corrupt or the file changed upstream: retry or {hint}")
-        with tempfile.TemporaryDirectory(dir=data_dir) as tmp, zipfile.ZipFile(part) as zf:
-            zf.extractall(tmp)  # then one rename: a crash never leaves a half-extracted folder
-            if _locate(Path(tmp) / ML_FOLDER) is None:
+        with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+            try:
+                with zipfile.ZipFile(part) as zf:
+                    zf.extractall(tmp)  # then one rename: a crash never leaves a half-extracted folder
+            except zipfile.BadZipFile as err:
+                raise RuntimeError(f"the download from {ML_URL} is not a zip archive ({err}); a proxy or "
+                                   f"captive portal may have answered instead: {hint}") from None
+            if find_movielens_folder(Path(tmp) / ML_FOLDER) is None:
                 raise RuntimeError(f"{ML_URL} does not hold {ML_FOLDER}/ with {', '.join(COLUMNS)}; {hint}")
             os.replace(Path(tmp) / ML_FOLDER, target)
     finally:
         os.remove(part)
     logger.info("MovieLens downloaded to %s", target)
     return target
+
+
+def resolve_movielens(data_dir: str | Path, *, alternatives: tuple[str | Path, ...] = (),
+                      download: bool = True) -> Path:
+    """The MovieLens folder to use: ``data_dir`` if it holds the data, else the first alternative
+    that does (e.g. a shared copy beside the project), else a download into ``data_dir``.
+
+    Returns:
+        The folder holding ratings.csv, movies.csv and tags.csv.
+    """
+    for candidate in (data_dir, *alternatives):
+        if (found := find_movielens_folder(candidate)) is not None:
+            if Path(candidate) != Path(data_dir):
+                logger.info("using MovieLens from %s", found)
+            return found
+    return ensure_movielens(data_dir, download=download)

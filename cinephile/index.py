@@ -2,7 +2,8 @@
 
 The embedding function is passed in (``EmbedFn``: list of texts -> L2-normalised rows),
 so cosine similarity is a dot product; the index is saved as a ``.npy`` matrix beside a
-``.json`` description (texts, sources, embedder name, dimension).
+``.json`` description (texts, sources, embedder name, dimension and the SHA-256 of the matrix,
+which ties the two files together). ``answer`` is the demo: retrieve, then generate.
 
 References:
     Karpukhin et al. 2020, "Dense Passage Retrieval for Open-Domain Question Answering".
@@ -10,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cinephile.data import atomic_write
+from cinephile.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 
-def _embed(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
+def embed_texts(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
+    """``embed_fn(texts)`` as float32 (len(texts), dim), or a ValueError naming the wrong shape."""
     emb = np.asarray(embed_fn(texts), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(f"embed_fn returned shape {emb.shape} for {len(texts)} texts; expected ({len(texts)}, dim)")
@@ -66,11 +69,11 @@ class CorpusIndex:
             raise ValueError("no chunks to index; run chunk_records() first")
         texts = list(sources)
         name = name or getattr(embed_fn, "name", None) or getattr(embed_fn, "__name__", "unknown")
-        return cls(texts, [sources[t] for t in texts], _embed(embed_fn, texts), str(name))
+        return cls(texts, [sources[t] for t in texts], embed_texts(embed_fn, texts), str(name))
 
     def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
         """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first."""
-        q = _embed(embed_fn, [query])[0]
+        q = embed_texts(embed_fn, [query])[0]
         if q.shape[0] != self.embeddings.shape[1]:
             raise ValueError(f"query embedding has dim {q.shape[0]} but the index has dim "
                              f"{self.embeddings.shape[1]}; search with the embedder it was built with "
@@ -80,31 +83,76 @@ class CorpusIndex:
         return [{"text": self.texts[i], "score": float(scores[i]), "sources": self.sources[i]} for i in top]
 
     def save(self, path_prefix: str | os.PathLike) -> tuple[Path, Path]:
-        """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim)."""
-        npy, meta = Path(f"{path_prefix}.npy"), Path(f"{path_prefix}.json")
+        """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim, sha256).
+
+        The ``.npy`` is written first and the ``.json`` names its checksum, so a reader can tell
+        when the two files come from different saves (or an interrupted one).
+        """
+        npy, meta = _paths(path_prefix)
+        emb = np.ascontiguousarray(self.embeddings, dtype=np.float32)
         with atomic_write(npy, "wb") as f:
-            np.save(f, self.embeddings.astype(np.float32))
+            np.save(f, emb)
         with atomic_write(meta) as f:
             json.dump({"texts": self.texts, "sources": self.sources, "embedder": self.embedder,
-                       "dim": int(self.embeddings.shape[1])}, f, ensure_ascii=False)
+                       "dim": int(emb.shape[1]), "sha256": _digest(emb)}, f, ensure_ascii=False)
         return npy, meta
 
     @classmethod
     def load(cls, path_prefix: str | os.PathLike) -> CorpusIndex:
-        """Read an index written by ``save`` and check that its two files agree."""
-        npy, meta = Path(f"{path_prefix}.npy"), Path(f"{path_prefix}.json")
-        for p in (npy, meta):
-            if not p.is_file():
-                raise FileNotFoundError(f"index file {p} not found; build and save the index first")
-        emb = np.load(npy, allow_pickle=False)
+        """Read an index written by ``save`` and check that its two files belong together."""
+        npy, meta = _paths(path_prefix)
+        missing = [str(p) for p in (npy, meta) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"index file(s) {missing} not found; build the index and save it with "
+                                    "CorpusIndex.build(...).save(prefix), then load the same prefix")
+        try:
+            emb = np.load(npy, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{npy} is not a readable .npy matrix ({e}); rebuild the index") from None
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
             texts, sources, embedder, dim = info["texts"], info["sources"], info["embedder"], info["dim"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{meta} is not a valid index description ({e!r}); rebuild the index") from e
-        if emb.ndim != 2 or emb.shape[0] != len(texts) or len(sources) != len(texts):
-            raise ValueError(f"{npy} has {emb.shape[0]} rows but {meta} lists {len(texts)} texts and "
-                             f"{len(sources)} sources; the files do not match, rebuild the index")
-        if emb.shape[1] != dim:
-            raise ValueError(f"{npy} has dim {emb.shape[1]} but {meta} says {dim}; rebuild the index")
+            digest = info["sha256"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{meta} is not a valid index description ({e!r}); rebuild the index") from None
+        if emb.ndim != 2 or emb.shape[0] != len(texts) or len(sources) != len(texts) or emb.shape[1] != dim:
+            raise ValueError(f"{npy} has shape {emb.shape} but {meta} lists {len(texts)} texts of dim {dim}; "
+                             "the files do not match, rebuild the index")
+        if _digest(emb) != digest:
+            raise ValueError(f"{npy} and {meta} come from different saves (checksum mismatch); "
+                             "rebuild the index and save both files again")
         return cls(texts, sources, emb.astype(np.float32), embedder)
+
+
+def _paths(path_prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """``<prefix>.npy`` and ``<prefix>.json``; a prefix given with either suffix is accepted."""
+    prefix = str(path_prefix)
+    for suffix in (".npy", ".json"):
+        if prefix.endswith(suffix):
+            prefix = prefix[: -len(suffix)]
+    return Path(prefix + ".npy"), Path(prefix + ".json")
+
+
+def _digest(emb: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32).tobytes()).hexdigest()
+
+
+def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedFn, *, style: str,
+           k: int = 1) -> dict:
+    """Answer a free-form question from the chunks of the whole corpus (the demo).
+
+    Returns:
+        ``{"question", "answer", "score", "source"}``: the generated answer, the top chunk's
+        similarity and the ids of up to three records that chunk comes from.
+    """
+    from cinephile.generate import generate_answers
+    from cinephile.prompts import trivia_example
+
+    if not question or not question.strip():
+        raise ValueError("the question is empty; ask a question about a film")
+    hits = index.search(question, embed_fn, k=k)
+    record = {"id": "demo", "question": question, "answer": "",
+              "retrieved_context": "\n".join(h["text"] for h in hits)}
+    prompt = trivia_example(record, tokenizer, style=style)["prompt"]
+    pred = generate_answers(model, tokenizer, [prompt], progress=False)[0]
+    return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3]}

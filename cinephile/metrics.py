@@ -1,4 +1,8 @@
-"""Answer-level metrics for open-domain trivia: exact match and token F1.
+"""Answer-level metrics for open-domain trivia (exact match, token F1) and the evaluation table.
+
+``evaluate_qa`` generates answers for each evaluation row (closed-book, base + retrieved,
+tuned + retrieved, tuned + gold) and scores them; ``evaluate_csv`` runs the same on an
+external QA CSV (chunked and retrieved like the training data).
 
 The normalisation reproduces the official TriviaQA evaluation script
 (mandarjoshi90/triviaqa, evaluation/triviaqa_evaluation.py), itself extended from
@@ -16,10 +20,20 @@ References:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
+
+import pandas as pd
+
+from lora import disable_lora
+
+from cinephile.generate import generate_answers
+from cinephile.io import save_figure, write_jsonl
+from cinephile.prompts import trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +136,89 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
         f1 += f1_score(pred, aliases)
     n = len(records)
     return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
+
+
+# (row name, use the adapter?, context field or None for closed-book)
+EVAL_ROWS = [
+    ("closed-book (base)", False, None),
+    ("base + retrieved context", False, "retrieved_context"),
+    ("tuned + retrieved context", True, "retrieved_context"),
+    ("tuned + gold context (upper bound)", True, "gold_context"),
+]
+
+
+def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
+                max_new_tokens: int = 16, predictions_path: str | os.PathLike | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """EM / F1 per evaluation row; per-question predictions optionally written to JSONL.
+
+    Args:
+        model: the model with LoRA injected (base rows run inside ``disable_lora``).
+        tokenizer: its tokenizer.
+        records: retrieved records (``retrieved_context``, ``gold_context`` for the rows that need them).
+        style: prompt style used in training.
+        rows: ``(name, tuned, context_key)`` triples.
+        batch_size, max_new_tokens: generation settings.
+        predictions_path: JSONL with one line per (row, question).
+        progress: one progress bar over the rows.
+
+    Returns:
+        DataFrame with columns row, em, f1, n.
+    """
+    from tqdm.auto import tqdm
+
+    if not records:
+        raise ValueError("no records to evaluate; is the evaluation split empty?")
+    table, lines = [], []
+    for name, tuned, key in tqdm(rows, desc=f"evaluate {len(records)} questions", disable=not progress):
+        prompts = [e["prompt"] for e in trivia_examples(records, tokenizer, style, key)]
+        with nullcontext() if tuned else disable_lora(model):
+            preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
+                                     max_new_tokens=max_new_tokens, progress=False)
+        table.append({"row": name, **score_predictions(preds, records)})
+        lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p,
+                   "answer": r["answer"], "em": exact_match(p, r["answer_aliases"]),
+                   "f1": round(f1_score(p, r["answer_aliases"]), 4)} for r, p in zip(records, preds)]
+        logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
+    if predictions_path:
+        write_jsonl(predictions_path, lines)
+    return pd.DataFrame(table)
+
+
+def evaluate_csv(csv_path: str | os.PathLike, model, tokenizer, embed_fn, *, style: str, chunk_tokens: int,
+                 k: int = 1, window: int = 0, limit: int | None = None,
+                 predictions_path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict]:
+    """Evaluate on an external QA CSV: load, chunk, retrieve as for training, then ``evaluate_qa``.
+
+    Returns:
+        ``(table, info)``: the EM/F1 table and ``{"n", "load_report", "recall@k"}``.
+    """
+    from cinephile.chunking import chunk_records
+    from cinephile.retrieval import recall_at_k, retrieve, with_gold_context
+    from cinephile.trivia import load_qa_csv
+
+    records, report = load_qa_csv(csv_path)
+    records = records[:limit] if limit else records
+    retrieved = with_gold_context(retrieve(chunk_records(records, tokenizer, chunk_tokens), embed_fn, k=k,
+                                           window=window))
+    info = {"n": len(retrieved), "load_report": report, f"recall@{k}": recall_at_k(retrieved, k)}
+    return evaluate_qa(model, tokenizer, retrieved, style, predictions_path=predictions_path), info
+
+
+def plot_results(tables: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):
+    """Grouped bars of EM and F1 per row, one panel per evaluation set."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 3.8), squeeze=False)
+    for ax, (title, df) in zip(axes[0], tables.items()):
+        x = range(len(df))
+        ax.bar([i - 0.2 for i in x], df["em"], width=0.4, label="EM")
+        ax.bar([i + 0.2 for i in x], df["f1"], width=0.4, label="F1")
+        ax.set_xticks(list(x), [r.replace(" (", "\n(").replace(" + ", "\n+ ") for r in df["row"]], fontsize=8)
+        ax.set_ylabel("%")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    if path:
+        save_figure(fig, path)
+    return fig

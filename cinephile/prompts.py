@@ -56,3 +56,14 @@ def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | No
     prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style,
                            system=TRIVIA_SYSTEM if style == CHAT else None)
     return {"id": record["id"], "prompt": prompt, "response": format_response(record["answer"], style=style)}
+
+
+def trivia_examples(records: list[dict], tokenizer, style: str,
+                    context_key: str | None = "retrieved_context") -> list[dict]:
+    """``trivia_example`` for every record (training or evaluation prompts)."""
+    return [trivia_example(r, tokenizer, style=style, context_key=context_key) for r in records]
+
+
+def chat_examples(examples: list[dict], tokenizer, system: str | None = None) -> list[dict]:
+    """Wrap ``{"prompt", "response"}`` instructions (e.g. MovieLens) in the chat template; other keys kept."""
+    return [{**e, "prompt": format_prompt(e["prompt"], tokenizer, style=CHAT, system=system)} for e in examples]

@@ -21,12 +21,19 @@ import torch
 from scipy.special import softmax
 from tqdm.auto import tqdm
 
+from cinephile.batching import left_pad, length_batches, pad_id_of
+from cinephile.generate import encode_prompts, generate_answers
+from cinephile.movielens import MAX_RATING, MIN_RATING
+
 logger = logging.getLogger(__name__)
 
 CANDIDATES = [k / 2 for k in range(1, 11)]  # 0.5, 1.0, ..., 5.0
-MIN_RATING, MAX_RATING = 0.5, 5.0
-_RATING = re.compile(r"rating\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
+_RATING = re.compile(r"\brating\s*[:=]?\s*(-?" + _NUM + r")", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w-])-?" + _NUM)
+_DECIMAL_COMMA = re.compile(r"\d,\d")  # "4,5": 4.5 or a list of 4 and 5? ambiguous
+# Mentions of the scale itself, removed before looking for the rating: "out of 5", "/5", "1 to 5", "0.5-5.0".
+_SCALE = re.compile(r"(?:out of|/)\s*(?:5\.0|10|5)\b|" + _NUM + r"\s*(?:to|-|–)\s*" + _NUM, re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -39,35 +46,6 @@ def _inference(model):
             yield
     finally:
         model.train(was_training)
-
-
-def _encode(tokenizer, prompts: list[str]) -> tuple[list[list[int]], int]:
-    """Token ids of each prompt (no special tokens, as in training) and the pad id."""
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings")
-    ids = tokenizer(list(prompts), add_special_tokens=False).input_ids
-    empty = [k for k, seq in enumerate(ids) if not seq]
-    if empty:
-        raise ValueError(f"prompt {empty[0]} is empty; every prompt needs at least one token")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ids, pad or 0
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (B, T), padded on the left."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _batches(seqs: list[list[int]], batch_size: int) -> list[np.ndarray]:
-    """Index batches of similar length (less padding)."""
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]]) -> torch.Tensor:
@@ -106,6 +84,52 @@ def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]])
     return scores
 
 
+def answer_token_ids(tokenizer, prefix: str = "Rating: ") -> tuple[list[int], list[list[int]]]:
+    """Token ids of the 10 answers f"{prefix}{c:.1f}": the shared prefix and each answer's own suffix.
+
+    The shared part stops one token early so that every answer keeps at least one token of its own.
+    """
+    answers = [tokenizer(f"{prefix}{c:.1f}", add_special_tokens=False).input_ids for c in CANDIDATES]
+    n_common = 0
+    while all(len(a) > n_common + 1 for a in answers) and len({a[n_common] for a in answers}) == 1:
+        n_common += 1
+    return answers[0][:n_common], [a[n_common:] for a in answers]
+
+
+class RatingLoss:
+    """Train the number that is scored: squared error of the expected rating, plus lambda x cross-entropy.
+
+    For each example the 10 answers "Rating: 0.5" ... "Rating: 5.0" get their log-probabilities
+    after the prompt (``_score_batch``, differentiable); the expected value of the softmax over
+    them, as ``score_ratings`` computes it, is compared with the true rating. ``lam`` adds the
+    cross-entropy of the true answer (per answer token), which keeps the model answering in the
+    format greedy decoding and llama.cpp rely on.
+
+    Call: ``loss_fn(model, batch) -> (mean loss, n examples)`` for ``cinephile.train.train``; the
+    batch needs "rating" (examples carry it) and its labels mark where the answer starts.
+    """
+
+    def __init__(self, tokenizer, lam: float = 0.1, prefix: str = "Rating: "):
+        self.common, self.suffixes = answer_token_ids(tokenizer, prefix)
+        self.pad_id, self.lam = pad_id_of(tokenizer), lam
+        self.values = torch.tensor(CANDIDATES)
+        self.lengths = torch.tensor([len(self.common) + len(s) for s in self.suffixes], dtype=torch.float)
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if "rating" not in batch:
+            raise ValueError("RatingLoss needs examples with a 'rating' (MovieLens examples from build_examples)")
+        starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
+        prompts = [row[:s].tolist() + self.common for row, s in zip(batch["input_ids"], starts)]
+        ids, mask = left_pad(prompts, self.pad_id, batch["input_ids"].device)
+        logp = _score_batch(model, ids, mask, self.common, self.suffixes)  # (B, 10) log P(answer | prompt)
+        probs = logp.softmax(-1)
+        expected = probs @ self.values.to(probs)  # (B,)
+        target = torch.round(batch["rating"] * 2).long() - 1  # index of the true answer among CANDIDATES
+        ce = -logp.gather(1, target[:, None])[:, 0] / self.lengths.to(logp)[target]
+        mse = (expected - batch["rating"].to(expected)) ** 2
+        return (mse + self.lam * ce).mean(), len(starts)
+
+
 def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, prefix: str = "Rating: ",
                   progress: bool = True) -> dict:
     """Score the 10 answers f"{prefix}{c:.1f}" by log-probability after each prompt.
@@ -123,17 +147,14 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         dict(expected (N,), argmax (N,), probs (N, 10) softmax over CANDIDATES,
         logprobs (N, 10) total log-probabilities of the answers).
     """
-    ids, pad_id = _encode(tokenizer, prompts)
-    answers = [tokenizer(f"{prefix}{c:.1f}", add_special_tokens=False).input_ids for c in CANDIDATES]
-    n_common = 0  # shared answer prefix, leaving every answer at least one own token
-    while all(len(a) > n_common + 1 for a in answers) and len({a[n_common] for a in answers}) == 1:
-        n_common += 1
-    common, suffixes = answers[0][:n_common], [a[n_common:] for a in answers]
+    ids, pad_id = encode_prompts(tokenizer, prompts), pad_id_of(tokenizer)
+    common, suffixes = answer_token_ids(tokenizer, prefix)
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(CANDIDATES)))
     with _inference(model):
-        for idx in tqdm(_batches(ids, batch_size), desc="scoring ratings", disable=not progress):
-            batch, mask = _left_pad([ids[k] + common for k in idx], pad_id, device)
+        for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="scoring ratings",
+                        disable=not progress):
+            batch, mask = left_pad([ids[k] + common for k in idx], pad_id, device)
             logprobs[idx] = _score_batch(model, batch, mask, common, suffixes).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
     values = np.array(CANDIDATES)
@@ -141,15 +162,24 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
 
 
 def parse_rating(text: str | None) -> float | None:
-    """Read a rating from generated text, snapped to the nearest 0.5.
+    """Read a rating from generated text, snapped to the nearest 0.5; None when unsure.
 
-    "Rating: 3.5" -> 3.5, "rating 4" -> 4.0, "I'd say 4.5/5" -> 4.5; the number after
-    "rating" wins, else the first number. Missing or outside [0.5, 5] -> None.
+    "Rating: 3.5" -> 3.5, "rating 4" -> 4.0, "Rating: .5" -> 0.5, "I'd say 4.5/5" -> 4.5,
+    "on a scale of 1 to 5 I'd say 3" -> 3.0. The number after "rating" wins; otherwise the one
+    number left once mentions of the scale ("1 to 5", "out of 5", "/5") are removed. Ambiguous
+    text ("4,5", or several candidate numbers) and values outside [0.5, 5] give None, never a guess.
     """
-    match = _RATING.search(text or "") or _NUMBER.search(text or "")
-    if match is None:
+    text = text or ""
+    if _DECIMAL_COMMA.search(text):
         return None
-    value = float(match.group(1) if match.re is _RATING else match.group(0))
+    match = _RATING.search(text)
+    if match is not None:
+        value = float(match.group(1))
+    else:
+        numbers = _NUMBER.findall(_SCALE.sub(" ", text))
+        if len(set(map(float, numbers))) != 1:
+            return None
+        value = float(numbers[0])
     if not MIN_RATING <= value <= MAX_RATING:
         return None
     return math.floor(value * 2 + 0.5) / 2
@@ -157,7 +187,7 @@ def parse_rating(text: str | None) -> float | None:
 
 def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, batch_size: int = 8,
                    progress: bool = True) -> tuple[list[float | None], list[str], int]:
-    """Generate greedily (left-padded batches) and parse a rating from each answer.
+    """Generate greedily (``generate.generate_answers``) and parse a rating from each answer.
 
     Args:
         model, tokenizer, prompts: as in score_ratings.
@@ -168,16 +198,8 @@ def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int 
     Returns:
         (values with None where parsing failed, generated texts, number of failures).
     """
-    ids, pad_id = _encode(tokenizer, prompts)
-    texts = [""] * len(ids)
-    device = next(model.parameters()).device
-    with _inference(model):
-        for idx in tqdm(_batches(ids, batch_size), desc="generating ratings", disable=not progress):
-            batch, mask = _left_pad([ids[k] for k in idx], pad_id, device)
-            out = model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad_id)
-            for row, k in enumerate(idx):
-                texts[k] = tokenizer.decode(out[row, batch.shape[1]:], skip_special_tokens=True).strip()
+    texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             progress=progress)
     values = [parse_rating(t) for t in texts]
     n_failed = sum(v is None for v in values)
     if n_failed:

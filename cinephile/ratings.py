@@ -1,7 +1,7 @@
-"""Rating prediction: baselines, metrics and plots; reading a rating out of a causal LM.
+"""Rating prediction: classic baselines, metrics, the results table and plots.
 
-The language-model part (``score_ratings``, ``greedy_ratings``, ``parse_rating``) lives in
-cinephile.rating_llm and is re-exported here.
+Reading a rating out of a language model (``score_ratings``, ``greedy_ratings``,
+``parse_rating``) lives in cinephile.rating_llm.
 
 References:
     Koren, Bell, Volinsky 2009, "Matrix factorization techniques for recommender systems"
@@ -18,9 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from cinephile.data import atomic_write
-from cinephile.rating_llm import (CANDIDATES, MAX_RATING, MIN_RATING, greedy_ratings,  # noqa: F401  (re-exported)
-                                  parse_rating, score_ratings)
+from cinephile.io import save_figure
+from cinephile.movielens import MAX_RATING, MIN_RATING
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +106,146 @@ class BiasBaseline:
         return np.clip(self.mu + b_u + b_i, MIN_RATING, MAX_RATING)
 
 
+def baseline_table(train: pd.DataFrame, test: pd.DataFrame, subset: pd.DataFrame, *,
+                   surprise: tuple[str, ...] = ("SVD", "SVD++")) -> tuple[pd.DataFrame, dict]:
+    """Fit the classic baselines on ``train``; score them on ``subset`` and on all of ``test``.
+
+    Args:
+        train: train ratings (userId, movieId, rating).
+        test: every test rating.
+        subset: the test rows the language models are scored on.
+        surprise: scikit-surprise models fitted on the same train split ("SVD", "SVD++", "BaselineOnly").
+
+    Returns:
+        ``(table, preds)``: one row per baseline with the metrics on ``subset`` and ``rmse_all_test``;
+        ``preds`` maps baseline name -> predictions for ``subset``.
+    """
+    both = pd.concat([subset, test])[["userId", "movieId"]]  # one fit per model predicts both
+    predicted = {"global mean": global_mean(train, both), "user mean": user_mean(train, both),
+                 "item mean": item_mean(train, both), "user + item bias": BiasBaseline().fit(train).predict(both)}
+    for name in surprise:
+        predicted[f"{name} (surprise)"] = surprise_predict(name, train, both)
+    rows, preds = [], {}
+    for name, p in predicted.items():
+        preds[name] = p[: len(subset)]
+        rows.append({"model": name, **rating_metrics(subset["rating"], preds[name]),
+                     "rmse_all_test": rating_metrics(test["rating"], p[len(subset):])["rmse"]})
+    return pd.DataFrame(rows), preds
+
+
+def results_table(y_true, preds: dict[str, np.ndarray], baselines: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row of metrics per model on the same pairs, with ``rmse_all_test`` from ``baselines`` where known."""
+    table = pd.DataFrame([{"model": name, **rating_metrics(y_true, p)} for name, p in preds.items()])
+    if baselines is not None:
+        table = table.merge(baselines[["model", "rmse_all_test"]], on="model", how="left")
+    return table
+
+
+def _surprise_algorithms() -> dict:
+    """Fresh scikit-surprise models by name (imported lazily: an optional dependency of the baselines)."""
+    try:
+        from surprise import SVD, BaselineOnly, SVDpp
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the SVD / SVD++ baselines need scikit-surprise: "
+                                  "pip install scikit-surprise==1.1.5") from None
+    return {"BaselineOnly": lambda: BaselineOnly(bsl_options={"method": "als", "reg_u": 15, "reg_i": 10,
+                                                              "n_epochs": 10}, verbose=False),
+            "SVD": lambda: SVD(random_state=0),
+            "SVD++": lambda: SVDpp(random_state=0, cache_ratings=True)}
+
+
+def surprise_predict(name: str, train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+    """Fit scikit-surprise's ``name`` ("BaselineOnly", "SVD", "SVD++") on ``train``; predict ``target``.
+
+    Same split, same pairs as every other model here; surprise clips predictions to [0.5, 5].
+    """
+    from surprise import Dataset, Reader
+
+    algos = _surprise_algorithms()
+    if name not in algos:
+        raise ValueError(f"unknown surprise model {name!r}; choose one of {sorted(algos)}")
+    _check_train(train)
+    data = Dataset.load_from_df(train[["userId", "movieId", "rating"]], Reader(rating_scale=(MIN_RATING, MAX_RATING)))
+    algo = algos[name]()
+    algo.fit(data.build_full_trainset())
+    return np.array([algo.predict(u, m).est for u, m in zip(target["userId"], target["movieId"])], dtype=float)
+
+
+def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int, int]]], *,
+                            models: tuple[str, ...] = ("bias",), folds: int = 5,
+                            seed: int = 0) -> dict[str, dict[tuple[int, int], float]]:
+    """Predictions a recommender makes from training data only, to show in the LLM's prompt.
+
+    Pairs of the "train" split are predicted out of fold (the model is refitted without those
+    ratings, ``folds`` times), so a training prompt never shows a prediction that saw its own
+    answer; pairs of other splits come from one fit on all of ``train``.
+
+    Args:
+        train: train ratings (userId, movieId, rating).
+        pairs: split name -> [(user_id, movie_id)] to predict.
+        models: "bias" (our BiasBaseline) and/or surprise names ("SVD", "SVD++", "BaselineOnly").
+        folds: folds for the training pairs.
+        seed: fold assignment.
+
+    Returns:
+        model name -> {(user_id, movie_id): prediction}.
+    """
+    def predict(name, fit_on, target):
+        if name == "bias":
+            return BiasBaseline().fit(fit_on).predict(target)
+        return surprise_predict(name, fit_on, target)
+
+    out: dict[str, dict[tuple[int, int], float]] = {name: {} for name in models}
+    keyed = train.set_index(["userId", "movieId"])
+    for split, split_pairs in pairs.items():
+        target = pd.DataFrame(split_pairs, columns=["userId", "movieId"])
+        if split != "train":
+            for name in models:
+                out[name].update(zip(split_pairs, predict(name, train, target)))
+            continue
+        fold = np.random.default_rng(seed).integers(0, folds, len(split_pairs))
+        for f in range(folds):
+            held = target[fold == f]
+            fit_on = keyed.drop(index=list(map(tuple, held.to_numpy()))).reset_index()
+            for name in models:
+                out[name].update(zip(map(tuple, held.to_numpy().tolist()), predict(name, fit_on, held)))
+    return out
+
+
+def paired_bootstrap(y_true, pred_a, pred_b, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """RMSE(a) - RMSE(b) on the same pairs, with a paired bootstrap 95% interval.
+
+    Returns:
+        ``{"diff", "lo", "hi", "n"}``; a beats b only when ``hi < 0``.
+    """
+    y, a, b = (np.asarray(v, dtype=float) for v in (y_true, pred_a, pred_b))
+    if not (y.shape == a.shape == b.shape) or y.ndim != 1 or len(y) < 2:
+        raise ValueError(f"need three 1-D arrays of equal length >= 2, got {y.shape}, {a.shape}, {b.shape}")
+    ea, eb = (a - y) ** 2, (b - y) ** 2
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))  # (n_boot, n) resampled pairs
+    diffs = np.sqrt(ea[idx].mean(1)) - np.sqrt(eb[idx].mean(1))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": float(np.sqrt(ea.mean()) - np.sqrt(eb.mean())), "lo": float(lo), "hi": float(hi), "n": len(y)}
+
+
+def interval_table(y_true, preds: dict[str, np.ndarray], model: str, against: list[str], **kwargs) -> pd.DataFrame:
+    """``paired_bootstrap`` of ``model`` against each baseline in ``against``, one row each ("beats" when hi < 0)."""
+    rows = []
+    for other in against:
+        res = paired_bootstrap(y_true, preds[model], preds[other], **kwargs)
+        rows.append({"model": model, "against": other, "rmse_diff": res["diff"], "ci95_lo": res["lo"],
+                     "ci95_hi": res["hi"], "n": res["n"], "beats": res["hi"] < 0})
+    return pd.DataFrame(rows)
+
+
+def results_record(table: pd.DataFrame, intervals: pd.DataFrame, **extra) -> dict:
+    """The plain-JSON record of a ratings run (``results/ratings.json``): models, intervals and ``extra``."""
+    def clean(value):
+        return None if isinstance(value, float) and np.isnan(value) else value
+    models = [{k: clean(v) for k, v in row.items()} for row in table.to_dict("records")]
+    return {"models": models, "intervals": intervals.to_dict("records"), **extra}
+
+
 def rating_metrics(y_true, y_pred) -> dict:
     """RMSE, MAE, Pearson and Spearman correlation of predicted ratings.
 
@@ -162,6 +301,5 @@ def plot_predictions(y_true, preds: dict[str, np.ndarray], path: str | Path | No
     scatter.legend(fontsize=8)
     hist.legend(fontsize=8)
     if path is not None:
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+        save_figure(fig, path)
     return fig

@@ -3,8 +3,8 @@
 The embedding function is passed in (``EmbedFn``: list of texts -> L2-normalised rows),
 so cosine similarity is a dot product, tests use a deterministic fake and notebooks use
 sentence-transformers (all-MiniLM-L6-v2). Each question is matched against the chunks
-of its own record; ``CorpusIndex`` (cinephile.index, re-exported here) searches every
-chunk of the corpus for the demo.
+of its own record; ``cinephile.index.CorpusIndex`` searches every chunk of the corpus
+for the demo.
 
 References:
     Karpukhin et al. 2020, "Dense Passage Retrieval for Open-Domain Question Answering".
@@ -26,8 +26,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from rank_bm25 import BM25Okapi
 
-from cinephile.data import atomic_write
-from cinephile.index import CorpusIndex, EmbedFn, _embed  # noqa: F401  (CorpusIndex is re-exported)
+from cinephile.index import EmbedFn, embed_texts
+from cinephile.io import save_figure, write_jsonl
 from cinephile.metrics import normalize_answer
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,41 @@ def _window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> s
     return "\n\n".join(runs)
 
 
-def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: int = 0) -> list[dict]:
-    """Pick the top-k chunks of each record for its question by cosine similarity.
+def fuse_scores(dense: Sequence[float], lexical: Sequence[float], lexical_weight: float) -> np.ndarray:
+    """Hybrid retrieval: ``(1 - w) * dense + w * lexical`` after min-max scaling each to [0, 1].
+
+    Scaling per question makes cosine similarities and BM25 scores comparable; with ``w = 0``
+    the ranking is the dense one, with ``w = 1`` the BM25 one.
+
+    Args:
+        dense, lexical: one score per chunk from each retriever.
+        lexical_weight: ``w`` in [0, 1].
+
+    Returns:
+        Fused scores, float array of the same length.
+    """
+    if not 0.0 <= lexical_weight <= 1.0:
+        raise ValueError(f"lexical_weight must be in [0, 1], got {lexical_weight}")
+    dense, lexical = np.asarray(dense, dtype=float), np.asarray(lexical, dtype=float)
+    if dense.shape != lexical.shape:
+        raise ValueError(f"need one score per chunk from both retrievers, got {dense.shape} and {lexical.shape}")
+
+    def scaled(x):
+        span = np.ptp(x) if len(x) else 0.0
+        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    return (1.0 - lexical_weight) * scaled(dense) + lexical_weight * scaled(lexical)
+
+
+def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: int = 0,
+             lexical_weight: float = 0.0) -> list[dict]:
+    """Pick the top-k chunks of each record for its question: cosine similarity, optionally fused with BM25.
 
     Args:
         records: records with ``id``, ``question`` and ``chunks`` (see ``chunk_records``).
         embed_fn: ``EmbedFn``; called once for all questions and once for all distinct chunks.
         k: chunks kept per question.
         window: neighbouring chunks added on each side of a selected chunk.
+        lexical_weight: weight of BM25 in ``fuse_scores`` (0: dense only, 1: BM25 only).
 
     Returns:
         New records with ``retrieved_context`` (str), ``retrieved`` ([{"chunk", "score"}], best
@@ -89,16 +116,20 @@ def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: 
     """
     if k < 1 or window < 0:
         raise ValueError(f"need k >= 1 and window >= 0, got k={k}, window={window}")
+    if not 0.0 <= lexical_weight <= 1.0:
+        raise ValueError(f"lexical_weight must be in [0, 1], got {lexical_weight}")
     for r in records:
         if not r.get("chunks"):
             raise ValueError(f"record {r.get('id')!r} has no chunks; run chunk_records() and drop empty contexts")
-    q_emb = _embed(embed_fn, [r["question"] for r in records])  # (R, D)
+    q_emb = embed_texts(embed_fn, [r["question"] for r in records])  # (R, D)
     texts = list(dict.fromkeys(c for r in records for c in r["chunks"]))
     row = {t: i for i, t in enumerate(texts)}
-    c_emb = _embed(embed_fn, texts)  # (C, D)
+    c_emb = embed_texts(embed_fn, texts)  # (C, D)
     out = []
     for r, q in zip(records, q_emb):
         scores = c_emb[[row[c] for c in r["chunks"]]] @ q  # (n_chunks,)
+        if lexical_weight > 0:
+            scores = fuse_scores(scores, lexical_scores(r["question"], r["chunks"]), lexical_weight)
         top = np.argsort(-scores, kind="stable")[:k]
         out.append({**r, "retrieved_context": _window_text(r["chunks"], top.tolist(), window),
                     "retrieved": [{"chunk": int(i), "score": float(scores[i])} for i in top],
@@ -219,8 +250,7 @@ def plot_precision_recall(df_by_method: dict[str, pd.DataFrame], path: str | os.
         ax.grid(alpha=0.3)
         ax.legend()
     if path is not None:
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png")
+        save_figure(fig, path)
     return fig
 
 
@@ -245,3 +275,58 @@ def split_train_val(records: Sequence[dict], *, val_fraction: float = 0.2, seed:
         u = int(hashlib.md5(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
         (val if u < val_fraction else train).append(r)
     return train, val
+
+
+def choose_lexical_weight(records: Sequence[dict], embed_fn: EmbedFn, *,
+                          weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                          k: int = 1) -> tuple[float, pd.DataFrame]:
+    """Recall@k of ``retrieve`` for each BM25 weight; pass *training* questions only.
+
+    Returns:
+        ``(best weight, table)``; ties go to the smaller weight.
+    """
+    rows = [{"lexical_weight": w, f"recall@{k}": recall_at_k(retrieve(records, embed_fn, k=k, lexical_weight=w), k)}
+            for w in weights]
+    table = pd.DataFrame(rows)
+    return float(table.loc[table[f"recall@{k}"].idxmax(), "lexical_weight"]), table
+
+
+def with_gold_context(records: list[dict]) -> list[dict]:
+    """Add ``gold_context``: the best-scoring chunk that contains an answer alias (an upper bound).
+
+    Falls back to the top retrieved chunk when no chunk holds an alias (``has_gold`` False).
+    """
+    out = []
+    for r in records:
+        order = sorted(range(len(r["chunks"])), key=lambda i: -r["chunk_scores"][i])
+        hits = [i for i in order if answer_in_text(r["answer_aliases"], r["chunks"][i])]
+        out.append({**r, "gold_context": r["chunks"][(hits or order)[0]], "has_gold": bool(hits)})
+    return out
+
+
+def retrieve_and_split(chunked: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: int = 0,
+                       val_fraction: float = 0.2, seed: int = 0,
+                       out_dir: str | os.PathLike | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Retrieve the context of every question, add the gold chunk, split, and write the JSONL files.
+
+    Args:
+        chunked: output of ``chunk_records``.
+        embed_fn: the retriever's ``EmbedFn``.
+        k, window: see ``retrieve``.
+        val_fraction, seed: see ``split_train_val``.
+        out_dir: where ``training_data.jsonl`` and ``validation_data.jsonl`` go (None: not written).
+
+    Returns:
+        ``(train, val, recall)`` with ``recall = {"recall@1": .., "recall@2": .., "recall@3": ..}``
+        over all questions.
+    """
+    retrieved = with_gold_context(retrieve(chunked, embed_fn, k=k, window=window))
+    train, val = split_train_val(retrieved, val_fraction=val_fraction, seed=seed)
+    if not train or not val:
+        raise ValueError(f"the split gave {len(train)} training and {len(val)} validation questions; "
+                         "use more questions or another val_fraction")
+    if out_dir is not None:
+        write_jsonl(Path(out_dir) / "training_data.jsonl", train)
+        write_jsonl(Path(out_dir) / "validation_data.jsonl", val)
+    recall = {f"recall@{n}": recall_at_k(retrieved, n) for n in (1, 2, 3)}
+    return train, val, recall

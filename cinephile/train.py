@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from lora import adapter_parameters, adapter_state_dict
 from lora.io import load_adapter_state
+
+from cinephile.batching import length_batches, pad_id_of
+from cinephile.io import save_figure
+from cinephile.models import pick_device
+from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
@@ -55,8 +60,13 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dic
     return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
 
 
-def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: list[dict], pad_id: int | None) -> dict[str, torch.Tensor]:
     """Right-pad to the longest item of the batch: (B, T) input_ids, attention_mask, labels."""
+    if pad_id is None:
+        raise ValueError("no pad id: the tokenizer has no pad token; call "
+                         "cinephile.models.ensure_pad_token(tokenizer) before training")
+    if not batch:
+        raise ValueError("collate needs at least one item")
     width = max(len(item["input_ids"]) for item in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
@@ -66,23 +76,16 @@ def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(item["input_ids"])
         labels[i, :n] = torch.tensor(item["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if all("rating" in item for item in batch):  # numeric targets travel with their examples (rating loss)
+        out["rating"] = torch.tensor([float(item["rating"]) for item in batch])
+    return out
 
 
-def batches(items: list[dict], batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0):
-    """Batches of similar length (less padding); order shuffled when ``shuffle``."""
-    order = list(range(len(items)))
-    rng = random.Random(seed)
-    if shuffle:
-        rng.shuffle(order)
-    pool = batch_size * 16  # sort by length inside pools, keep randomness across pools
-    order = [i for s in range(0, len(order), pool)
-             for i in sorted(order[s:s + pool], key=lambda j: len(items[j]["input_ids"]))]
-    groups = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    if shuffle:
-        rng.shuffle(groups)
-    for g in groups:
-        yield collate([items[i] for i in g], pad_id)
+def batches(items: list[dict], batch_size: int, pad_id: int | None, *, shuffle: bool, seed: int = 0):
+    """Collated batches of similar length (``batching.length_batches``); order shuffled when ``shuffle``."""
+    for group in length_batches([len(it["input_ids"]) for it in items], batch_size, shuffle=shuffle, seed=seed):
+        yield collate([items[i] for i in group], pad_id)
 
 
 def _autocast(device: torch.device):
@@ -106,9 +109,15 @@ def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: s
     return nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
 
+def token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The default ``LossFn``: mean cross-entropy per response token, and the number of those tokens."""
+    return response_loss(model, batch), int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: int = 8) -> float:
-    """Mean loss per response token over ``items`` (tokenised examples)."""
+def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: int = 8,
+                  loss_fn=token_loss) -> float:
+    """Mean loss over ``items`` (tokenised examples), weighted as ``loss_fn`` counts its units."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -116,14 +125,14 @@ def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: 
     for batch in batches(items, batch_size, pad_id, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         with _autocast(device):
-            loss = response_loss(model, batch, reduction="sum")
-        total, count = total + loss.item(), count + int((batch["labels"][:, 1:] != IGNORE).sum())
+            loss, n = loss_fn(model, batch)
+        total, count = total + loss.item() * n, count + n
     model.train(was_training)
     return total / max(count, 1)
 
 
 def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples: list[dict],
-          cfg: TrainConfig = TrainConfig()) -> dict:
+          cfg: TrainConfig = TrainConfig(), loss_fn=token_loss) -> dict:
     """Train the LoRA adapters of ``model`` on ``{"prompt", "response"}`` examples.
 
     Keeps the adapter with the lowest validation loss (restored at the end).
@@ -131,30 +140,37 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     Args:
         model: a model with LoRA injected (only adapter parameters are optimised).
         tokenizer: its tokenizer (must have a pad and an EOS token).
-        train_examples / val_examples: dicts with "prompt" and "response".
+        train_examples / val_examples: dicts with "prompt" and "response" (and "rating" for a rating loss).
         cfg: the training configuration.
+        loss_fn: ``loss_fn(model, batch) -> (mean loss, units)``; the default is ``token_loss``
+            (e.g. ``rating_llm.RatingLoss`` trains the expected rating on its squared error).
 
     Returns:
         History: ``{"step", "train_loss", "epoch_val_loss", "best_epoch", "best_val_loss", ...}``.
     """
-    from .models import pick_device
-
     if not train_examples:
-        raise ValueError("no training examples")
+        raise ValueError("no training examples; check the data split (is the training set empty?)")
+    if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ValueError(f"epochs, batch_size and grad_accum must be >= 1, got {cfg.epochs}, {cfg.batch_size}, "
+                         f"{cfg.grad_accum}")
+    pad_id = pad_id_of(tokenizer)
     device = pick_device(cfg.device)
     model.to(device)
     torch.manual_seed(cfg.seed)
-    pad_id = tokenizer.pad_token_id
-    tok = [tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len) for e in train_examples]
-    val = [tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len) for e in val_examples]
+    def tokenized(examples):
+        return [{**tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len),
+                 **({"rating": e["rating"]} if "rating" in e else {})} for e in examples]
+    tok, val = tokenized(train_examples), tokenized(val_examples)
     params = adapter_parameters(model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(math.ceil(len(tok) / cfg.batch_size) / cfg.grad_accum)
+    n_batches = math.ceil(len(tok) / cfg.batch_size)
+    steps = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)  # a short last group still steps
     warmup = max(1, int(cfg.warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     history = {"step": [], "train_loss": [], "epoch_val_loss": [], "epoch_train_loss": [],
-               "best_epoch": 0, "best_val_loss": evaluate_loss(model, val, pad_id) if val else math.nan}
+               "best_epoch": 0,
+               "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn) if val else math.nan}
     history["initial_val_loss"] = history["best_val_loss"]
     best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
     step, running = 0, []
@@ -163,13 +179,14 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
         model.train()
         epoch_losses = []
         for i, batch in enumerate(batches(tok, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed + epoch)):
+            group = min(cfg.grad_accum, n_batches - i // cfg.grad_accum * cfg.grad_accum)  # batches in this step
             batch = {k: v.to(device) for k, v in batch.items()}
             with _autocast(device):
-                loss = response_loss(model, batch) / cfg.grad_accum
+                loss = loss_fn(model, batch)[0] / group
             loss.backward()
-            running.append(loss.item() * cfg.grad_accum)
+            running.append(loss.item() * group)
             epoch_losses.append(running[-1])
-            if (i + 1) % cfg.grad_accum:
+            if (i + 1) % cfg.grad_accum and i + 1 < n_batches:
                 continue
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
@@ -180,8 +197,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
                 history["step"].append(step)
                 history["train_loss"].append(sum(running) / len(running))
                 running = []
-        opt.zero_grad(set_to_none=True)  # drop a partial accumulation at the end of an epoch
-        val_loss = evaluate_loss(model, val, pad_id) if val else math.nan
+        val_loss = evaluate_loss(model, val, pad_id, loss_fn=loss_fn) if val else math.nan
         history["epoch_val_loss"].append(val_loss)
         history["epoch_train_loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
         logger.info("epoch %d: val loss %.4f", epoch, val_loss)
@@ -192,6 +208,44 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     load_adapter_state(model, best, "best checkpoint")
     model.eval()
     return history
+
+
+def save_run(model: nn.Module, run_dir, *, weights_name: str, config: dict) -> dict:
+    """Save the trained adapter twice (``.pth`` file and PEFT directory) and ``config.json`` in ``run_dir``.
+
+    Returns:
+        ``{"weights": Path, "adapter": Path, "config": Path}``.
+    """
+    from pathlib import Path
+
+    from lora import save_adapter, save_lora_weights
+
+    from cinephile.io import save_json
+
+    run_dir = Path(run_dir)
+    return {"weights": save_lora_weights(model, run_dir / weights_name),
+            "adapter": save_adapter(model, run_dir / "adapter"),
+            "config": save_json(run_dir / "config.json", config)}
+
+
+def choose_prompt_style(model, tokenizer, records: list[dict], max_len: int = 1024) -> tuple[str, pd.DataFrame]:
+    """Measure the base model's loss on the answers under each prompt format; the lowest wins.
+
+    The chat template is tried only when the tokenizer has one (instruct models).
+
+    Returns:
+        ``(style, table)``: the chosen style and a DataFrame of style, answer_loss.
+    """
+    if not records:
+        raise ValueError("choose_prompt_style needs at least one record")
+    styles = [PLAIN] + ([CHAT] if getattr(tokenizer, "chat_template", None) else [])
+    rows = []
+    for style in styles:
+        items = [tokenize_example(tokenizer, e["prompt"], e["response"], max_len)
+                 for e in trivia_examples(records, tokenizer, style)]
+        rows.append({"style": style, "answer_loss": evaluate_loss(model, items, pad_id_of(tokenizer))})
+    table = pd.DataFrame(rows).sort_values("answer_loss").reset_index(drop=True)
+    return str(table.loc[0, "style"]), table
 
 
 def plot_history(history: dict, path=None):
@@ -210,5 +264,5 @@ def plot_history(history: dict, path=None):
     ax.legend()
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path)
     return fig

@@ -1,129 +1,233 @@
-"""Movie-trivia stages that main.ipynb calls: prompt-format choice, evaluation table, demo answers."""
+"""Trivia data: the QA CSV reader and the TriviaQA film-question builder.
+
+Every stage of the trivia pipeline exchanges plain dicts with the keys of
+``QA_COLUMNS``. ``load_qa_csv`` validates a CSV in that layout (the embedded sample, the
+HotpotQA film CSV or the one written by ``build_triviaqa_csv``); bad rows are skipped and
+counted, or raise with ``strict=True``.
+
+References:
+    Joshi et al. 2017, "TriviaQA" (rc layout: qa/wikipedia-<split>.json + evidence/wikipedia).
+    Yang et al. 2018, "HotpotQA".
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
-from lora import disable_lora
-
-from .data import atomic_write, write_jsonl
-from .generate import generate_answers
-from .metrics import exact_match, f1_score, score_predictions
-from .prompts import CHAT, PLAIN, trivia_example
-from .retrieval import answer_in_text
-from .train import evaluate_loss, tokenize_example
+from cinephile.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-
-def with_gold_context(records: list[dict]) -> list[dict]:
-    """Add ``gold_context``: the best-scoring chunk that contains an answer alias (upper bound).
-
-    Falls back to the top retrieved chunk when no chunk holds an alias.
-    """
-    out = []
-    for r in records:
-        order = sorted(range(len(r["chunks"])), key=lambda i: -r["chunk_scores"][i])
-        hits = [i for i in order if answer_in_text(r["answer_aliases"], r["chunks"][i])]
-        out.append({**r, "gold_context": r["chunks"][(hits or order)[0]], "has_gold": bool(hits)})
-    return out
+QA_COLUMNS = ("id", "question", "answer", "answer_aliases", "context")
 
 
-def examples(records: list[dict], tokenizer, style: str, context_key: str | None = "retrieved_context"):
-    """Prompt/response pairs for training or evaluation."""
-    return [trivia_example(r, tokenizer, style=style, context_key=context_key) for r in records]
+def _parse_aliases(cell: str, answer: str) -> list[str] | None:
+    """JSON list of strings -> aliases with ``answer`` first, deduplicated; None if malformed."""
+    if not cell.strip():
+        return [answer]
+    try:
+        aliases = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        return None
+    return list(dict.fromkeys([answer, *(a.strip() for a in aliases if a.strip())]))
 
 
-def choose_prompt_style(model, tokenizer, records: list[dict], max_len: int = 1024) -> tuple[str, pd.DataFrame]:
-    """Measure the base model's loss on the answers under each prompt format; lowest wins.
-
-    The chat template is tried only when the tokenizer has one (instruct models).
-    """
-    styles = [PLAIN] + ([CHAT] if getattr(tokenizer, "chat_template", None) else [])
-    rows = []
-    for style in styles:
-        items = [tokenize_example(tokenizer, e["prompt"], e["response"], max_len)
-                 for e in examples(records, tokenizer, style)]
-        rows.append({"style": style, "answer_loss": evaluate_loss(model, items, tokenizer.pad_token_id)})
-    table = pd.DataFrame(rows).sort_values("answer_loss").reset_index(drop=True)
-    return str(table.loc[0, "style"]), table
-
-
-# (row name, use the adapter?, context field or None for closed-book)
-EVAL_ROWS = [
-    ("closed-book (base)", False, None),
-    ("base + retrieved context", False, "retrieved_context"),
-    ("tuned + retrieved context", True, "retrieved_context"),
-    ("tuned + gold context (upper bound)", True, "gold_context"),
-]
-
-
-def evaluate(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
-             max_new_tokens: int = 16, predictions_path: str | Path | None = None) -> pd.DataFrame:
-    """EM / F1 per evaluation row; per-question predictions optionally written to JSONL.
+def load_qa_csv(path: str | os.PathLike, *, strict: bool = False) -> tuple[list[dict], dict]:
+    """Read and validate a QA CSV.
 
     Args:
-        model: the model with LoRA injected (base rows run inside ``disable_lora``).
-        tokenizer: its tokenizer.
-        records: retrieved records (``retrieved_context``, ``gold_context`` for the rows that need them).
-        style: prompt style used in training.
-        rows: ``(name, tuned, context_key)`` triples.
-        predictions_path: JSONL with one line per (row, question).
+        path: CSV with at least the columns ``QA_COLUMNS`` (extra columns are kept).
+            ``answer_aliases`` is a JSON list of strings (an empty cell means no aliases).
+        strict: raise on the first bad row instead of skipping it.
 
     Returns:
-        DataFrame with columns row, em, f1, n.
+        ``(records, report)``: records are dicts with ``id`` (str), ``question``, ``answer``,
+        ``answer_aliases`` (list[str] starting with the answer), ``context`` and the extra
+        columns; report is ``{"rows": n, "kept": k, "skipped": {reason: count}}``.
     """
-    table, lines = [], []
-    for name, tuned, key in rows:
-        prompts = [e["prompt"] for e in examples(records, tokenizer, style, key)]
-        with nullcontext() if tuned else disable_lora(model):
-            preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, progress=False)
-        table.append({"row": name, **score_predictions(preds, records)})
-        lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p,
-                   "answer": r["answer"], "em": exact_match(p, r["answer_aliases"]),
-                   "f1": round(f1_score(p, r["answer_aliases"]), 4)} for r, p in zip(records, preds)]
-        logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
-    if predictions_path:
-        write_jsonl(predictions_path, lines)
-    return pd.DataFrame(table)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"QA CSV not found: {path}; check the path")
+    try:
+        df = pd.read_csv(path, dtype=str, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot parse {path} as a UTF-8 CSV: {e}") from e
+    missing = [c for c in QA_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path.name} is missing columns {missing}; expected columns: {list(QA_COLUMNS)}")
+    df["id"] = df["id"].str.strip()  # "q1" and "q1 " are the same id
+    dups = sorted(i for i, n in Counter(df["id"]).items() if n > 1)
+    if dups:
+        raise ValueError(f"{path.name} has {len(dups)} duplicate ids, e.g. {dups[:5]}; ids must be unique")
+    records, skipped = [], Counter()
+    for row in df.to_dict("records"):
+        row = {k: v.strip() if k in QA_COLUMNS else v for k, v in row.items()}
+        reason = next((f"empty {c}" for c in ("id", "question", "answer", "context") if not row[c]), None)
+        if reason is None:
+            aliases = _parse_aliases(row["answer_aliases"], row["answer"])
+            reason = "bad answer_aliases (not a JSON list of strings)" if aliases is None else None
+        if reason is not None:
+            if strict:
+                raise ValueError(f"{path.name}: row id {row['id']!r} has {reason}; fix or remove the row")
+            skipped[reason] += 1
+            continue
+        records.append({**row, "answer_aliases": aliases})
+    if skipped:
+        logger.warning("%s: skipped %d of %d rows: %s", path.name, sum(skipped.values()), len(df), dict(skipped))
+    if not records:
+        raise ValueError(f"{path.name}: no usable rows ({len(df)} rows, skipped {dict(skipped)})")
+    return records, {"rows": len(df), "kept": len(records), "skipped": dict(skipped)}
 
 
-def plot_results(tables: dict[str, pd.DataFrame], path=None):
-    """Grouped bars of EM and F1 per row, one panel per evaluation set."""
-    import matplotlib.pyplot as plt
+# Question-side cues; word boundaries everywhere so "filmy" or "playoff" never match.
+_MOVIE_PATTERNS = [
+    r"\bfilm(?:s|ed|ing|-?makers?|ography)?\b", r"\bmovies?\b", r"\bcinema(?:s|tic)?\b",
+    r"\bcinematograph\w*", r"\bactors?\b", r"\bactress(?:es)?\b", r"\bco-?star(?:s|red|ring)?\b",
+    r"\bstarr(?:ed|ing)\b", r"\bportray(?:s|ed|ing|al)?\b", r"\bdirected\b",
+    r"(?<!managing )(?<!musical )(?<!artistic )(?<!executive )\bdirectors?\b"
+    r"(?!-general| general| of (?:the )?(?:fbi|cia|public|national|central|bank))",
+    r"(?-i:\bOscars?\b(?! [A-Z]))", r"\boscar-(?:winning|nominated)\b", r"\bacademy awards?\b",
+    r"\bgolden globes?\b", r"\bbafta\b", r"\bpalme d.or\b", r"\bcannes film\b", r"\bscreen(?:play|writer)s?\b",
+    r"\b(?:silver|big) screen\b", r"\bbox[- ]office\b", r"\bblockbusters?\b", r"\bhollywood\b",
+    r"\bbollywood\b", r"\bsequels?\b", r"\bprequels?\b", r"\bremakes?\b", r"\bbiopics?\b", r"\btalkies?\b",
+    r"\bcameo\b", r"\bleading (?:man|lady)\b", r"\b(?:title|starring|screen|film) roles?\b",
+    r"\b(?:pixar|dreamworks|mgm|metro-goldwyn-mayer|paramount pictures|warner bros|ealing studios)\b",
+]
+# "played X in" / "played by" only count when the question has no sports vocabulary.
+_PLAYED_PATTERNS = [r"\bplayed (?:the )?(?:role|part|character)\b", r"(?-i:\bplayed (?:[A-Z][\w'.-]*\s){1,3}in\b)",
+                    r"\bplayed by\b"]
+_SPORTS = (r"\b(?:team|club|cup|final|match|league|goals?|scored?|champion\w*|olympics?|season|football"
+           r"|cricket|rugby|tennis|golf|game)\b")
+# Answer entity names such as "Titanic (1997 film)" or "Tom Hanks (actor)".
+_ANSWER_PATTERN = r"\([^()]*\b(?:film|movie|actor|actress|filmmaker|film director)\)"
+_MOVIE_RE = re.compile("|".join(f"(?:{p})" for p in _MOVIE_PATTERNS), re.IGNORECASE)
+_PLAYED_RE = re.compile("|".join(f"(?:{p})" for p in _PLAYED_PATTERNS), re.IGNORECASE)
+_SPORTS_RE = re.compile(_SPORTS, re.IGNORECASE)
+_ANSWER_RE = re.compile(_ANSWER_PATTERN, re.IGNORECASE)
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 3.8), squeeze=False)
-    for ax, (title, df) in zip(axes[0], tables.items()):
-        x = range(len(df))
-        ax.bar([i - 0.2 for i in x], df["em"], width=0.4, label="EM")
-        ax.bar([i + 0.2 for i in x], df["f1"], width=0.4, label="F1")
-        ax.set_xticks(list(x), [r.replace(" (", "\n(").replace(" + ", "\n+ ") for r in df["row"]], fontsize=8)
-        ax.set_ylabel("%")
-        ax.set_title(title)
-        ax.legend()
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=120)
-    return fig
+
+def is_movie_question(question: str, answer: str = "") -> bool:
+    """Whether a trivia question is about films, judged from the question and answer name only.
+
+    The evidence documents are not looked at: long Wikipedia pages mention films almost
+    everywhere, so keyword hits there select unrelated questions.
+
+    Args:
+        question: the question text.
+        answer: optional answer entity name (e.g. TriviaQA ``MatchedWikiEntityName``).
+
+    Returns:
+        True if a curated film cue matches.
+    """
+    if _MOVIE_RE.search(question) or (answer and _ANSWER_RE.search(answer)):
+        return True
+    return bool(_PLAYED_RE.search(question)) and not _SPORTS_RE.search(question)
 
 
-def save_json(path: str | Path, obj) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_write(path) as f:
-        json.dump(obj, f, indent=2, default=str)
-    return Path(path)
+def _iter_official(root: Path, splits: Iterable[str]) -> Iterator[dict]:
+    """Questions of the official rc layout, with evidence text (None when the file is missing)."""
+    for split in splits:
+        qa_file = root / "qa" / f"wikipedia-{split}.json"
+        if not qa_file.is_file():
+            raise FileNotFoundError(f"{qa_file} not found; expected the TriviaQA rc layout "
+                                    "qa/wikipedia-<split>.json")
+        try:
+            data = json.loads(qa_file.read_text(encoding="utf-8"))["Data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{qa_file} is not a TriviaQA file with a 'Data' list: {e}") from e
+        for q in data:
+            ans = q["Answer"]
+            pages = []
+            for p in q.get("EntityPages", []):
+                f = root / "evidence" / "wikipedia" / p["Filename"]
+                pages.append((p["Title"], f.read_text(encoding="utf-8") if f.is_file() else None))
+            yield {"id": q["QuestionId"], "question": q["Question"], "value": ans["Value"],
+                   "aliases": ans.get("Aliases", []), "entity": ans.get("MatchedWikiEntityName") or ans["Value"],
+                   "pages": pages, "split": split}
 
 
-def answer(question: str, model, tokenizer, index, embed_fn, *, style: str, k: int = 1) -> dict:
-    """Answer a free-form question from the chunks of the whole corpus (demo)."""
-    hits = index.search(question, embed_fn, k=k)
-    record = {"id": "demo", "question": question, "answer": "", "retrieved_context": "\n".join(h["text"] for h in hits)}
-    prompt = trivia_example(record, tokenizer, style=style)["prompt"]
-    pred = generate_answers(model, tokenizer, [prompt], progress=False)[0]
-    return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3]}
+def _iter_hf(splits: Iterable[str]) -> Iterator[dict]:
+    """Same records from the Hugging Face copy of TriviaQA rc.wikipedia (streamed)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("building from 'hf' needs the datasets package: pip install datasets") from e
+    for split in splits:
+        hf_split = {"dev": "validation"}.get(split, split)
+        for q in datasets.load_dataset("mandarjoshi/trivia_qa", "rc.wikipedia", split=hf_split, streaming=True):
+            ans, ep = q["answer"], q["entity_pages"]
+            yield {"id": q["question_id"], "question": q["question"], "value": ans["value"],
+                   "aliases": ans["aliases"], "entity": ans.get("matched_wiki_entity_name") or ans["value"],
+                   "pages": list(zip(ep["title"], ep["wiki_context"])), "split": split}
+
+
+def build_triviaqa_csv(
+    source: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    splits: Iterable[str] = ("train", "dev"),
+    max_questions: int | None = None,
+    select: Callable[[str, str], bool] | None = None,
+) -> dict:
+    """Write the film questions of TriviaQA rc as a QA CSV readable by ``load_qa_csv``.
+
+    Args:
+        source: directory in the official layout (``qa/wikipedia-<split>.json`` and
+            ``evidence/wikipedia/<Filename>``) or ``"hf"`` for the Hugging Face copy.
+        out_csv: destination CSV (columns ``QA_COLUMNS`` + ``supporting_titles``, ``split``).
+        splits: splits to read, in order.
+        max_questions: stop after this many questions are kept.
+        select: ``select(question, answer_entity) -> bool``; defaults to ``is_movie_question``.
+
+    Returns:
+        ``{"questions_seen", "selected", "kept", "skipped": {reason: count}, "out_csv"}``.
+    """
+    if max_questions is not None and max_questions < 1:
+        raise ValueError(f"max_questions must be a positive integer or None, got {max_questions}")
+    select = select or is_movie_question
+    if str(source) == "hf":
+        questions = _iter_hf(splits)
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise FileNotFoundError(f"TriviaQA directory not found: {root}; pass the rc folder or 'hf'")
+        questions = _iter_official(root, splits)
+    rows, ids, seen, selected, skipped = [], set(), 0, 0, Counter()
+    for q in questions:
+        if max_questions is not None and len(rows) >= max_questions:
+            break
+        seen += 1
+        if not select(q["question"], q["entity"]):
+            skipped["not selected"] += 1
+            continue
+        selected += 1
+        texts = [t for _, t in q["pages"]]
+        reason = "no evidence pages" if not texts else "missing evidence file" if None in texts else None
+        reason = reason or ("duplicate id" if q["id"] in ids else None)
+        if reason:
+            skipped[reason] += 1
+            continue
+        ids.add(q["id"])
+        aliases = list(dict.fromkeys([q["value"], *q["aliases"]]))
+        rows.append({"id": q["id"], "question": q["question"], "answer": q["value"],
+                     "answer_aliases": json.dumps(aliases, ensure_ascii=False),
+                     "context": "\n\n".join(t.strip() for t in texts),
+                     "supporting_titles": "|".join(title for title, _ in q["pages"]), "split": q["split"]})
+    report = {"questions_seen": seen, "selected": selected, "kept": len(rows), "skipped": dict(skipped),
+              "out_csv": str(out_csv)}
+    if not rows:
+        raise ValueError(f"no questions kept from {source}: {report}; widen `select` or check the evidence files")
+    with atomic_write(out_csv) as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
+    logger.info("wrote %d TriviaQA questions to %s (%s)", len(rows), out_csv, report["skipped"])
+    return report

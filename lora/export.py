@@ -4,7 +4,8 @@
 `convert_lora_to_gguf.py` produces (`general.type = "adapter"`, `adapter.type = "lora"`,
 `adapter.lora.alpha`, tensors `blk.{i}.attn_q.weight.lora_a` / `.lora_b`, ...), so the file
 loads with `llama-cli --lora`, `llama_cpp.Llama(lora_path=...)` or Ollama's `ADAPTER`.
-`write_modelfile` writes the Ollama Modelfile that pairs the base GGUF with the adapter.
+The Ollama Modelfile that pairs a base GGUF with the adapter is model-specific and lives with
+deployment (``cinephile.deploy.write_modelfile``).
 
 Layout notes:
 - A numpy array of shape (rows, cols) is stored in GGUF with ne = [cols, rows], so PEFT's
@@ -15,10 +16,9 @@ Layout notes:
   the rows of B, so lora_B of q_proj/k_proj gets the same permutation; lora_A does not.
 
 References: llama.cpp convert_lora_to_gguf.py, convert_hf_to_gguf.py (LlamaModel),
-src/llama-adapter.cpp; Ollama Modelfile reference (docs.ollama.com/modelfile).
+src/llama-adapter.cpp.
 """
 
-import json
 import logging
 import math
 import os
@@ -29,7 +29,8 @@ import gguf
 import numpy as np
 from safetensors.torch import load_file
 
-from .io import _atomic_write
+from .atomic import atomic_path
+from .io import CONFIG_NAME, WEIGHTS_NAME, read_adapter_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ _KEY = re.compile(
     r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.lora_([AB])\.weight$"
 )
 _KEY_HELP = "base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight (or mlp.{gate,up,down}_proj)"
-SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-CHATML_TEMPLATE = (
-    "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
-    "{{ range .Messages }}{{ if eq .Role \"user\" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n"
-    "<|im_start|>assistant\n{{ else if eq .Role \"assistant\" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"
-)
-DEFAULT_PARAMETERS = {"temperature": 0, "num_ctx": 2048, "stop": "<|im_end|>"}
-
 
 def permute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
     """Reorder output rows from the HF rotate-half RoPE layout to llama.cpp's layout.
@@ -91,20 +84,19 @@ def _read_base(base_gguf: Path) -> tuple[dict[str, int], dict[str, tuple[int, ..
 
 def _read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Load adapter_config.json and adapter_model.safetensors, with clear errors."""
-    config_path = adapter_dir / "adapter_config.json"
-    weights_path = adapter_dir / "adapter_model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; an adapter directory needs adapter_config.json "
-                                    "and adapter_model.safetensors (save it with save_pretrained)")
-    config = json.loads(config_path.read_text())
-    for key in ("r", "lora_alpha"):
-        if key not in config:
-            raise ValueError(f"{config_path} is missing '{key}'")
+    config = read_adapter_json(adapter_dir)  # names a missing or malformed config
+    weights_path = adapter_dir / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} not found; an adapter directory needs {CONFIG_NAME} "
+                                f"and {WEIGHTS_NAME} (save it with save_adapter or save_pretrained)")
     if config.get("alpha_pattern"):
         raise ValueError("adapter_config.json sets alpha_pattern; a GGUF adapter holds one lora_alpha, "
                          "retrain with a single lora_alpha")
-    return config, {k: v.float().numpy() for k, v in load_file(weights_path).items()}
+    try:
+        state = load_file(weights_path)
+    except Exception as err:  # safetensors raises its own error types for truncated files
+        raise ValueError(f"{weights_path} is not a readable safetensors file ({err}); save the adapter again") from None
+    return config, {k: v.float().numpy() for k, v in state.items()}
 
 
 def _pair_tensors(state: dict[str, np.ndarray]) -> dict[tuple[int, str], dict[str, np.ndarray]]:
@@ -170,7 +162,7 @@ def export_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathL
             lora_b = permute_rope_rows(lora_b, heads[module])
         tensors += [(name + ".lora_a", lora_a), (name + ".lora_b", lora_b)]
 
-    alpha = float(config["lora_alpha"])
+    alpha = float(config.get("lora_alpha", config["r"]))
     if config.get("use_rslora"):  # PEFT scales by alpha / sqrt(r); llama.cpp by alpha / r
         alpha *= math.sqrt(config["r"])
     _write_gguf(out_path, tensors, alpha, dtypes[outtype])
@@ -180,8 +172,8 @@ def export_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathL
 
 def _write_gguf(out_path: Path, tensors: list[tuple[str, np.ndarray]], alpha: float, dtype: type) -> None:
     """Write adapter metadata and tensors to a temporary file, then rename it to `out_path`."""
-    def write(tmp: str) -> None:
-        writer = gguf.GGUFWriter(tmp, "llama")
+    with atomic_path(out_path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
@@ -191,50 +183,3 @@ def _write_gguf(out_path: Path, tensors: list[tuple[str, np.ndarray]], alpha: fl
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-
-    _atomic_write(out_path, write)
-
-
-def _quote(value: object) -> str:
-    """Format a Modelfile PARAMETER value: strings in double quotes, numbers as they are."""
-    return json.dumps(value) if isinstance(value, str) else str(value)
-
-
-def write_modelfile(out_dir: str | os.PathLike, *, base_gguf: str | os.PathLike,
-                    adapter_path: str | os.PathLike, system: str | None = None,
-                    parameters: dict[str, object] | None = None) -> Path:
-    """Write an Ollama Modelfile that runs the base GGUF with a LoRA adapter.
-
-    The TEMPLATE is SmolLM2's ChatML format (`<|im_start|>role\\n...<|im_end|>\\n`), so Ollama
-    builds the same prompt as transformers' `apply_chat_template`. Create and run the model with
-    `ollama create NAME -f out_dir/Modelfile` and `ollama run NAME`. `adapter_path` may be the
-    GGUF from `export_gguf_adapter`, or, for Llama-architecture models, the safetensors adapter
-    directory itself, which Ollama's ADAPTER also accepts.
-
-    Args:
-        out_dir: directory to write `Modelfile` into (created if needed).
-        base_gguf: path of the base model's GGUF file (FROM).
-        adapter_path: GGUF adapter file or PEFT adapter directory (ADAPTER).
-        system: system prompt; None uses SmolLM2's default, as its chat template does.
-        parameters: PARAMETER values; a list value gives repeated lines (e.g. several `stop`).
-            Defaults to temperature 0, num_ctx 2048, stop "<|im_end|>".
-
-    Returns:
-        Path of the written Modelfile.
-    """
-    base_gguf, adapter_path = Path(base_gguf).resolve(), Path(adapter_path).resolve()
-    if not base_gguf.is_file():
-        raise FileNotFoundError(f"base GGUF {base_gguf} not found; pass the .gguf file of the base model")
-    if not adapter_path.exists():
-        raise FileNotFoundError(f"adapter {adapter_path} not found; export it first with export_gguf_adapter")
-    system = SMOLLM2_SYSTEM if system is None else system
-    if '"""' in system:
-        raise ValueError('system prompt contains """, which would end the Modelfile SYSTEM block; remove it')
-    lines = [f"FROM {base_gguf}", f"ADAPTER {adapter_path}", f'TEMPLATE """{CHATML_TEMPLATE}"""',
-             f'SYSTEM """{system}"""']
-    for key, value in (DEFAULT_PARAMETERS if parameters is None else parameters).items():
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            lines.append(f"PARAMETER {key} {_quote(item)}")
-    path = Path(out_dir) / "Modelfile"
-    _atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
-    return path

@@ -72,19 +72,27 @@ def trainable_summary(model: nn.Module) -> str:
             f"trainable%: {100 * trainable / max(total, 1):.4f}")
 
 
-def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
-    """Wrap every target layer of ``model`` with LoRA, in place, and freeze the base.
+def _shared_weights(model: nn.Module, modules: dict[str, nn.Module], targets: list[str]) -> dict[str, list[str]]:
+    """Targets whose weight is also a parameter of another module (tied embeddings), with those names."""
+    owners: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        for pname, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
+    shared = {}
+    for t in targets:
+        weight = getattr(modules[t], "weight", None)
+        others = [o for o in owners.get(id(weight), []) if o != f"{t}.weight"] if weight is not None else []
+        if others:
+            shared[t] = others
+    return shared
 
-    Args:
-        model: a model whose targets are ``nn.Linear`` or GPT-2 ``Conv1D`` layers.
-        config: rank, alpha, dropout and target module names.
 
-    Returns:
-        The names of the wrapped modules.
+def plan_injection(model: nn.Module, config: LoRAConfig) -> dict[str, nn.Module]:
+    """The modules ``inject_lora`` would wrap, after every check; the model is not changed.
 
     Raises:
         RuntimeError: the model already carries LoRA layers.
-        ValueError: no module matched ``config.target_modules``.
+        ValueError: no module matched, or a target's weight is tied to another module.
         TypeError: a matched module is neither ``nn.Linear`` nor ``Conv1D``.
     """
     if any(True for _ in lora_layers(model)):
@@ -97,12 +105,48 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
                         if isinstance(m, nn.Linear) or is_conv1d(m)})
         raise ValueError(f"no module matched target_modules={config.target_modules!r}; "
                          f"wrappable layer names in this model: {kinds}")
-    wrappers = {}
-    for name in targets:  # build every wrapper first: an error leaves the model untouched
-        try:
-            wrappers[name] = wrap(modules[name], config.r, config.alpha, config.dropout)
-        except TypeError as err:
-            raise TypeError(f"target {name!r} matched but {err}; narrow target_modules") from None
+    for name in targets:
+        if not (isinstance(modules[name], nn.Linear) or is_conv1d(modules[name])):
+            raise TypeError(f"target {name!r} matched but cannot wrap {type(modules[name]).__name__}: LoRA "
+                            "supports nn.Linear and GPT-2 Conv1D; narrow target_modules")
+    tied = _shared_weights(model, modules, targets)
+    if tied:
+        name, others = next(iter(tied.items()))
+        raise ValueError(f"target {name!r} shares its weight with {others} (tied embeddings); merging LoRA "
+                         "into it would also change those: exclude it from target_modules (e.g. lm_head)")
+    return {name: modules[name] for name in targets}
+
+
+def planned_shapes(model: nn.Module, config: LoRAConfig) -> dict[str, tuple[int, int]]:
+    """``{"<module>.lora_A.weight": (r, in), "<module>.lora_B.weight": (out, r)}`` that injection would create."""
+    shapes = {}
+    for name, module in plan_injection(model, config).items():
+        n_in, n_out = (module.in_features, module.out_features) if isinstance(module, nn.Linear) \
+            else tuple(module.weight.shape)  # Conv1D stores (in, out)
+        shapes[f"{name}.lora_A.weight"] = (config.r, n_in)
+        shapes[f"{name}.lora_B.weight"] = (n_out, config.r)
+    return shapes
+
+
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap every target layer of ``model`` with LoRA, in place, and freeze the base.
+
+    Args:
+        model: a model whose targets are ``nn.Linear`` or GPT-2 ``Conv1D`` layers.
+        config: rank, alpha, dropout and target module names.
+
+    Returns:
+        The names of the wrapped modules.
+
+    Raises:
+        RuntimeError: the model already carries LoRA layers.
+        ValueError: no module matched ``config.target_modules``, or a target has tied weights.
+        TypeError: a matched module is neither ``nn.Linear`` nor ``Conv1D``.
+    """
+    plan = plan_injection(model, config)
+    # build every wrapper first: an error leaves the model untouched
+    wrappers = {name: wrap(module, config.r, config.alpha, config.dropout) for name, module in plan.items()}
+    modules = dict(model.named_modules())
     for p in model.parameters():
         p.requires_grad_(False)
     for name, layer in wrappers.items():
@@ -111,9 +155,9 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
         for p in layer.adapter_parameters():
             p.requires_grad_(True)
     model.lora_config = config  # read by save_adapter / save_lora_weights
-    print(trainable_summary(model))
-    logger.info("wrapped %d modules with LoRA (r=%d, alpha=%s)", len(targets), config.r, config.alpha)
-    return targets
+    logger.info("wrapped %d modules with LoRA (r=%d, alpha=%s); %s", len(wrappers), config.r, config.alpha,
+                trainable_summary(model))
+    return list(wrappers)
 
 
 def _require_lora(model: nn.Module) -> list[LoRALayer]:

@@ -2,16 +2,21 @@
 
 PEFT layout (readable by ``peft.PeftModel.from_pretrained`` and by Ollama's ``ADAPTER``):
 ``adapter_model.safetensors`` with keys ``base_model.model.<module>.lora_A.weight`` (r, in) and
-``...lora_B.weight`` (out, r), plus ``adapter_config.json``. Loading validates keys and shapes
-and names what is wrong. ``.pth`` files are read with ``torch.load(weights_only=True)``.
+``...lora_B.weight`` (out, r), plus ``adapter_config.json``. ``.pth`` files are read with
+``torch.load(weights_only=True)``.
+
+Loading validates before it mutates: the file's keys and shapes are checked against the model
+(or against the layers injection would create) before LoRA is injected or a weight is copied,
+so a failed load leaves the model as it was. Writing goes through ``lora.atomic``: a temporary
+name beside the target, then one rename, so an interrupted save never leaves new weights next
+to an old config.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .inject import LoRAConfig, inject_lora, lora_layers
+from .atomic import atomic_dir, atomic_path
+from .inject import LoRAConfig, inject_lora, lora_layers, planned_shapes
 from .layer import LoRAConv1D
 
 logger = logging.getLogger(__name__)
@@ -29,20 +35,11 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
 PTH_FORMAT = "cinephile-lora-v1"
+# Files an adapter directory may hold; anything else makes save_adapter refuse to replace it.
+ADAPTER_FILES = {WEIGHTS_NAME, CONFIG_NAME, "README.md"}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
+# ----------------------------------------------------------------------------- adapter state
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{"<module>.lora_A.weight": (r, in), "<module>.lora_B.weight": (out, r)}``, on CPU."""
@@ -62,48 +59,64 @@ def _config_of(model: nn.Module) -> LoRAConfig:
     return config
 
 
-def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into the model's adapters after checking keys and shapes.
-
-    Raises:
-        ValueError: missing or unexpected keys, or shapes of another base model.
-    """
-    own = {f"{n}.lora_{ab}.weight": getattr(layer, f"lora_{ab}").weight
-           for n, layer in lora_layers(model) for ab in "AB"}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+def check_adapter_state(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raise ``ValueError`` naming missing/unexpected keys or wrong shapes; never mutates."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(
             f"{source} does not fit this model: {len(missing)} missing keys {missing[:3]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:3]}; the adapter was saved for another "
             "base model or other target_modules: load it into the base model it was trained on")
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if state[k].shape != v.shape]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {shape}"
+             for k, shape in expected.items() if tuple(state[k].shape) != tuple(shape)]
     if wrong:
         raise ValueError(f"{source} has tensors of the wrong shape ({len(wrong)}), e.g. {wrong[:2]}; "
                          "the adapter belongs to another base model size or rank")
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into the model's adapters after checking keys and shapes.
+
+    Raises:
+        ValueError: missing or unexpected keys, or shapes of another base model (model unchanged).
+    """
+    own = {f"{n}.lora_{ab}.weight": getattr(layer, f"lora_{ab}").weight
+           for n, layer in lora_layers(model) for ab in "AB"}
+    check_adapter_state(state, {k: tuple(v.shape) for k, v in own.items()}, source)
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k].to(v.dtype))
 
 
-def _ensure_injected(model: nn.Module, config: LoRAConfig) -> None:
+def _apply(model: nn.Module, config: LoRAConfig, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Validate ``state`` against ``model`` (injected or not), then inject / rescale and copy."""
     layers = [layer for _, layer in lora_layers(model)]
-    if not layers:
-        inject_lora(model, config)
-        return
     if any(layer.merged for layer in layers):
         raise RuntimeError("cannot load an adapter into a merged model; call unmerge_lora first")
-    for layer in layers:
+    if layers:
+        expected = {f"{n}.lora_{ab}.weight": tuple(getattr(layer, f"lora_{ab}").weight.shape)
+                    for n, layer in lora_layers(model) for ab in "AB"}
+    else:
+        expected = planned_shapes(model, config)  # raises without touching the model
+    check_adapter_state(state, expected, source)
+    if not layers:
+        inject_lora(model, config)
+    for layer in (layer for _, layer in lora_layers(model)):
         layer.set_scaling(config.alpha)
+    load_adapter_state(model, state, source)
+    model.lora_config = config  # a later save writes what was loaded (alpha, dropout)
+    return model
 
+
+# ----------------------------------------------------------------------------- PEFT directory
 
 def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path: str | None = None) -> Path:
-    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` in PEFT's layout.
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` in PEFT's layout, as one unit.
 
     Args:
         model: a model with LoRA injected.
-        out_dir: directory to create or overwrite.
+        out_dir: directory to create or replace (it may only hold adapter files).
         base_model_name_or_path: recorded in the config; defaults to the model's ``name_or_path``.
 
     Returns:
@@ -111,6 +124,13 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path:
     """
     out_dir = Path(out_dir)
     config = _config_of(model)
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ADAPTER_FILES)
+        if foreign:
+            raise FileExistsError(f"{out_dir} holds other files {foreign[:5]}; save_adapter replaces the whole "
+                                  "directory: pass a new or adapter-only directory")
+    elif out_dir.exists():
+        raise FileExistsError(f"{out_dir} is a file; pass a directory path for the adapter")
     state = {PEFT_PREFIX + k: v for k, v in adapter_state_dict(model).items()}
     targets = config.target_modules
     peft_config = {
@@ -126,40 +146,53 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path:
         "inference_mode": True,
         "modules_to_save": None,
     }
-    _atomic_write(out_dir / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
-    _atomic_write(out_dir / CONFIG_NAME,
-                  lambda p: Path(p).write_text(json.dumps(peft_config, indent=2), encoding="utf-8"))
+    with atomic_dir(out_dir) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(peft_config, indent=2), encoding="utf-8")
+        for name in ADAPTER_FILES - {WEIGHTS_NAME, CONFIG_NAME}:
+            if (out_dir / name).is_file():
+                shutil.copy2(out_dir / name, tmp / name)
     return out_dir
 
 
-def read_adapter_config(adapter_dir: str | Path) -> LoRAConfig:
-    """Read ``adapter_config.json`` into a ``LoRAConfig`` (validating the PEFT fields)."""
+def read_adapter_json(adapter_dir: str | Path) -> dict:
+    """The raw ``adapter_config.json`` of a PEFT LoRA adapter, checked for the fields we need."""
     path = Path(adapter_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: an adapter directory holds {CONFIG_NAME} and "
                                 f"{WEIGHTS_NAME} (written by save_adapter or peft's save_pretrained)")
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); re-save the adapter") from None
-    if cfg.get("peft_type") != "LORA" or "r" not in cfg or "target_modules" not in cfg:
-        raise ValueError(f"{path} is not a LoRA adapter config (need peft_type 'LORA', r, target_modules)")
+    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA" or "r" not in cfg or "target_modules" not in cfg:
+        raise ValueError(f"{path} is not a LoRA adapter config (need a JSON object with peft_type 'LORA', "
+                         "r, target_modules); re-save the adapter")
+    try:
+        ok = int(cfg["r"]) > 0 and float(cfg.get("lora_alpha", cfg["r"])) > 0
+    except (TypeError, ValueError):
+        ok = False
+    targets = cfg["target_modules"]
+    names_ok = isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
+    if not ok or not names_ok:
+        raise ValueError(f"{path} has invalid values (r={cfg['r']!r}, lora_alpha={cfg.get('lora_alpha')!r}, "
+                         f"target_modules={targets!r}); r and lora_alpha must be positive numbers and "
+                         "target_modules a string or a list of strings")
+    return cfg
+
+
+def read_adapter_config(adapter_dir: str | Path) -> LoRAConfig:
+    """Read ``adapter_config.json`` into a ``LoRAConfig`` (validating the PEFT fields)."""
+    cfg = read_adapter_json(adapter_dir)
     targets = cfg["target_modules"]
     return LoRAConfig(r=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", cfg["r"])),
-                      dropout=float(cfg.get("lora_dropout", 0.0)),
+                      dropout=float(cfg.get("lora_dropout") or 0.0),
                       target_modules=targets if isinstance(targets, str) else tuple(targets))
 
 
-def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
-    """Load a PEFT-layout adapter into ``model`` (injecting LoRA first if it has none).
-
-    Raises:
-        FileNotFoundError: the directory lacks the adapter files.
-        ValueError: unreadable file, or keys/shapes that do not fit this model.
-    """
-    adapter_dir = Path(adapter_dir)
-    config = read_adapter_config(adapter_dir)
-    weights = adapter_dir / WEIGHTS_NAME
+def read_adapter_weights(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``adapter_model.safetensors`` with the PEFT prefix removed."""
+    weights = Path(adapter_dir) / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found; save the adapter with save_adapter")
     try:
@@ -173,25 +206,55 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
             raise ValueError(f"{weights} has key {key!r} without the PEFT prefix {PEFT_PREFIX!r}; "
                              "not an adapter written by save_adapter or peft")
         state[key[len(PEFT_PREFIX):].replace(".default.", ".")] = value
-    _ensure_injected(model, config)
-    load_adapter_state(model, state, str(weights))
-    return model
+    return state
 
+
+def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
+    """Load a PEFT-layout adapter into ``model`` (injecting LoRA first if it has none).
+
+    Everything is validated before the model changes: on any error the model is as it was.
+
+    Raises:
+        FileNotFoundError: the directory lacks the adapter files.
+        ValueError: unreadable file, or keys/shapes that do not fit this model.
+    """
+    config = read_adapter_config(adapter_dir)
+    state = read_adapter_weights(adapter_dir)
+    return _apply(model, config, state, str(Path(adapter_dir) / WEIGHTS_NAME))
+
+
+# ----------------------------------------------------------------------------- single .pth file
 
 def save_lora_weights(model: nn.Module, path: str | Path) -> Path:
     """Single-file form: ``{"format", "config", "state_dict"}`` saved with ``torch.save``."""
     path = Path(path)
-    config = _config_of(model)
-    cfg = asdict(config)
+    cfg = asdict(_config_of(model))
     if not isinstance(cfg["target_modules"], str):
         cfg["target_modules"] = list(cfg["target_modules"])
     payload = {"format": PTH_FORMAT, "config": cfg, "state_dict": adapter_state_dict(model)}
-    _atomic_write(path, lambda p: torch.save(payload, p))
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
+def _pth_config(cfg, path: Path) -> LoRAConfig:
+    if not isinstance(cfg, dict) or "r" not in cfg or "target_modules" not in cfg:
+        raise ValueError(f"{path} has no valid LoRA config (need r and target_modules); "
+                         "re-save it with save_lora_weights")
+    cfg = dict(cfg)
+    if not isinstance(cfg["target_modules"], str):
+        cfg["target_modules"] = tuple(cfg["target_modules"])
+    try:
+        return LoRAConfig(**cfg)
+    except TypeError as err:
+        raise ValueError(f"{path} has an unknown LoRA config ({err}); re-save it with save_lora_weights") from None
+
+
 def load_lora_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a file written by ``save_lora_weights`` (``torch.load(weights_only=True)`` only)."""
+    """Load a file written by ``save_lora_weights`` (``torch.load(weights_only=True)`` only).
+
+    Validated before the model changes, as ``load_adapter``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; train and save the weights first (save_lora_weights)")
@@ -203,9 +266,7 @@ def load_lora_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if not isinstance(payload, dict) or payload.get("format") != PTH_FORMAT:
         raise ValueError(f"{path} is not a LoRA weights file written by save_lora_weights "
                          f"(expected format {PTH_FORMAT!r})")
-    cfg = dict(payload["config"])
-    if not isinstance(cfg["target_modules"], str):
-        cfg["target_modules"] = tuple(cfg["target_modules"])
-    _ensure_injected(model, LoRAConfig(**cfg))
-    load_adapter_state(model, payload["state_dict"], str(path))
-    return model
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} has no state_dict of tensors; re-save it with save_lora_weights")
+    return _apply(model, _pth_config(payload.get("config"), path), state, str(path))

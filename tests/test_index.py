@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from cinephile import retrieval
 from cinephile.index import CorpusIndex
-from tests.test_retrieval import CHUNKS, HashEmbedder, records
+from tests.helpers import CHUNKS, HashEmbedder, records
 
 
 @pytest.fixture
@@ -14,7 +13,6 @@ def embed():
 
 
 def test_corpus_index_build_search_save_load(tmp_path, embed):
-    assert retrieval.CorpusIndex is CorpusIndex  # still importable from cinephile.retrieval
     index = CorpusIndex.build(records(), embed)
     assert len(index.texts) == 4 and index.embedder == "hash-bow-64"
     assert index.sources[index.texts.index(CHUNKS[0])] == ["a", "b"]
@@ -34,17 +32,40 @@ def test_corpus_index_errors(tmp_path, embed):
     index = CorpusIndex.build(records(), embed)
     index.save(tmp_path / "idx")
     np.save(tmp_path / "idx.npy", index.embeddings[:2])
-    with pytest.raises(ValueError, match="has 2 rows but .* lists 4 texts .* rebuild the index"):
+    with pytest.raises(ValueError, match=r"has shape \(2, 64\) but .* lists 4 texts .* rebuild the index"):
         CorpusIndex.load(tmp_path / "idx")
     np.save(tmp_path / "idx.npy", np.zeros((4, 8), dtype=np.float32))
-    with pytest.raises(ValueError, match="has dim 8 but .* says 64; rebuild the index"):
+    with pytest.raises(ValueError, match=r"has shape \(4, 8\) but .* lists 4 texts of dim 64"):
         CorpusIndex.load(tmp_path / "idx")
     (tmp_path / "idx.json").write_text("{}")
     with pytest.raises(ValueError, match="not a valid index description"):
         CorpusIndex.load(tmp_path / "idx")
-    with pytest.raises(FileNotFoundError, match="other.npy not found"):
+    with pytest.raises(FileNotFoundError, match="other.npy.*not found"):
         CorpusIndex.load(tmp_path / "other")
     with pytest.raises(ValueError, match="query embedding has dim 16 but the index has dim 64"):
         index.search("score", HashEmbedder(dim=16))
     with pytest.raises(ValueError, match="no chunks to index"):
         CorpusIndex.build([{"id": "a", "chunks": []}], embed)
+
+
+def test_files_from_two_saves_are_not_mixed(tmp_path, embed):
+    first = CorpusIndex.build(records(), embed)
+    first.save(tmp_path / "one")
+    second = CorpusIndex(first.texts, first.sources, first.embeddings[::-1].copy(), first.embedder)
+    second.save(tmp_path / "two")  # same sizes, other vectors
+    (tmp_path / "two.npy").replace(tmp_path / "one.npy")
+    with pytest.raises(ValueError, match="come from different saves"):
+        CorpusIndex.load(tmp_path / "one")
+
+
+def test_load_accepts_a_suffix_and_names_missing_or_corrupt_files(tmp_path, embed):
+    index = CorpusIndex.build(records(), embed)
+    index.save(tmp_path / "idx")
+    assert CorpusIndex.load(tmp_path / "idx.npy").texts == index.texts
+    (tmp_path / "idx.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"idx.json'\] not found; build the index and save it"):
+        CorpusIndex.load(tmp_path / "idx")
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match="is not a readable .npy matrix"):
+        CorpusIndex.load(tmp_path / "idx")

@@ -1,62 +1,20 @@
 """MovieLens loading, temporal split and prompt building (tiny synthetic tables + the real data)."""
 
-import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cinephile import movielens as ml
-from cinephile.movielens import (build_examples, build_prompt, load_movielens, parse_title, temporal_split,
-                                 write_examples_jsonl)
+from cinephile.io import read_jsonl, write_jsonl
+from cinephile.movielens import build_examples, build_prompt, load_movielens, parse_title, temporal_split
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movielens" / "ml-latest-small"
-needs_real = pytest.mark.skipif(not (REAL / "ratings.csv").is_file(), reason="shared MovieLens data not present")
-
-MOVIES = """movieId,title,genres
-1,"Matrix, The (1999)",Action|Sci-Fi
-2,Toy Story (1995),Animation|Children|Comedy
-3,Heat (1995),Action|Crime|Thriller
-4,Babylon 5,(no genres listed)
-5,Casino (1995),Crime|Drama
-6,Sabrina (1995),Comedy|Romance
-7,Jumanji (1995),Adventure|Children
-"""
-# user 1: seven ratings in time order (val = movie 6, test = movie 7); user 2: three, all train
-RATINGS = """userId,movieId,rating,timestamp
-1,1,5.0,10
-1,2,1.0,20
-1,3,4.0,30
-1,4,2.0,40
-1,5,3.0,50
-1,6,5.0,60
-1,7,4.5,70
-2,7,1.0,5
-2,5,4.0,6
-2,1,3.0,7
-"""
-TAGS = """userId,movieId,tag,timestamp
-2,7,Classic,65
-3,7,classic,66
-3,7,fun,1
-3,7,board game,2
-3,7,jungle,3
-3,7,future,100
-4,7,future,101
-5,7,future,102
-"""
+from tests.helpers import RATINGS, write_folder
 
 
-def write_folder(folder: Path, *, ratings=RATINGS, movies=MOVIES, tags=TAGS, readme=True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (("ratings.csv", ratings), ("movies.csv", movies), ("tags.csv", tags)):
-        if text is not None:
-            (folder / name).write_text(text)
-    if readme:
-        (folder / "README.txt").write_text("licence text")
-    return folder
-
+@pytest.fixture(scope="module")
+def real_dir(shared_data):
+    return shared_data / "movielens" / "ml-latest-small"
 
 @pytest.fixture
 def tiny(tmp_path):
@@ -96,7 +54,23 @@ def test_load_drops_ratings_of_unknown_movies_and_logs_the_count(tmp_path, caplo
         data = load_movielens(folder)
     assert len(data.ratings) == len(RATINGS.strip().splitlines()) - 1
     assert not data.ratings["movieId"].isin([998, 999]).any()
-    assert "dropped 2 ratings of 2 movies" in caplog.text
+    assert "dropped 2 of 12 rows: {'movie missing from movies.csv': 2}" in caplog.text
+    assert data.report == {"rows": 12, "kept": 10, "dropped": {"movie missing from movies.csv": 2}}
+
+
+def test_load_drops_off_scale_ratings_and_keeps_the_latest_duplicate(tmp_path):
+    extra = "1,3,9.0,31\n1,2,0.0,32\n1,5,abc,33\n1,1,2.0,75\n1,1,3.5,74\n"  # movie 1 rated 3 times by user 1
+    data = load_movielens(write_folder(tmp_path, ratings=RATINGS + extra))
+    assert data.report["dropped"] == {"not a number": 1, "rating outside 0.5-5": 2,
+                                      "older duplicate of (userId, movieId)": 2}
+    assert data.report["rows"] == 15 and data.report["kept"] == 10
+    user1 = data.ratings[data.ratings["userId"] == 1]
+    assert user1["movieId"].is_unique
+    assert user1.set_index("movieId").loc[1, ["rating", "timestamp"]].tolist() == [2.0, 75]  # the latest one
+    df = temporal_split(data.ratings)
+    test = df[(df["userId"] == 1) & (df["split"] == "test")]
+    assert test["movieId"].tolist() == [1]  # re-rated last: the test target, and not in its own history
+    assert not ((df["userId"] == 1) & (df["movieId"] == 1) & (df["split"] != "test")).any()
 
 
 def test_load_finds_the_folder_under_its_parent(tmp_path):
@@ -116,11 +90,10 @@ def test_load_missing_column_names_it_and_the_expected_columns(tmp_path):
         load_movielens(folder)
 
 
-@needs_real
-def test_load_real_data_matches_its_readme_counts():
-    data = load_movielens(REAL)
+def test_load_real_data_matches_its_readme_counts(real_dir):
+    data = load_movielens(real_dir)
     assert (len(data.ratings), data.ratings["userId"].nunique(), len(data.movies)) == (100_836, 610, 9_742)
-    raw = pd.read_csv(REAL / "movies.csv").set_index("movieId")
+    raw = pd.read_csv(real_dir / "movies.csv").set_index("movieId")
     no_genre = raw.index[raw["genres"] == "(no genres listed)"][0]
     movies = data.movies.set_index("movieId")
     assert movies.at[no_genre, "genres"] == []
@@ -147,9 +120,8 @@ def test_split_rejects_bad_arguments(tiny):
         temporal_split(tiny.ratings.drop(columns="timestamp"))
 
 
-@needs_real
-def test_split_real_users_has_no_temporal_leakage():
-    ratings = load_movielens(REAL).ratings
+def test_split_real_users_has_no_temporal_leakage(real_dir):
+    ratings = load_movielens(real_dir).ratings
     ratings = ratings[ratings["userId"] <= 20]
     df = temporal_split(ratings, n_test=2, n_val=3)
     for _, g in df.groupby("userId"):
@@ -194,9 +166,8 @@ def test_train_targets_exclude_their_own_rating_from_the_item_mean(tiny):
     assert by_movie(train)[4]["item_mean"] is None and "Movie's average rating: unknown" in by_movie(train)[4]["prompt"]
 
 
-@needs_real
-def test_real_train_examples_are_capped_deterministic_and_use_only_the_past():
-    data = load_movielens(REAL)
+def test_real_train_examples_are_capped_deterministic_and_use_only_the_past(real_dir):
+    data = load_movielens(real_dir)
     df = temporal_split(data.ratings[data.ratings["userId"] <= 20])
     examples = build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=1)
     per_user = pd.Series([e["user_id"] for e in examples]).value_counts()
@@ -246,8 +217,14 @@ def test_build_prompt_is_compact_and_complete():
     assert "Target movie: Babylon 5" in build_prompt([], [], [], [], "Babylon 5", None, [], [], None, None)
 
 
-def test_write_examples_jsonl_round_trips(tiny, tmp_path):
+def test_examples_round_trip_through_jsonl(tiny, tmp_path):
     examples = build_examples(temporal_split(tiny.ratings), tiny.movies, tiny.tags, which="test")
-    path = write_examples_jsonl(examples, tmp_path / "out" / "test.jsonl")
-    assert [json.loads(line) for line in path.read_text().splitlines()] == examples
+    path = write_jsonl(tmp_path / "out" / "test.jsonl", examples)
+    assert read_jsonl(path) == examples
     assert [p.name for p in path.parent.iterdir()] == ["test.jsonl"]
+
+
+def test_build_examples_on_an_empty_split_names_the_problem(tiny):
+    df = temporal_split(tiny.ratings, n_val=0)
+    with pytest.raises(ValueError, match="no 'val' examples: split_df has 0 val ratings"):
+        build_examples(df, tiny.movies, tiny.tags, which="val")

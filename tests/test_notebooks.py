@@ -1,28 +1,38 @@
-"""Both notebooks run top to bottom with tiny parameters (papermill), writing their artifacts."""
+"""Both notebooks run top to bottom with tiny parameters, as the README's headless command runs them."""
 
 import json
+import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from tests.conftest import ROOT, SHARED_DATA
+from cinephile.notebooks import parse_value, run_notebook
+from tests.conftest import ROOT
 
-papermill = pytest.importorskip("papermill")
-pytestmark = pytest.mark.slow
-
-
-def _run(name: str, tmp_path: Path, **params) -> Path:
-    out = tmp_path / name
-    papermill.execute_notebook(str(ROOT / name), str(out), parameters=params, cwd=str(ROOT),
-                               kernel_name="python3", progress_bar=False)
-    return out
+pytest.importorskip("papermill")
 
 
-def test_main_notebook_tiny(tmp_path):
+def _run(name: str, tmp_path: Path, **params) -> nbformat.NotebookNode:
+    out = run_notebook(ROOT / name, tmp_path / name, parameters=params, cwd=ROOT, progress=False)
+    nb = nbformat.read(out, as_version=4)
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert streams and not any("\r" in o.text for o in streams)  # progress bars left one line each
+    assert not any("TqdmWarning" in o.text for o in streams)  # no stray warnings
+    return nb
+
+
+def test_parse_value():
+    values = ["3", "0.5", "None", "['a']", "('a', 'b')", "smollm2-135m"]
+    assert [parse_value(v) for v in values] == [3, 0.5, None, ["a"], ["a", "b"], "smollm2-135m"]
+
+
+@pytest.mark.slow
+def test_main_notebook_tiny(tmp_path, shared_data):
     run = f"test-trivia-{tmp_path.name}"
     _run("main.ipynb", tmp_path, MAX_QUESTIONS=24, EXTERNAL_LIMIT=4, EPOCHS=1, BATCH_SIZE=4, RUN_NAME=run,
          DATA_OUT=str(tmp_path / "data"), DEMO_QUESTIONS=["Who directed Jaws?"],
-         EXTERNAL_CSV=str(SHARED_DATA / "movie_qa" / "hotpotqa_movie_dev.csv"))
+         EXTERNAL_CSV=str(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv"))
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -33,21 +43,22 @@ def test_main_notebook_tiny(tmp_path):
         assert (run_dir / "lora_smollm2-135m_triviaqa_weights.pth").is_file()
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     finally:
-        import shutil
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def test_llm_notebook_tiny(tmp_path):
+@pytest.mark.slow
+def test_llm_notebook_tiny(tmp_path, shared_data):
     run = f"test-ratings-{tmp_path.name}"
-    _run("llm.ipynb", tmp_path, MOVIELENS_DIR=str(SHARED_DATA / "movielens" / "ml-latest-small"), MAX_PER_USER=1,
-         N_EVAL=16, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run, DATA_OUT=str(tmp_path / "data"),
-         TRAIN_LIMIT=32)
+    _run("llm.ipynb", tmp_path, MOVIELENS_DIR=str(shared_data / "movielens" / "ml-latest-small"), MAX_PER_USER=1,
+         N_EVAL=16, N_ZERO_SHOT=8, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run,
+         DATA_OUT=str(tmp_path / "data"), TRAIN_LIMIT=32, SURPRISE_BASELINES=["SVD"], RESULTS_JSON="")
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        models = [r["model"] for r in metrics["test_subset"]]
-        assert "user + item bias" in models and "LoRA-tuned (expected)" in models
+        models = [r["model"] for r in metrics["models"]]
+        assert {"user + item bias", "SVD (surprise)", "LoRA-tuned (expected value)"} <= set(models)
+        assert {r["against"] for r in metrics["intervals"]} == {"user + item bias", "SVD (surprise)"}
+        assert metrics["n_test_pairs"] == 16 and metrics["greedy_parse_failures"] >= 0
         assert (run_dir / "adapter.gguf").stat().st_size > 0 and (run_dir / "Modelfile").is_file()
     finally:
-        import shutil
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,10 +1,8 @@
-"""Prompt formats, the gold-context choice and the deployment helpers."""
+"""Prompt formats: plain and chat prompts, responses, trivia and chat examples."""
 
 import pytest
 
-from cinephile.deploy import agreement
 from cinephile.prompts import CHAT, PLAIN, format_prompt, format_response, trivia_example
-from cinephile.trivia import with_gold_context
 
 
 class ChatTok:
@@ -33,18 +31,3 @@ def test_prompt_errors():
         format_prompt("q", None, style=CHAT)
     with pytest.raises(ValueError, match="unknown prompt style 'fancy'"):
         format_prompt("q", None, style="fancy")
-
-
-def test_gold_context_prefers_best_scoring_chunk_with_answer():
-    rec = {"answer_aliases": ["Spielberg"], "chunks": ["no", "Spielberg directed", "by Spielberg"],
-           "chunk_scores": [0.9, 0.2, 0.5]}
-    assert with_gold_context([rec])[0]["gold_context"] == "by Spielberg"
-    miss = {**rec, "answer_aliases": ["Hitchcock"]}
-    out = with_gold_context([miss])[0]
-    assert out["gold_context"] == "no" and out["has_gold"] is False
-
-
-def test_agreement():
-    assert agreement([1, 2, None, 4], [1, 3, None, 4]) == 0.75
-    with pytest.raises(ValueError, match="equal length"):
-        agreement([1], [1, 2])

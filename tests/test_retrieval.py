@@ -1,53 +1,17 @@
 """Dense retrieval with a deterministic fake embedder, BM25, retrieval metrics and split."""
 
-import hashlib
-import re
-
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
 from cinephile.retrieval import (answer_in_text, lexical_scores, plot_precision_recall, precision_recall_at_k,
-                                 recall_at_k, retrieve, sentence_transformer_embedder, split_train_val)
-
-DIM = 64
-
-
-class HashEmbedder:
-    """Bag of words hashed into 64 dims, L2-normalised; records every call."""
-
-    name = "hash-bow-64"
-
-    def __init__(self, dim=DIM):
-        self.dim, self.calls = dim, []
-
-    def vector(self, text):
-        v = np.zeros(self.dim, dtype=np.float32)
-        for w in re.findall(r"\w+", text.lower()):
-            v[int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
-        return v / max(np.linalg.norm(v), 1e-12)
-
-    def __call__(self, texts):
-        self.calls.append(list(texts))
-        return np.stack([self.vector(t) for t in texts])
-
+                                 recall_at_k, retrieve, sentence_transformer_embedder, split_train_val,
+                                 with_gold_context, fuse_scores, choose_lexical_weight)
+from tests.helpers import CHUNKS, HashEmbedder, records
 
 @pytest.fixture
 def embed():
     return HashEmbedder()
-
-
-CHUNKS = ["Jaws is a film directed by Steven Spielberg.", "The shark attacks swimmers at Amity Island.",
-          "The score was composed by John Williams."]
-
-
-def records():
-    return [
-        {"id": "a", "question": "Who composed the score of Jaws?", "answer": "John Williams",
-         "answer_aliases": ["John Williams"], "chunks": CHUNKS},
-        {"id": "b", "question": "Which island do the swimmers visit?", "answer": "Amity Island",
-         "answer_aliases": ["Amity Island", "Amity"], "chunks": CHUNKS[:2] + ["Alien is set in space."]},
-    ]
 
 
 # ---------------------------------------------------------------- retrieve
@@ -223,3 +187,41 @@ def test_split_train_val_errors():
         split_train_val([{"id": "a"}], val_fraction=1.0)
     with pytest.raises(ValueError, match="duplicate ids"):
         split_train_val([{"id": "a"}, {"id": "a"}])
+
+
+def test_gold_context_prefers_best_scoring_chunk_with_answer():
+    rec = {"answer_aliases": ["Spielberg"], "chunks": ["no", "Spielberg directed", "by Spielberg"],
+           "chunk_scores": [0.9, 0.2, 0.5]}
+    assert with_gold_context([rec])[0]["gold_context"] == "by Spielberg"
+    miss = {**rec, "answer_aliases": ["Hitchcock"]}
+    out = with_gold_context([miss])[0]
+    assert out["gold_context"] == "no" and out["has_gold"] is False
+
+
+# ---------------------------------------------------------------- hybrid (BM25 + dense) retrieval
+
+def test_fusion_with_weight_0_or_1_ranks_as_each_retriever():
+    rng = np.random.default_rng(0)
+    dense, lexical = rng.normal(size=20), rng.gamma(2.0, size=20)
+    def ranking(x):
+        return list(np.argsort(-x, kind="stable"))
+    assert ranking(fuse_scores(dense, lexical, 0.0)) == ranking(dense)
+    assert ranking(fuse_scores(dense, lexical, 1.0)) == ranking(lexical)
+    mid = fuse_scores(dense, lexical, 0.5)
+    assert mid.min() >= 0 and mid.max() <= 1
+    with pytest.raises(ValueError, match=r"lexical_weight must be in \[0, 1\]"):
+        fuse_scores(dense, lexical, 1.5)
+    with pytest.raises(ValueError, match="one score per chunk"):
+        fuse_scores(dense, lexical[:3], 0.5)
+
+
+def test_retrieve_with_lexical_weight_1_equals_bm25(embed):
+    out = retrieve(records(), embed, k=3, lexical_weight=1.0)
+    for rec in out:
+        bm25 = lexical_scores(rec["question"], rec["chunks"])
+        assert [h["chunk"] for h in rec["retrieved"]] == list(np.argsort(-bm25, kind="stable")[:3])
+    dense = retrieve(records(), embed, k=3)
+    same = retrieve(records(), embed, k=3, lexical_weight=0.0)
+    assert [r["retrieved"] for r in dense] == [r["retrieved"] for r in same]
+    best, table = choose_lexical_weight(records(), embed, weights=(0.0, 1.0))
+    assert list(table["lexical_weight"]) == [0.0, 1.0] and best in (0.0, 1.0)

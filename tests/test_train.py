@@ -7,16 +7,7 @@ import torch
 
 from cinephile.train import IGNORE, TrainConfig, batches, collate, evaluate_loss, tokenize_example, train
 from lora import LoRAConfig, adapter_state_dict, inject_lora
-from tests.conftest import tiny_llama
-
-
-class CharTokenizer:
-    """Character-level tokenizer: ids 10.. for characters; EOS 3, pad 7 (distinct sentinels)."""
-
-    eos_token_id, pad_token_id, eos_token = 3, 7, "<eos>"
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [10 + (ord(c) % 80) for c in text]}
+from tests.helpers import CharTokenizer, tiny_llama
 
 
 def test_tokenize_masks_prompt_and_keeps_one_eos():
@@ -51,10 +42,36 @@ def test_collate_pads_right_and_ignores_padding_but_not_eos():
     assert not (out["labels"] == tok.pad_token_id).any()
 
 
-def test_batches_cover_every_item_once():
-    items = [{"input_ids": [1] * (i % 7 + 1), "labels": [1] * (i % 7 + 1)} for i in range(23)]
-    seen = sum(b["input_ids"].shape[0] for b in batches(items, 4, 0, shuffle=True, seed=1))
-    assert seen == 23
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_cover_every_item_once(shuffle):
+    # item i is (i % 7 + 1) tokens, all equal to 100 + i: each row of a batch names its item
+    items = [{"input_ids": [100 + i] * (i % 7 + 1), "labels": [1] * (i % 7 + 1)} for i in range(23)]
+    seen = [int(row[0]) - 100 for b in batches(items, 4, 0, shuffle=shuffle, seed=1) for row in b["input_ids"]]
+    assert sorted(seen) == list(range(23))  # every item exactly once: a duplicate or a loss fails
+
+
+def test_collate_and_train_name_a_missing_pad_token():
+    item = {"input_ids": [5, 6], "labels": [-100, 6]}
+    with pytest.raises(ValueError, match="no pad id.*ensure_pad_token"):
+        collate([item], pad_id=None)
+    model = tiny_llama()
+    inject_lora(model, LoRAConfig.llama(r=2, alpha=4))
+    tok = CharTokenizer()
+    tok.pad_token_id = None
+    with pytest.raises(ValueError, match="tokenizer has no pad token id; call cinephile.models.ensure_pad_token"):
+        train(model, tok, _examples(4), [], TrainConfig(epochs=1, device="cpu"))
+
+
+def test_grad_accum_larger_than_the_batches_still_steps_once_per_epoch():
+    model = tiny_llama()
+    inject_lora(model, LoRAConfig.llama(r=2, alpha=4))
+    before = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+    tok = CharTokenizer()
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=2, grad_accum=8, log_every=1, device="cpu")
+    history = train(model, tok, _examples(5), [], cfg)  # 3 batches per epoch, fewer than grad_accum
+    assert history["step"] == [1, 2]
+    after = adapter_state_dict(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("lora_B.weight"))
 
 
 def _examples(n):
@@ -86,7 +103,7 @@ def test_train_refuses_empty_data():
 
 def test_response_loss_equals_full_model_loss(model_kind):
     from cinephile.train import response_loss
-    from tests.conftest import build
+    from tests.helpers import build
     model, _ = build(model_kind)
     tok = CharTokenizer()
     tok.pad_token_id = tok.eos_token_id = 1

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 gguf = pytest.importorskip("gguf")
-from lora.export import export_gguf_adapter, write_modelfile  # noqa: E402
+from lora.export import export_gguf_adapter  # noqa: E402
 
 N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_FF, RANK = 2, 16, 4, 2, 24, 3
 HEAD_DIM = N_EMBD // N_HEAD
@@ -50,7 +49,7 @@ def tiny_base(tmp_path: Path) -> Path:
 def make_adapter(path: Path, state: dict[str, torch.Tensor], **config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, path / "adapter_model.safetensors")
-    config = {"r": RANK, "lora_alpha": 6, "target_modules": list(SHAPES), **config}
+    config = {"peft_type": "LORA", "r": RANK, "lora_alpha": 6, "target_modules": list(SHAPES), **config}
     (path / "adapter_config.json").write_text(json.dumps(config))
     return path
 
@@ -123,6 +122,19 @@ def test_export_missing_adapter_files(tmp_path, tiny_base, remove, message):
         export_gguf_adapter(adapter, tmp_path / "a.gguf", base_gguf=tiny_base)
 
 
+@pytest.mark.parametrize("config_text, message", [
+    ("{not json", "is not valid JSON"),
+    ('["a list"]', "is not a LoRA adapter config"),
+    ('{"peft_type": "LORA", "r": "x", "target_modules": ["q_proj"]}', "has invalid values"),
+])
+def test_export_names_a_bad_adapter_config(tmp_path, tiny_base, config_text, message):
+    adapter = make_adapter(tmp_path / "a", random_state())
+    (adapter / "adapter_config.json").write_text(config_text)
+    with pytest.raises(ValueError, match=message):
+        export_gguf_adapter(adapter, tmp_path / "a.gguf", base_gguf=tiny_base)
+    assert not (tmp_path / "a.gguf").exists()
+
+
 def test_export_missing_base(tmp_path):
     adapter = make_adapter(tmp_path / "a", random_state())
     with pytest.raises(FileNotFoundError, match="base GGUF .*nope.gguf not found"):
@@ -172,47 +184,6 @@ def test_export_rejects_unknown_outtype(tmp_path, tiny_base):
         export_gguf_adapter(adapter, tmp_path / "a.gguf", base_gguf=tiny_base, outtype="q4")
 
 
-# ---------------------------------------------------------------- Modelfile
-
-def expand_template(template: str, system: str, messages: list[tuple[str, str]]) -> str:
-    """Expand the ChatML Modelfile TEMPLATE for a system prompt and (role, content) messages."""
-    system_block = re.search(r"\{\{ if \.System \}\}(.*?)\{\{ end \}\}", template, re.S)[1]
-    user_block = re.search(r'\{\{ if eq \.Role "user" \}\}(.*?)\{\{ else if', template, re.S)[1]
-    assistant_block = re.search(r'\{\{ else if eq \.Role "assistant" \}\}(.*?)\{\{ end \}\}', template, re.S)[1]
-    text = system_block.replace("{{ .System }}", system)
-    for role, content in messages:
-        text += (user_block if role == "user" else assistant_block).replace("{{ .Content }}", content)
-    return text
-
-
-def test_modelfile_contents(tmp_path):
-    base, adapter = tmp_path / "base.gguf", tmp_path / "adapter.gguf"
-    base.write_bytes(b"")
-    adapter.write_bytes(b"")
-    path = write_modelfile(tmp_path / "ollama", base_gguf=base, adapter_path=adapter, system="Be brief.",
-                           parameters={"temperature": 0.2, "stop": ["<|im_end|>", "<|im_start|>"]})
-    text = path.read_text()
-    assert path == tmp_path / "ollama" / "Modelfile"
-    assert text.splitlines()[:2] == [f"FROM {base.resolve()}", f"ADAPTER {adapter.resolve()}"]
-    assert 'SYSTEM """Be brief."""' in text
-    assert [l for l in text.splitlines() if l.startswith("PARAMETER")] == [
-        "PARAMETER temperature 0.2", 'PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|im_start|>"']
-    default = write_modelfile(tmp_path / "d", base_gguf=base, adapter_path=adapter).read_text()
-    assert "PARAMETER temperature 0\n" in default and "PARAMETER num_ctx 2048\n" in default
-
-
-def test_modelfile_errors(tmp_path):
-    base = tmp_path / "base.gguf"
-    base.write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="base GGUF .*missing.gguf not found"):
-        write_modelfile(tmp_path, base_gguf=tmp_path / "missing.gguf", adapter_path=base)
-    with pytest.raises(FileNotFoundError, match="adapter .*none.gguf not found; export it first"):
-        write_modelfile(tmp_path, base_gguf=base, adapter_path=tmp_path / "none.gguf")
-    with pytest.raises(ValueError, match='system prompt contains """'):
-        write_modelfile(tmp_path, base_gguf=base, adapter_path=base, system='say """hi"""')
-    assert not (tmp_path / "Modelfile").exists()
-
-
 # ---------------------------------------------------------------- the bundled SmolLM2 model
 
 def smollm2_gguf() -> Path:
@@ -227,20 +198,6 @@ def smollm2_tokenizer():
     from transformers import AutoTokenizer
     path = smollm2_gguf()
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-
-
-@pytest.mark.slow
-def test_modelfile_template_matches_transformers_chat_template(tmp_path, smollm2_tokenizer):
-    base = smollm2_gguf()
-    text = write_modelfile(tmp_path, base_gguf=base, adapter_path=base).read_text()
-    template = re.search(r'TEMPLATE """(.*?)"""', text, re.S)[1]
-    default_system = re.search(r'SYSTEM """(.*?)"""', text, re.S)[1]
-    turns = [("user", "Who directed Alien?"), ("assistant", "Ridley Scott."), ("user", "And Heat?")]
-    chat = [{"role": r, "content": c} for r, c in turns]
-    for system, messages in [("Answer about movies.", [{"role": "system", "content": "Answer about movies."}] + chat),
-                             (default_system, chat)]:  # no system message: SmolLM2's default system prompt
-        expected = smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert expand_template(template, system, turns) == expected
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

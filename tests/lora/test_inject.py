@@ -6,17 +6,18 @@ from transformers.pytorch_utils import Conv1D
 
 from lora import (LoRAConfig, LoRAConv1D, LoRALinear, adapter_parameters, disable_lora, inject_lora,
                   lora_layers, merge_lora, unmerge_lora)
-from tests.conftest import build, randomize_adapters, tiny_gpt2
+from tests.helpers import build, randomize_adapters, tiny_gpt2
 
 
-def test_gpt2_preset_wraps_every_conv1d_and_not_lm_head(capsys):
+def test_gpt2_preset_wraps_every_conv1d_and_not_lm_head(caplog):
+    caplog.set_level("INFO", logger="lora.inject")
     model = tiny_gpt2()
     n_conv = sum(isinstance(m, Conv1D) for m in model.modules())
     names = inject_lora(model, LoRAConfig.gpt2(r=4))
     assert len(names) == n_conv == 8  # 4 Conv1D blocks per layer, 2 layers
     assert all(isinstance(m, LoRAConv1D) for _, m in lora_layers(model))
     assert not any("lm_head" in n for n in names)
-    assert "trainable params: " in capsys.readouterr().out
+    assert "trainable params: " in caplog.text  # logged, not printed
 
 
 def test_llama_preset_wraps_linear_projections():
@@ -105,3 +106,12 @@ def test_errors_no_match_and_double_injection():
 def test_merge_without_lora_is_refused():
     with pytest.raises(ValueError, match="call inject_lora first"):
         merge_lora(build("gpt2")[0])
+
+
+def test_tied_lm_head_is_refused_and_the_model_left_untouched():
+    model = tiny_gpt2()
+    assert model.lm_head.weight is model.transformer.wte.weight  # GPT-2 ties them
+    with pytest.raises(ValueError, match=r"'lm_head' shares its weight with \['transformer.wte.weight'\] "
+                                         r"\(tied embeddings\).*exclude it"):
+        inject_lora(model, LoRAConfig(r=4, target_modules=r".*(c_attn|lm_head)"))
+    assert not list(lora_layers(model)) and all(p.requires_grad for p in model.parameters())

@@ -1,18 +1,17 @@
-"""QA CSV loading and validation, JSONL round trips, and the TriviaQA movie subset."""
+"""Trivia data: QA CSV loading and validation, and the TriviaQA film-question builder."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cinephile.data import (QA_COLUMNS, build_triviaqa_csv, is_movie_question, load_qa_csv, read_jsonl,
-                            write_jsonl)
+from cinephile.trivia import QA_COLUMNS, build_triviaqa_csv, is_movie_question, load_qa_csv
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-HOTPOT = DATA / "movie_qa" / "hotpotqa_movie_dev.csv"
-TRIVIA = DATA / "triviaqa_rc_sample"
+
+@pytest.fixture(scope="module")
+def TRIVIA(shared_data):
+    return shared_data / "triviaqa_rc_sample"
 SAMPLE_QUESTIONS = {
     "tc_3": "Where in England was Dame Judi Dench born?",
     "tc_8": "From which country did Angola achieve independence in 1975?",
@@ -37,8 +36,8 @@ def row(i, **kw):
 
 # ---------------------------------------------------------------- load_qa_csv
 
-def test_load_real_hotpotqa_csv():
-    records, report = load_qa_csv(HOTPOT)
+def test_load_real_hotpotqa_csv(shared_data):
+    records, report = load_qa_csv(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv")
     assert report == {"rows": 53, "kept": 53, "skipped": {}}
     assert len({r["id"] for r in records}) == 53
     for r in records:
@@ -102,6 +101,12 @@ def test_duplicate_ids(tmp_path):
         load_qa_csv(path)
 
 
+def test_duplicate_ids_are_found_after_stripping_whitespace(tmp_path):
+    path = write_csv(tmp_path / "qa.csv", [row(1, id="q1"), row(2, id="q1 "), row(3, id="q3")])
+    with pytest.raises(ValueError, match=r"1 duplicate ids, e.g. \['q1'\]"):
+        load_qa_csv(path)
+
+
 def test_missing_file_and_unparsable_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         load_qa_csv(tmp_path / "nope.csv")
@@ -122,35 +127,6 @@ def test_no_rows_left(tmp_path):
 
 
 # ---------------------------------------------------------------- JSONL
-
-def test_jsonl_round_trip_keeps_unicode(tmp_path):
-    recs = [{"id": "1", "question": "Qui a réalisé « Amélie » ?", "chunks": ["a", "b"]}, {"id": "2", "x": None}]
-    path = tmp_path / "sub" / "out.jsonl"
-    write_jsonl(path, recs)
-    assert "Amélie" in path.read_text(encoding="utf-8")
-    assert read_jsonl(path) == recs
-    assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]  # no temp file left behind
-
-
-def test_write_jsonl_is_atomic(tmp_path):
-    path = tmp_path / "out.jsonl"
-    write_jsonl(path, [{"id": 1}])
-    with pytest.raises(TypeError):
-        write_jsonl(path, [{"id": 2}, {"bad": object()}])
-    assert read_jsonl(path) == [{"id": 1}]  # old file intact
-    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
-
-
-def test_read_jsonl_errors(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text('{"a": 1}\n\n{"a": 2\n')
-    with pytest.raises(ValueError, match=r"x.jsonl line 3: invalid JSON"):
-        read_jsonl(path)
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        read_jsonl(tmp_path / "missing.jsonl")
-
-
-# ---------------------------------------------------------------- movie selection
 
 @pytest.mark.parametrize("question", [
     "Who directed the 1975 film Jaws?",
@@ -189,7 +165,7 @@ def test_is_movie_question_uses_answer_entity_name():
 
 # ---------------------------------------------------------------- TriviaQA builder
 
-def test_build_triviaqa_all_questions(tmp_path):
+def test_build_triviaqa_all_questions(tmp_path, TRIVIA):
     out = tmp_path / "trivia.csv"
     report = build_triviaqa_csv(TRIVIA, out, select=lambda q, a: True)
     assert report["questions_seen"] == 6 and report["kept"] == 6 and report["skipped"] == {}
@@ -206,14 +182,14 @@ def test_build_triviaqa_all_questions(tmp_path):
     assert next(r for r in records if r["id"] == "tc_40")["split"] == "dev"
 
 
-def test_build_triviaqa_default_selector_finds_no_film_question(tmp_path):
+def test_build_triviaqa_default_selector_finds_no_film_question(tmp_path, TRIVIA):
     # None of the six sample questions asks about films (the Lloyd Webber one is about a musical).
     with pytest.raises(ValueError, match=r"no questions kept .*'not selected': 6"):
         build_triviaqa_csv(TRIVIA, tmp_path / "t.csv")
     assert not (tmp_path / "t.csv").exists()
 
 
-def test_build_triviaqa_max_questions_and_splits(tmp_path):
+def test_build_triviaqa_max_questions_and_splits(tmp_path, TRIVIA):
     report = build_triviaqa_csv(TRIVIA, tmp_path / "t.csv", splits=("dev",), max_questions=1,
                                 select=lambda q, a: True)
     assert report["kept"] == 1
@@ -247,7 +223,7 @@ def test_build_triviaqa_selects_by_question_and_counts_missing_evidence(tmp_path
     assert records[0]["answer_aliases"] == ["Steven Spielberg", "STEVEN SPIELBERG"]
 
 
-def test_build_triviaqa_bad_source(tmp_path):
+def test_build_triviaqa_bad_source(tmp_path, TRIVIA):
     with pytest.raises(FileNotFoundError, match="TriviaQA directory not found"):
         build_triviaqa_csv(tmp_path / "nowhere", tmp_path / "o.csv")
     with pytest.raises(FileNotFoundError, match="wikipedia-test.json not found"):

@@ -1,0 +1,82 @@
+"""File I/O of the pipeline: JSONL, JSON, figures and run folders, all written atomically.
+
+Every artifact goes through ``lora.atomic.atomic_write`` (the project's one atomic writer): a
+temporary file beside the target, then one rename, with the usual 0644-style permissions and
+stale temporary files of killed writers cleaned up on the next write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from lora.atomic import atomic_write
+
+__all__ = ["atomic_write", "write_jsonl", "read_jsonl", "save_json", "save_figure", "make_run_dir"]
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    """Write one JSON object per line, atomically (UTF-8, non-ASCII kept as is).
+
+    Args:
+        path: destination ``.jsonl`` file; parent folders are created.
+        records: JSON-serialisable dicts.
+
+    Returns:
+        The path written.
+    """
+    with atomic_write(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file written by ``write_jsonl`` (blank lines are ignored).
+
+    Args:
+        path: ``.jsonl`` file.
+
+    Returns:
+        The list of records.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"JSONL file not found: {path}; run the notebook step that writes it")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {lineno}: invalid JSON ({e.msg}); regenerate the file") from e
+    return records
+
+
+def save_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically (non-JSON values such as paths become strings)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    return Path(path)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically; the format comes from the suffix (png by default)."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    return path
+
+
+def make_run_dir(name: str, root: str | os.PathLike = "runs") -> Path:
+    """``runs/<name>/``, created if needed: where a notebook writes config, metrics, adapter and plots."""
+    if not name or Path(name).name != name:
+        raise ValueError(f"run name {name!r} must be a plain folder name (no '/' or '..'); e.g. 'trivia'")
+    path = Path(root) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

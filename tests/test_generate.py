@@ -1,0 +1,63 @@
+"""The one generation path: left-padded batches equal one-by-one decoding, stop strings, errors."""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from cinephile.batching import left_pad, length_batches
+from cinephile.generate import encode_prompts, generate_answers
+
+PROMPTS = ["Who directed Jaws?", "Q: Which film is set on Amity Island, and who wrote its score?\nA:", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def gpt2(smol_tokenizer):
+    """Learned absolute positions: wrong position ids under left padding would change the output."""
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def test_batched_left_padded_generation_equals_one_by_one(gpt2, smol_tokenizer):
+    batched = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=6, batch_size=3, stop="\n\n\n",
+                               progress=False)
+    alone = [generate_answers(gpt2, smol_tokenizer, [p], max_new_tokens=6, stop="\n\n\n", progress=False)[0]
+             for p in PROMPTS]
+    assert batched == alone and any(batched)
+
+
+def test_answers_are_cut_at_the_stop_string_and_mode_is_restored(gpt2, smol_tokenizer, monkeypatch):
+    gpt2.train()
+    answer = smol_tokenizer(" Steven Spielberg\nQuestion: more", add_special_tokens=False)["input_ids"]
+
+    def fake_generate(input_ids, attention_mask, **kwargs):
+        assert (attention_mask[:, -1] == 1).all()  # left padding: every prompt ends at the right edge
+        return torch.cat([input_ids, torch.tensor([answer] * len(input_ids))], 1)
+    monkeypatch.setattr(gpt2, "generate", fake_generate)
+    assert generate_answers(gpt2, smol_tokenizer, PROMPTS[:2], progress=False) == ["Steven Spielberg"] * 2
+    assert gpt2.training
+    gpt2.eval()
+
+
+def test_errors_are_named(gpt2, smol_tokenizer):
+    with pytest.raises(ValueError, match="non-empty list of strings"):
+        encode_prompts(smol_tokenizer, "one string")
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        encode_prompts(smol_tokenizer, ["ok", ""])
+
+    class NoPad:
+        pad_token_id = None
+    with pytest.raises(ValueError, match="no pad token id; call cinephile.models.ensure_pad_token"):
+        generate_answers(gpt2, NoPad(), ["x"])
+
+
+def test_length_batches_and_left_pad():
+    lengths = [5, 1, 3, 2, 4]
+    assert length_batches(lengths, 2) == [[1, 3], [2, 4], [0]]
+    for seed in range(3):
+        groups = length_batches(lengths, 2, shuffle=True, seed=seed)
+        assert sorted(i for g in groups for i in g) == list(range(5))
+    ids, mask = left_pad([[7, 8, 9], [5]], pad_id=0)
+    assert ids.tolist() == [[7, 8, 9], [0, 0, 5]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        length_batches(lengths, 0)

@@ -1,0 +1,124 @@
+"""File I/O: JSONL round trips, atomic file and directory writes, permissions, stale temp files."""
+
+import os
+import subprocess
+import sys
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cinephile.io import make_run_dir, read_jsonl, save_figure, save_json, write_jsonl  # noqa: E402
+from lora.atomic import atomic_dir, atomic_write, clean_stale_tmp  # noqa: E402
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (a killed writer)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_jsonl_round_trip_keeps_unicode(tmp_path):
+    recs = [{"id": "1", "question": "Qui a réalisé « Amélie » ?", "chunks": ["a", "b"]}, {"id": "2", "x": None}]
+    path = tmp_path / "sub" / "out.jsonl"
+    write_jsonl(path, recs)
+    assert "Amélie" in path.read_text(encoding="utf-8")
+    assert read_jsonl(path) == recs
+    assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]  # no temp file left behind
+
+
+def test_write_jsonl_is_atomic(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_jsonl(path, [{"id": 1}])
+    with pytest.raises(TypeError):
+        write_jsonl(path, [{"id": 2}, {"bad": object()}])
+    assert read_jsonl(path) == [{"id": 1}]  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_read_jsonl_errors(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2\n')
+    with pytest.raises(ValueError, match=r"x.jsonl line 3: invalid JSON"):
+        read_jsonl(path)
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        read_jsonl(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------- movie selection
+
+
+def test_files_get_the_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        for path in (write_jsonl(tmp_path / "a.jsonl", [{"x": 1}]), save_json(tmp_path / "b.json", {"x": 1})):
+            assert path.stat().st_mode & 0o777 == 0o644
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+        assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+
+
+def test_stale_temp_files_of_killed_writers_are_cleaned_on_the_next_write(tmp_path):
+    target = tmp_path / "out.json"
+    stale = tmp_path / f".out.json.{_dead_pid()}-dead.tmp"
+    stale.write_text("half written")
+    stale_dir = tmp_path / f".out.json.{_dead_pid()}-dead2.tmp"
+    stale_dir.mkdir()
+    live = tmp_path / f".out.json.{os.getppid()}-live.tmp"  # a running writer's file is kept
+    live.write_text("in progress")
+    other = tmp_path / f".other.json.{_dead_pid()}-x.tmp"  # another target's file is not ours to clean
+    other.write_text("x")
+    save_json(target, {"ok": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.json"])
+    assert clean_stale_tmp(tmp_path / "other.json") == 1
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write("new")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_atomic_dir_replaces_a_directory_as_one_unit(tmp_path):
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a").write_text("2")  # interrupted before b was written
+            raise RuntimeError("killed")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "1", "b": "1"}
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("3")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "3"}
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+def test_save_json_figure_and_run_dir(tmp_path):
+    assert save_json(tmp_path / "m.json", {"path": tmp_path}).read_text().startswith("{")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    assert save_figure(fig, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    plt.close(fig)
+    assert make_run_dir("r1", root=tmp_path).is_dir()
+    with pytest.raises(ValueError, match="plain folder name"):
+        make_run_dir("../escape", root=tmp_path)
+    with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
+        with atomic_write(tmp_path / "z", "a"):
+            pass
