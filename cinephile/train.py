@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,11 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lora import adapter_parameters, adapter_state_dict
+from lora import adapter_parameters, adapter_state_dict, save_adapter, save_lora_weights
 from lora.io import load_adapter_state
 
 from cinephile.batching import length_batches, pad_id_of
-from cinephile.io import save_figure
+from cinephile.io import save_figure, save_json
 from cinephile.models import pick_device
 from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
@@ -216,12 +217,6 @@ def save_run(model: nn.Module, run_dir, *, weights_name: str, config: dict) -> d
     Returns:
         ``{"weights": Path, "adapter": Path, "config": Path}``.
     """
-    from pathlib import Path
-
-    from lora import save_adapter, save_lora_weights
-
-    from cinephile.io import save_json
-
     run_dir = Path(run_dir)
     return {"weights": save_lora_weights(model, run_dir / weights_name),
             "adapter": save_adapter(model, run_dir / "adapter"),

@@ -75,14 +75,19 @@ def check_adapter_state(state: dict[str, torch.Tensor], expected: dict[str, tupl
                          "the adapter belongs to another base model size or rank")
 
 
+def _adapter_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"<module>.lora_A.weight": A, "<module>.lora_B.weight": B}`` of the model's wrappers."""
+    return {f"{n}.lora_{ab}.weight": getattr(layer, f"lora_{ab}").weight
+            for n, layer in lora_layers(model) for ab in "AB"}
+
+
 def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into the model's adapters after checking keys and shapes.
 
     Raises:
         ValueError: missing or unexpected keys, or shapes of another base model (model unchanged).
     """
-    own = {f"{n}.lora_{ab}.weight": getattr(layer, f"lora_{ab}").weight
-           for n, layer in lora_layers(model) for ab in "AB"}
+    own = _adapter_weights(model)
     check_adapter_state(state, {k: tuple(v.shape) for k, v in own.items()}, source)
     with torch.no_grad():
         for k, v in own.items():
@@ -95,8 +100,7 @@ def _apply(model: nn.Module, config: LoRAConfig, state: dict[str, torch.Tensor],
     if any(layer.merged for layer in layers):
         raise RuntimeError("cannot load an adapter into a merged model; call unmerge_lora first")
     if layers:
-        expected = {f"{n}.lora_{ab}.weight": tuple(getattr(layer, f"lora_{ab}").weight.shape)
-                    for n, layer in lora_layers(model) for ab in "AB"}
+        expected = {k: tuple(v.shape) for k, v in _adapter_weights(model).items()}
     else:
         expected = planned_shapes(model, config)  # raises without touching the model
     check_adapter_state(state, expected, source)
