@@ -5,8 +5,14 @@ so cosine similarity is a dot product; the index is saved as a ``.npy`` matrix b
 ``.json`` description (texts, sources, embedder name, dimension and the SHA-256 of the matrix,
 which ties the two files together). ``answer`` is the demo: retrieve, then generate.
 
+Search is exhaustive numpy by default. ``with_faiss`` moves it to a FAISS index (``faiss-cpu``):
+"flat" is exact inner-product search (the same top-k as numpy), "ivf" an inverted-file index
+that probes ``nprobe`` of ``nlist`` k-means cells, for corpora of millions of chunks. A FAISS
+index is saved as ``<prefix>.faiss`` beside the other two, its checksum in the ``.json``.
+
 References:
     Karpukhin et al. 2020, "Dense Passage Retrieval for Open-Domain Question Answering".
+    Johnson et al. 2019, "Billion-scale similarity search with GPUs" (FAISS).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +46,24 @@ def embed_texts(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
 class CorpusIndex:
     """Dense index over every distinct chunk of a corpus, for free-form questions in the demo.
 
-    The embeddings are one in-memory (N, D) float32 matrix searched by a dot product; for
-    corpora larger than memory one swaps it for a FAISS index (e.g. ``IndexFlatIP`` or IVF)
-    behind the same ``search``.
+    The embeddings are one in-memory (N, D) float32 matrix searched by a dot product, or a
+    FAISS index built from them (``with_faiss``) behind the same ``search``.
 
     Attributes:
         texts: distinct chunk texts.
         sources: ids of the records each chunk comes from.
         embeddings: (N, D) float32, L2-normalised rows.
         embedder: name of the embedding model, to refuse searching with another one.
+        faiss_index: the FAISS index searched instead of the matrix, or None (numpy search).
+        faiss_kind: "flat" or "ivf" when ``faiss_index`` is set.
     """
 
     texts: list[str]
     sources: list[list[str]]
     embeddings: np.ndarray
     embedder: str = "unknown"
+    faiss_index: object = field(default=None, repr=False, compare=False)
+    faiss_kind: str | None = None
 
     @classmethod
     def build(cls, records: Sequence[dict], embed_fn: EmbedFn, *, name: str | None = None) -> CorpusIndex:
@@ -71,16 +80,44 @@ class CorpusIndex:
         name = name or getattr(embed_fn, "name", None) or getattr(embed_fn, "__name__", "unknown")
         return cls(texts, [sources[t] for t in texts], embed_texts(embed_fn, texts), str(name))
 
-    def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
-        """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first."""
-        q = embed_texts(embed_fn, [query])[0]
-        if q.shape[0] != self.embeddings.shape[1]:
-            raise ValueError(f"query embedding has dim {q.shape[0]} but the index has dim "
+    def with_faiss(self, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 16,
+                   seed: int = 0) -> CorpusIndex:
+        """Search through a FAISS index from now on (``build_faiss``); returns ``self``."""
+        self.faiss_index, self.faiss_kind = build_faiss(self.embeddings, kind, nlist=nlist, nprobe=nprobe,
+                                                        seed=seed), kind
+        return self
+
+    def search_vectors(self, queries: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product for each row of ``queries`` (M, D): (scores, ids), each (M, k), best first.
+
+        Rows of ids are -1 where an approximate index found fewer than k chunks.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"query embedding has dim {queries.shape[1]} but the index has dim "
                              f"{self.embeddings.shape[1]}; search with the embedder it was built with "
                              f"({self.embedder})")
-        scores = self.embeddings @ q  # (N,)
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [{"text": self.texts[i], "score": float(scores[i]), "sources": self.sources[i]} for i in top]
+        k = min(k, len(self.texts))
+        if self.faiss_index is not None:
+            return self.faiss_index.search(queries, k)
+        best_scores, best_ids = [], []
+        for start in range(0, len(queries), 64):  # (64, N) score blocks: bounded memory for large corpora
+            scores = queries[start:start + 64] @ self.embeddings.T
+            if scores.shape[1] > 50_000:  # partial selection first; a full sort of millions is the slow part
+                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                top = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1,
+                                                          kind="stable"), 1)
+            else:  # stable: equal scores keep corpus order
+                top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            best_scores.append(np.take_along_axis(scores, top, 1))
+            best_ids.append(top)
+        return np.concatenate(best_scores), np.concatenate(best_ids)
+
+    def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
+        """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first."""
+        scores, ids = self.search_vectors(embed_texts(embed_fn, [query]), k)
+        return [{"text": self.texts[i], "score": float(s), "sources": self.sources[i]}
+                for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def save(self, path_prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim, sha256).
@@ -92,9 +129,17 @@ class CorpusIndex:
         emb = np.ascontiguousarray(self.embeddings, dtype=np.float32)
         with atomic_write(npy, "wb") as f:
             np.save(f, emb)
+        info = {"texts": self.texts, "sources": self.sources, "embedder": self.embedder,
+                "dim": int(emb.shape[1]), "sha256": _digest(emb)}
+        if self.faiss_index is not None:
+            faiss = _faiss()
+            blob = faiss.serialize_index(self.faiss_index).tobytes()
+            with atomic_write(npy.with_suffix(".faiss"), "wb") as f:
+                f.write(blob)
+            info["faiss"] = {"kind": self.faiss_kind, "sha256": hashlib.sha256(blob).hexdigest(),
+                             "nprobe": int(getattr(self.faiss_index, "nprobe", 0))}
         with atomic_write(meta) as f:
-            json.dump({"texts": self.texts, "sources": self.sources, "embedder": self.embedder,
-                       "dim": int(emb.shape[1]), "sha256": _digest(emb)}, f, ensure_ascii=False)
+            json.dump(info, f, ensure_ascii=False)
         return npy, meta
 
     @classmethod
@@ -121,7 +166,68 @@ class CorpusIndex:
         if _digest(emb) != digest:
             raise ValueError(f"{npy} and {meta} come from different saves (checksum mismatch); "
                              "rebuild the index and save both files again")
-        return cls(texts, sources, emb.astype(np.float32), embedder)
+        index = cls(texts, sources, emb.astype(np.float32), embedder)
+        if info.get("faiss"):
+            index.faiss_index, index.faiss_kind = _load_faiss(npy.with_suffix(".faiss"), info["faiss"], len(texts))
+        return index
+
+
+def _faiss():
+    try:
+        import faiss
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the FAISS backend needs faiss-cpu: pip install faiss-cpu==1.15.1") from None
+    return faiss
+
+
+def build_faiss(embeddings: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 16,
+                seed: int = 0):
+    """A FAISS inner-product index over ``embeddings`` (N, D).
+
+    Args:
+        kind: "flat" (exact, ``IndexFlatIP``) or "ivf" (``IndexIVFFlat``: k-means into ``nlist``
+            cells, trained on at most 64 points per cell; a query scans its ``nprobe`` nearest cells).
+        nlist: cells for "ivf"; default about 4 * sqrt(N).
+        nprobe: cells scanned per query ("ivf"); more is slower and closer to exact.
+        seed: k-means seed.
+    """
+    faiss = _faiss()
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, dim = emb.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = nlist or max(1, int(4 * np.sqrt(n)))
+        if nlist > n:
+            raise ValueError(f"nlist={nlist} cells for {n} vectors; use at most one cell per vector "
+                             "(or the exact 'flat' index for small corpora)")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample = emb[np.random.default_rng(seed).permutation(n)[:64 * nlist]]
+        index.train(sample)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        raise ValueError(f"unknown FAISS index kind {kind!r}; choose 'flat' (exact) or 'ivf' (approximate)")
+    index.add(emb)
+    return index
+
+
+def _load_faiss(path: Path, info: dict, n: int):
+    """Read ``<prefix>.faiss`` and check it is the one the ``.json`` describes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found but the index description names a FAISS index; "
+                                "save the index again (CorpusIndex.save)")
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
+        raise ValueError(f"{path} does not match its index description (checksum mismatch); "
+                         "save the index again")
+    faiss = _faiss()
+    index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    if index.ntotal != n:
+        raise ValueError(f"{path} holds {index.ntotal} vectors but the index lists {n} texts; save it again")
+    if info.get("nprobe"):
+        index.nprobe = int(info["nprobe"])
+    return index, info.get("kind")
 
 
 def _paths(path_prefix: str | os.PathLike) -> tuple[Path, Path]:

@@ -65,6 +65,17 @@ def save_json(path: str | os.PathLike, obj) -> Path:
     return Path(path)
 
 
+def read_json(path: str | os.PathLike):
+    """Read a JSON file written by ``save_json``; a clear error when it is missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the notebook or benchmark that writes it")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e.msg}); regenerate the file") from e
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically; the format comes from the suffix (png by default)."""
     path = Path(path)

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -121,7 +123,8 @@ def load_retriever(device: str = "cpu"):
 
 
 def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
-                targets: str | list[str] | tuple[str, ...] = "auto", mlp: bool = False):
+                targets: str | list[str] | tuple[str, ...] = "auto", mlp: bool = False,
+                layers=None):
     """The LoRA configuration for a model: GPT-2's Conv1D blocks, or Llama's q/k/v/o (+ MLP).
 
     Args:
@@ -129,6 +132,8 @@ def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: f
         r, alpha, dropout: adapter rank, scaling numerator and input dropout.
         targets: "auto" for the preset, or explicit module-name suffixes.
         mlp: with the Llama preset, also wrap gate/up/down projections.
+        layers: block indices to adapt (e.g. ``range(20, 30)``); None adapts every block. Adapting
+            only the top blocks makes a training step cheaper: backpropagation stops below them.
 
     Returns:
         A ``lora.LoRAConfig``.
@@ -136,12 +141,21 @@ def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: f
     from lora import LoRAConfig
 
     if targets == "auto":
-        if "gpt2" in str(model_name).lower():
-            return LoRAConfig.gpt2(r=r, alpha=alpha, dropout=dropout)
-        return LoRAConfig.llama(mlp=mlp, r=r, alpha=alpha, dropout=dropout)
-    if isinstance(targets, str):
+        preset = (LoRAConfig.gpt2(r=r, alpha=alpha, dropout=dropout) if "gpt2" in str(model_name).lower()
+                  else LoRAConfig.llama(mlp=mlp, r=r, alpha=alpha, dropout=dropout))
+    elif isinstance(targets, str):
         raise ValueError(f"targets must be 'auto' or a list of module names, got {targets!r}")
-    return LoRAConfig(r=r, alpha=alpha, dropout=dropout, target_modules=tuple(targets))
+    else:
+        preset = LoRAConfig(r=r, alpha=alpha, dropout=dropout, target_modules=tuple(targets))
+    if layers is None:
+        return preset
+    layers = sorted({int(i) for i in layers})
+    if not layers or layers[0] < 0:
+        raise ValueError(f"layers must be non-negative block indices, got {layers}")
+    # PEFT-style regex over full module names: model.layers.<i>.self_attn.q_proj, transformer.h.<i>.attn.c_attn
+    pattern = (r".*\.(?:layers|h)\.(?:" + "|".join(map(str, layers)) + r")\.(?:.+\.)?(?:"
+               + "|".join(re.escape(t) for t in preset.target_modules) + ")")
+    return dataclasses.replace(preset, target_modules=pattern)
 
 
 def pick_device(preference: str | None = None) -> torch.device:

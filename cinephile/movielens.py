@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MIN_RATING, MAX_RATING = 0.5, 5.0  # the MovieLens scale, in half stars
-MAX_LIKED, MAX_DISLIKED, MAX_TAGS, MAX_GENRES = 8, 5, 3, 3
+MAX_LIKED, MAX_DISLIKED, MAX_TAGS, MAX_GENRES = 5, 3, 3, 3
 MIN_HISTORY = 3  # a train target needs at least this many earlier ratings
 GENRE_MIN_COUNT, GENRE_MARGIN = 2, 0.25  # a genre is preferred/avoided when its mean is this far from the user's
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
@@ -174,7 +174,7 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
     """Format the rating-prediction instruction (pure function).
 
     Args:
-        liked, disliked: titles the user rated high/low, most recent first (cut to 8 and 5).
+        liked, disliked: titles the user rated high/low, most recent first (cut to MAX_LIKED, MAX_DISLIKED).
         preferred_genres, avoided_genres: genres the user rates above/below their own mean.
         title, year, genres, tags: the target movie.
         user_mean, item_mean: averages shown with one decimal, "unknown" when None.
@@ -194,7 +194,7 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
         return text if count is None else f"{text} ({count} ratings)"
 
     target = f"{title.strip()} ({year})" if year is not None else title.strip()
-    lines = ["Predict how this user rates a movie on a 0.5-5.0 scale.",
+    lines = ["Predict how this user rates the target movie on a 0.5-5.0 scale; answer 'Rating: x.x'.",
              f"Liked: {join(liked[:MAX_LIKED], '; ')}",
              f"Disliked: {join(disliked[:MAX_DISLIKED], '; ')}",
              f"Preferred genres: {join(preferred_genres)}",
@@ -206,7 +206,6 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
              f"Movie's average rating: {mean(item_mean, item_count)}"]
     if predictions:
         lines.append("Recommender predictions: " + ", ".join(f"{k} {v:.2f}" for k, v in predictions.items()))
-    lines.append("Answer with 'Rating: x.x'.")
     return "\n".join(lines).strip()
 
 
@@ -237,13 +236,16 @@ def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int
     return out
 
 
-def _pick_targets(split: np.ndarray, which: str, max_per_user: int | None, rng: np.random.Generator) -> np.ndarray:
+def _pick_targets(split: np.ndarray, which: str, max_per_user: int | None, rng: np.random.Generator,
+                  pick: str = "random") -> np.ndarray:
     """Positions (in a user's chronological ratings) of the targets to turn into examples."""
     positions = np.flatnonzero(split == which)
     if which != "train":
         return positions
     positions = positions[positions >= MIN_HISTORY]
     if max_per_user is not None and len(positions) > max_per_user:
+        if pick == "latest":
+            return positions[len(positions) - max_per_user:]
         positions = np.sort(rng.choice(positions, size=max_per_user, replace=False))
     return positions
 
@@ -267,7 +269,7 @@ def _top_tags(stamps: np.ndarray, texts: np.ndarray, before: int) -> list[str]:
 
 def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, *, which: str = "train",
                    history_size: int = 20, max_per_user: int | None = 8, like: float = 4.0,
-                   dislike: float = 2.0, seed: int = 0, counts: bool = False) -> list[dict]:
+                   dislike: float = 2.0, seed: int = 0, counts: bool = False, pick: str = "random") -> list[dict]:
     """Turn ratings into (prompt, "Rating: x.x") examples using only each user's earlier ratings.
 
     "Earlier" is the (timestamp, movieId) order of temporal_split, so val targets see the
@@ -281,7 +283,10 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         movies, tags: MovieLens.movies and MovieLens.tags.
         which: "train", "val" or "test": the split the targets come from.
         history_size: earlier ratings scanned for liked/disliked titles.
-        max_per_user: train targets sampled per user (None: all); val/test take every target.
+        max_per_user: train targets per user (None: all); val/test take every target.
+        pick: which train targets when a user has more than ``max_per_user``: "random" (seeded
+            sample over the history) or "latest" (the user's most recent train ratings, the
+            situation of the val/test targets, which are each user's latest ratings).
         like, dislike: a rating >= like is "liked", <= dislike is "disliked".
         seed: seed of the per-user sample of train targets.
         counts: also show how many ratings the user and movie averages rest on.
@@ -296,6 +301,8 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         raise ValueError("split_df has no 'split' column; pass the output of temporal_split(ratings)")
     check_columns(split_df, "split_df", COLUMNS["ratings.csv"])
     check_columns(movies, "movies", ("movieId", "name", "year", "genres"))
+    if pick not in ("random", "latest"):
+        raise ValueError(f"pick must be 'random' or 'latest', got {pick!r}")
     if not like > dislike:
         raise ValueError(f"like must be greater than dislike, got like={like}, dislike={dislike}")
     df = split_df.sort_values(["userId", "timestamp", "movieId"], kind="stable")
@@ -315,7 +322,7 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
     examples = []
     for user, g in df.groupby("userId", sort=True):
         rng = np.random.default_rng([seed, int(user)])
-        targets = _pick_targets(g["split"].to_numpy(), which, max_per_user, rng)
+        targets = _pick_targets(g["split"].to_numpy(), which, max_per_user, rng, pick)
         if len(targets) == 0:
             continue
         mids, ratings, stamps = (g[c].to_numpy() for c in ("movieId", "rating", "timestamp"))

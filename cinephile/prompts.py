@@ -10,6 +10,7 @@ PLAIN = "plain"
 CHAT = "chat"
 TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
 TRIVIA_SYSTEM = "You answer movie trivia questions with a short phrase."
+RATING_SYSTEM = "You predict movie ratings. Reply only with 'Rating: x.x'."
 
 
 def trivia_user_text(question: str, context: str | None) -> str:

@@ -48,37 +48,60 @@ def _inference(model):
         model.train(was_training)
 
 
+def _tree_inputs(mask: torch.Tensor, fed: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, positions and 4D additive mask that append every branch in ``fed`` after each prompt.
+
+    Each branch attends to its row's prompt and to its own earlier tokens, never to another branch,
+    and continues the prompt's positions, so one forward pass scores all branches (tree attention).
+    """
+    batch, width = mask.shape
+    branch_ids = [tok for g in fed for tok in g]
+    n = len(branch_ids)
+    device = mask.device
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # true positions despite left padding
+    offsets = torch.tensor([i for g in fed for i in range(len(g))], device=device)
+    positions = torch.cat([positions, positions[:, -1:] + 1 + offsets], 1)
+    owner = torch.tensor([k for k, g in enumerate(fed) for _ in g], device=device)
+    keys_ok = mask.bool()[:, None, :]  # (B, 1, T) non-pad prompt keys
+    prompt_part = torch.ones(width, width, dtype=torch.bool, device=device).tril() & keys_ok  # (B, T, T)
+    prompt_part |= torch.eye(width, dtype=torch.bool, device=device)  # a pad query sees itself: no empty row
+    idx = torch.arange(n, device=device)
+    branch_part = (owner[:, None] == owner[None, :]) & (idx[None, :] <= idx[:, None])  # (n, n)
+    allowed = torch.zeros(batch, width + n, width + n, dtype=torch.bool, device=device)
+    allowed[:, :width, :width] = prompt_part
+    allowed[:, width:, :width] = keys_ok.expand(batch, n, width)
+    allowed[:, width:, width:] = branch_part
+    ids = torch.tensor(branch_ids, dtype=torch.long, device=device).expand(batch, n)
+    return ids, positions, allowed
+
+
 def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]]) -> torch.Tensor:
     """Total log-prob of `common + suffix` after each row, for every suffix: (B, n_suffixes).
 
-    Two forward passes: the prompts plus the shared answer prefix once, then the distinct
-    suffix inputs (e.g. "4", "." serves both "4.0" and "4.5") in one batch on the KV cache,
-    repeated once per distinct input (6 for "x.y" answers).
+    One forward pass: the distinct inputs the suffixes need after the shared prefix (e.g. "4", "."
+    serves both "4.0" and "4.5") are appended to each prompt as branches of a tree that attend to
+    the prompt but not to each other (``_tree_inputs``); only the last positions reach the LM head.
     """
-    c, batch = len(common), len(ids)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) true positions despite left padding
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=c + 1)
-    logp = out.logits[:, -(c + 1):].float().log_softmax(-1)  # (B, c+1, V)
-    base = logp[:, torch.arange(c), torch.tensor(common, dtype=torch.long)].sum(-1)  # (B,)
+    c, batch, width = len(common), len(ids), ids.shape[1]
     groups: dict[tuple, list[int]] = {}  # tokens fed after the prefix -> answers continuing them
     for j, suffix in enumerate(suffixes):
         groups.setdefault(tuple(suffix[:-1]), []).append(j)
     fed = [g for g in groups if g]
-    if fed:
-        n, width = len(fed), max(len(g) for g in fed)
-        out.past_key_values.batch_repeat_interleave(n)  # row b * n + g continues prompt b with fed[g]
-        step_ids = torch.tensor([list(g) + [0] * (width - len(g)) for g in fed], device=ids.device).repeat(batch, 1)
-        step_mask = torch.tensor([[1] * len(g) + [0] * (width - len(g)) for g in fed], device=ids.device)
-        step = model(input_ids=step_ids, attention_mask=torch.cat([mask.repeat_interleave(n, 0),
-                                                                  step_mask.repeat(batch, 1)], 1),
-                     position_ids=positions[:, -1:].repeat_interleave(n, 0) + 1 + torch.arange(width, device=ids.device),
-                     past_key_values=out.past_key_values, use_cache=True)
-        step_logp = step.logits.float().log_softmax(-1).view(batch, n, width, -1)  # (B, n, width, V)
+    branch_ids, positions, allowed = _tree_inputs(mask, fed)
+    dtype = next(model.parameters()).dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=ids.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    n = branch_ids.shape[1]
+    out = model(input_ids=torch.cat([ids, branch_ids], 1), attention_mask=additive[:, None], position_ids=positions,
+                use_cache=False, logits_to_keep=n + c + 1)
+    logp = out.logits.float().log_softmax(-1)  # (B, c + 1 + n, V)
+    prompt_logp, branch_logp = logp[:, :c + 1], logp[:, c + 1:]
+    base = prompt_logp[:, torch.arange(c), torch.tensor(common, dtype=torch.long)].sum(-1)  # (B,)
+    starts = {g: sum(len(h) for h in fed[:k]) for k, g in enumerate(fed)}
     scores = torch.zeros(batch, len(suffixes), device=ids.device)
     for inputs, members in groups.items():
-        dist = logp[:, -1:]  # (B, 1, V) predicts the first suffix token
+        dist = prompt_logp[:, -1:]  # (B, 1, V) predicts the first suffix token
         if inputs:
-            dist = torch.cat([dist, step_logp[:, fed.index(inputs), :len(inputs)]], 1)  # (B, len+1, V)
+            dist = torch.cat([dist, branch_logp[:, starts[inputs]:starts[inputs] + len(inputs)]], 1)
         for j in members:
             scores[:, j] = base + dist[:, torch.arange(dist.shape[1]), torch.tensor(suffixes[j])].sum(-1)
     return scores

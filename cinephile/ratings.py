@@ -176,39 +176,42 @@ def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int
                             seed: int = 0) -> dict[str, dict[tuple[int, int], float]]:
     """Predictions a recommender makes from training data only, to show in the LLM's prompt.
 
-    Pairs of the "train" split are predicted out of fold (the model is refitted without those
-    ratings, ``folds`` times), so a training prompt never shows a prediction that saw its own
-    answer; pairs of other splits come from one fit on all of ``train``.
+    Pairs of the "train" split are predicted out of fold: the model is refitted without those
+    ratings, ``folds`` times (``folds=1``: one fit without all of them, e.g. when they are each
+    user's latest train ratings), so a training prompt never shows a prediction that saw its own
+    answer. Pairs of the other splits come from one fit on all of ``train``.
 
     Args:
         train: train ratings (userId, movieId, rating).
         pairs: split name -> [(user_id, movie_id)] to predict.
         models: "bias" (our BiasBaseline) and/or surprise names ("SVD", "SVD++", "BaselineOnly").
-        folds: folds for the training pairs.
+        folds: refits for the training pairs (>= 1).
         seed: fold assignment.
 
     Returns:
         model name -> {(user_id, movie_id): prediction}.
     """
-    def predict(name, fit_on, target):
-        if name == "bias":
-            return BiasBaseline().fit(fit_on).predict(target)
-        return surprise_predict(name, fit_on, target)
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+
+    def predict(fit_on, target):
+        for name in models:
+            values = (BiasBaseline().fit(fit_on).predict(target) if name == "bias"
+                      else surprise_predict(name, fit_on, target))
+            out[name].update(zip(map(tuple, target.to_numpy().tolist()), values))
 
     out: dict[str, dict[tuple[int, int], float]] = {name: {} for name in models}
-    keyed = train.set_index(["userId", "movieId"])
-    for split, split_pairs in pairs.items():
-        target = pd.DataFrame(split_pairs, columns=["userId", "movieId"])
-        if split != "train":
-            for name in models:
-                out[name].update(zip(split_pairs, predict(name, train, target)))
-            continue
-        fold = np.random.default_rng(seed).integers(0, folds, len(split_pairs))
+    others = [p for split, split_pairs in pairs.items() if split != "train" for p in split_pairs]
+    if others:
+        predict(train, pd.DataFrame(others, columns=["userId", "movieId"]).drop_duplicates())
+    if pairs.get("train"):
+        target = pd.DataFrame(pairs["train"], columns=["userId", "movieId"]).drop_duplicates()
+        keyed = train.set_index(["userId", "movieId"])
+        fold = np.random.default_rng(seed).integers(0, folds, len(target))
         for f in range(folds):
             held = target[fold == f]
-            fit_on = keyed.drop(index=list(map(tuple, held.to_numpy()))).reset_index()
-            for name in models:
-                out[name].update(zip(map(tuple, held.to_numpy().tolist()), predict(name, fit_on, held)))
+            if len(held):
+                predict(keyed.drop(index=list(map(tuple, held.to_numpy()))).reset_index(), held)
     return out
 
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from lora import adapter_parameters, adapter_state_dict, save_adapter, save_lora_weights
 from lora.io import load_adapter_state
 
+from cinephile import distributed
 from cinephile.batching import length_batches, pad_id_of
 from cinephile.io import save_figure, save_json
 from cinephile.models import pick_device
@@ -118,16 +119,21 @@ def token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: int = 8,
                   loss_fn=token_loss) -> float:
-    """Mean loss over ``items`` (tokenised examples), weighted as ``loss_fn`` counts its units."""
+    """Mean loss over ``items`` (tokenised examples), weighted as ``loss_fn`` counts its units.
+
+    Under torchrun each rank scores its share of ``items`` and the sums are all-reduced.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    rank, world = distributed.rank_world()
     total, count = 0.0, 0
-    for batch in batches(items, batch_size, pad_id, shuffle=False):
+    for batch in batches(items[rank::world], batch_size, pad_id, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         with _autocast(device):
             loss, n = loss_fn(model, batch)
         total, count = total + loss.item() * n, count + n
+    total, count = distributed.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
     model.train(was_training)
     return total / max(count, 1)
 
@@ -136,7 +142,10 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
           cfg: TrainConfig = TrainConfig(), loss_fn=token_loss) -> dict:
     """Train the LoRA adapters of ``model`` on ``{"prompt", "response"}`` examples.
 
-    Keeps the adapter with the lowest validation loss (restored at the end).
+    Keeps the adapter with the lowest validation loss (restored at the end). Under torchrun
+    (``cinephile.launch``) each rank takes its share of every global batch of
+    ``batch_size x world size`` examples and the adapter gradients are summed across ranks
+    (``cinephile.distributed``): the same update as one process with that batch size.
 
     Args:
         model: a model with LoRA injected (only adapter parameters are optimised).
@@ -163,8 +172,11 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
                  **({"rating": e["rating"]} if "rating" in e else {})} for e in examples]
     tok, val = tokenized(train_examples), tokenized(val_examples)
     params = adapter_parameters(model)
+    distributed.broadcast_parameters(params)
+    rank, world = distributed.rank_world()
+    global_batch = cfg.batch_size * world
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_batches = math.ceil(len(tok) / cfg.batch_size)
+    n_batches = math.ceil(len(tok) / global_batch)
     steps = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)  # a short last group still steps
     warmup = max(1, int(cfg.warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -175,20 +187,29 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     history["initial_val_loss"] = history["best_val_loss"]
     best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
     step, running = 0, []
-    bar = tqdm(total=steps, desc="train", unit="step")
+    bar = tqdm(total=steps, desc="train", unit="step", disable=rank != 0)
+    lengths = [len(it["input_ids"]) for it in tok]
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         epoch_losses = []
-        for i, batch in enumerate(batches(tok, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed + epoch)):
+        groups = length_batches(lengths, global_batch, shuffle=True, seed=cfg.seed + epoch)
+        for i, shard in enumerate(group[rank::world] for group in groups):
             group = min(cfg.grad_accum, n_batches - i // cfg.grad_accum * cfg.grad_accum)  # batches in this step
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(device):
-                loss = loss_fn(model, batch)[0] / group
-            loss.backward()
-            running.append(loss.item() * group)
+            local = torch.zeros((), device=device)  # a rank left without examples adds nothing
+            n = 0
+            if shard:
+                batch = {k: v.to(device) for k, v in collate([tok[j] for j in shard], pad_id).items()}
+                with _autocast(device):
+                    mean, n = loss_fn(model, batch)
+                local = mean * n  # summed over units: normalised below by the count over all ranks
+            total = distributed.all_reduce_sum(torch.tensor([local.item(), float(n)], dtype=torch.float64))
+            if n:
+                (local / (total[1].item() * group)).backward()
+            running.append(total[0].item() / max(total[1].item(), 1))
             epoch_losses.append(running[-1])
             if (i + 1) % cfg.grad_accum and i + 1 < n_batches:
                 continue
+            distributed.sum_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
             step += 1

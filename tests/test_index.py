@@ -69,3 +69,64 @@ def test_load_accepts_a_suffix_and_names_missing_or_corrupt_files(tmp_path, embe
     (tmp_path / "idx.npy").write_bytes(b"not a numpy file")
     with pytest.raises(ValueError, match="is not a readable .npy matrix"):
         CorpusIndex.load(tmp_path / "idx")
+
+
+# ---------------------------------------------------------------- FAISS backend
+
+def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> np.ndarray:
+    """L2-normalised points around random centres (uniform random vectors make recall meaningless)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def plain_index(emb: np.ndarray) -> CorpusIndex:
+    return CorpusIndex([f"chunk {i}" for i in range(len(emb))], [[str(i)] for i in range(len(emb))], emb, "test")
+
+
+def test_faiss_flat_returns_the_numpy_top_k():
+    pytest.importorskip("faiss")
+    emb, queries = clustered(2000), clustered(50, seed=1)
+    exact_scores, exact_ids = plain_index(emb).search_vectors(queries, k=10)
+    scores, ids = plain_index(emb).with_faiss("flat").search_vectors(queries, k=10)
+    np.testing.assert_array_equal(ids, exact_ids)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+
+
+def test_faiss_ivf_is_exact_when_it_probes_every_cell_and_close_otherwise():
+    pytest.importorskip("faiss")
+    emb, queries = clustered(3000), clustered(100, seed=1)
+    _, exact = plain_index(emb).search_vectors(queries, k=10)
+    _, full = plain_index(emb).with_faiss("ivf", nlist=16, nprobe=16).search_vectors(queries, k=10)
+    np.testing.assert_array_equal(full, exact)
+    _, approx = plain_index(emb).with_faiss("ivf", nlist=64, nprobe=4).search_vectors(queries, k=10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert 0.5 < recall <= 1.0
+
+
+def test_faiss_index_is_saved_beside_its_metadata_and_checked_on_load(tmp_path, embed):
+    pytest.importorskip("faiss")
+    index = CorpusIndex.build(records(), embed).with_faiss("flat")
+    hits = index.search("Who composed the score?", embed, k=2)
+    index.save(tmp_path / "idx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.faiss", "idx.json", "idx.npy"]
+    loaded = CorpusIndex.load(tmp_path / "idx")
+    assert loaded.faiss_kind == "flat" and loaded.faiss_index is not None
+    assert loaded.search("Who composed the score?", embed, k=2) == hits
+    other = plain_index(clustered(4, dim=64)).with_faiss("flat")
+    other.save(tmp_path / "other")
+    (tmp_path / "other.faiss").replace(tmp_path / "idx.faiss")
+    with pytest.raises(ValueError, match="idx.faiss does not match its index description"):
+        CorpusIndex.load(tmp_path / "idx")
+    (tmp_path / "idx.faiss").unlink()
+    with pytest.raises(FileNotFoundError, match="idx.faiss not found"):
+        CorpusIndex.load(tmp_path / "idx")
+
+
+def test_faiss_errors_name_the_fix():
+    pytest.importorskip("faiss")
+    with pytest.raises(ValueError, match="unknown FAISS index kind 'hnsw'"):
+        plain_index(clustered(10)).with_faiss("hnsw")
+    with pytest.raises(ValueError, match="nlist=50 cells for 10 vectors"):
+        plain_index(clustered(10)).with_faiss("ivf", nlist=50)

@@ -122,3 +122,15 @@ def test_save_json_figure_and_run_dir(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
         with atomic_write(tmp_path / "z", "a"):
             pass
+
+
+def test_read_json_round_trip_and_errors(tmp_path):
+    from cinephile.io import read_json, save_json
+
+    save_json(tmp_path / "r.json", {"rmse": 0.95, "path": tmp_path})
+    assert read_json(tmp_path / "r.json") == {"rmse": 0.95, "path": str(tmp_path)}
+    with pytest.raises(FileNotFoundError, match="missing.json not found; run the notebook"):
+        read_json(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        read_json(tmp_path / "bad.json")

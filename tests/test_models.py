@@ -62,3 +62,22 @@ def test_short_name_and_device():
     assert models.short_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m"
     assert models.short_name("/tmp/My_Model/") == "my-model"
     assert models.pick_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_lora_preset_layers_wraps_only_the_chosen_blocks(kind):
+    from lora import inject_lora
+    from lora.layer import LoRALayer
+    from tests.helpers import build
+
+    model = build(kind)[0]
+    name = "gpt2" if kind == "gpt2" else "smollm2-135m"
+    inject_lora(model, models.lora_preset(name, r=2, layers=[1]))
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, LoRALayer)]
+    assert wrapped and all((".layers.1." in n) or (".h.1." in n) for n in wrapped)
+    every = build(kind)[0]
+    inject_lora(every, models.lora_preset(name, r=2))
+    n_all = sum(isinstance(m, LoRALayer) for m in every.modules())
+    assert len(wrapped) * 2 == n_all  # the tiny models have two blocks
+    with pytest.raises(ValueError, match="non-negative block indices"):
+        models.lora_preset(name, layers=[-1])

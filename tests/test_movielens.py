@@ -7,7 +7,8 @@ import pytest
 
 from cinephile import movielens as ml
 from cinephile.io import read_jsonl, write_jsonl
-from cinephile.movielens import build_examples, build_prompt, load_movielens, parse_title, temporal_split
+from cinephile.movielens import (MAX_DISLIKED, MAX_LIKED, build_examples, build_prompt, load_movielens, parse_title,
+                                 temporal_split)
 
 from tests.helpers import RATINGS, write_folder
 
@@ -175,6 +176,12 @@ def test_real_train_examples_are_capped_deterministic_and_use_only_the_past(real
     assert examples == build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=1)
     other = build_examples(df, data.movies, data.tags, which="train", max_per_user=4, seed=2)
     assert [e["movie_id"] for e in other] != [e["movie_id"] for e in examples]
+    latest = build_examples(df, data.movies, data.tags, which="train", max_per_user=2, pick="latest")
+    for user, g in df[df["split"] == "train"].groupby("userId"):  # each user's two most recent train ratings
+        ordered = g.sort_values(["timestamp", "movieId"], kind="stable")
+        assert [e["movie_id"] for e in latest if e["user_id"] == user] == ordered["movieId"].tolist()[-2:]
+    with pytest.raises(ValueError, match="pick must be 'random' or 'latest'"):
+        build_examples(df, data.movies, data.tags, which="train", pick="oldest")
     rows = df.set_index(["userId", "movieId"])
     shown = {m.movieId: m.name if pd.isna(m.year) else f"{m.name} ({m.year})" for m in data.movies.itertuples()}
     for e in examples:
@@ -208,12 +215,12 @@ def test_build_prompt_is_compact_and_complete():
                           3.84, None)
     lines = prompt.split("\n")
     assert prompt == prompt.strip() and lines[0].startswith("Predict how this user rates")
-    assert lines[1] == "Liked: " + "; ".join(liked[:8])
-    assert lines[2].count("Bad (1990)") == 5
+    assert lines[1] == "Liked: " + "; ".join(liked[:MAX_LIKED])
+    assert lines[2].count("Bad (1990)") == MAX_DISLIKED
     assert "Avoided genres: none" in lines and "Tags: none" in lines and "Preferred genres: Drama" in lines
     assert "Target movie: Heat (1995)" in lines and "Genres: Action, Crime" in lines
     assert "User's average rating so far: 3.8" in lines and "Movie's average rating: unknown" in lines
-    assert lines[-1] == "Answer with 'Rating: x.x'."
+    assert "answer 'Rating: x.x'" in lines[0] and lines[-1].startswith("Movie's average rating")
     assert "Target movie: Babylon 5" in build_prompt([], [], [], [], "Babylon 5", None, [], [], None, None)
 
 

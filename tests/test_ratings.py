@@ -134,6 +134,11 @@ def test_training_pairs_get_out_of_fold_predictions():
         {"userId": [2], "movieId": [10]}))[0])
     assert out["bias"][(2, 30)] == pytest.approx(BiasBaseline().fit(train).predict(pd.DataFrame(
         {"userId": [2], "movieId": [30]}))[0])
+    one_fit = recommender_predictions(train, {"train": [(2, 10), (3, 30)], "val": [(1, 30)]}, folds=1)["bias"]
+    both_out = BiasBaseline().fit(train.drop(index=[3, 6]))  # one refit without both training pairs
+    assert one_fit[(3, 30)] == pytest.approx(both_out.predict(pd.DataFrame({"userId": [3], "movieId": [30]}))[0])
+    with pytest.raises(ValueError, match="folds must be >= 1"):
+        recommender_predictions(train, pairs, folds=0)
 
 
 def test_paired_bootstrap_interval():

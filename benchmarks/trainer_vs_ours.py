@@ -1,0 +1,139 @@
+"""End to end: our ``train()`` against ``transformers.Trainer`` + PEFT on the same trivia examples.
+
+Same model (SmolLM2-135M-Instruct, fp32), same examples and tokenisation (labels -100 on the
+prompt), LoRA r=16 / alpha 32 / dropout 0 on q/k/v/o, effective batch 8, one epoch, AdamW at 2e-4
+with the same warmup + linear-decay schedule (handed to the Trainer), gradient clipping at 1.0.
+The Trainer is set up as a competent user would: dynamic padding (DataCollatorForSeq2Seq),
+``group_by_length``, no evaluation or checkpoints during the timed run. Each side runs in its own
+subprocess (peak RSS is that run's alone). Both are then scored with the same function on the same
+validation examples (mean cross-entropy per answer token). Writes results/bench_trainer.json.
+
+    python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LR, BATCH, WARMUP = 2e-4, 8, 0.1
+
+
+def data(n_train: int, n_val: int, tokenizer):
+    from cinephile.io import read_jsonl
+    from cinephile.prompts import trivia_examples
+    from cinephile.train import tokenize_example
+
+    def items(path, n):
+        examples = trivia_examples(read_jsonl(path)[:n], tokenizer, "chat")
+        return [tokenize_example(tokenizer, e["prompt"], e["response"], 1024) for e in examples], examples
+
+    train_items, train_examples = items(ROOT / "Data" / "training_data.jsonl", n_train)
+    val_items, _ = items(ROOT / "Data" / "validation_data.jsonl", n_val)
+    return train_items, train_examples, val_items
+
+
+def schedule(steps: int):
+    warmup = max(1, int(WARMUP * steps))
+    return lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+
+
+def run_ours(n_train: int, n_val: int) -> dict:
+    import torch
+
+    from cinephile import models
+    from cinephile.train import TrainConfig, evaluate_loss, train
+    from lora import LoRAConfig, inject_lora
+
+    model, tok = models.load_base_model()
+    torch.manual_seed(0)
+    inject_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.0, target_modules=tuple(TARGETS)))
+    train_items, train_examples, val_items = data(n_train, n_val, tok)
+    t0 = time.perf_counter()
+    train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
+                                                      max_len=1024))
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
+            "tokens": sum(len(i["input_ids"]) for i in train_items)}
+
+
+def run_trainer(n_train: int, n_val: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from cinephile import models
+    from cinephile.train import evaluate_loss
+
+    model, tok = models.load_base_model()
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
+                                             task_type="CAUSAL_LM"))
+    train_items, _, val_items = data(n_train, n_val, tok)
+    steps = math.ceil(len(train_items) / BATCH)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps))
+    args = TrainingArguments(output_dir=str(ROOT / "runs" / "bench_trainer"), per_device_train_batch_size=BATCH,
+                             num_train_epochs=1, group_by_length=True, max_grad_norm=1.0, logging_steps=10,
+                             save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0,
+                             use_cpu=True, seed=0, disable_tqdm=False)
+    trainer = Trainer(model=model, args=args, train_dataset=train_items, optimizers=(opt, sched),
+                      data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "val_loss": evaluate_loss(model.get_base_model(), val_items, tok.pad_token_id),
+            "tokens": sum(len(i["input_ids"]) for i in train_items)}
+
+
+def child(which: str, n_train: int, n_val: int) -> None:
+    out = (run_ours if which == "ours" else run_trainer)(n_train, n_val)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=160)
+    ap.add_argument("--val", type=int, default=48)
+    ap.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench_trainer.json"))
+    args = ap.parse_args()
+    if args.child:
+        return child(args.child, args.examples, args.val)
+    results = {}
+    for which in ("ours", "trainer"):
+        proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
+                               "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
+        results[which] = json.loads(lines[-1][len("RESULT "):])
+        r = results[which]
+        r["tokens_per_s"] = r["tokens"] / r["wall_s"]
+        print(f"{which:8s} {r['wall_s']:7.1f} s | {r['tokens_per_s']:7.1f} non-pad tokens/s | peak RSS "
+              f"{r['peak_rss_mb']:6.0f} MB | val loss {r['val_loss']:.4f}", flush=True)
+    ours, hf = results["ours"], results["trainer"]
+    ratios = {"tokens_per_s_ours_over_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 2),
+              "peak_rss_ours_over_trainer": round(ours["peak_rss_mb"] / hf["peak_rss_mb"], 2),
+              "val_loss_relative_difference": round(ours["val_loss"] / hf["val_loss"] - 1, 4)}
+    print(ratios)
+    from cinephile.io import save_json
+    save_json(args.out, {"benchmark": "trainer_vs_ours", "cores": os.cpu_count(), "examples": args.examples,
+                         "val_examples": args.val, "batch": BATCH, "lora": {"r": 16, "alpha": 32, "targets": TARGETS},
+                         "results": results, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Training from the JSONL files: config checks, and 2-process data-parallel training (gloo) against one process."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from cinephile.io import write_jsonl
+from cinephile.launch import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# The README's "Scaling out" command, with this test's config file
+TORCHRUN = ["torchrun", "--nproc_per_node", "2", "-m", "cinephile.launch", "--config"]
+
+
+def test_config_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config file .*missing.json not found"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        load_config(tmp_path / "bad.json")
+    (tmp_path / "extra.json").write_text(json.dumps({"modle": "gpt2"}))
+    with pytest.raises(ValueError, match=r"unknown config keys \['modle'\]"):
+        load_config(tmp_path / "extra.json")
+    (tmp_path / "tc.json").write_text(json.dumps({"train_config": {"epoch": 2}}))
+    with pytest.raises(ValueError, match=r"unknown train_config keys \['epoch'\]"):
+        load_config(tmp_path / "tc.json")
+    (tmp_path / "ok.json").write_text(json.dumps({"lora": {"r": 4}, "train_config": {"lr": 0.01}}))
+    config = load_config(tmp_path / "ok.json")
+    assert config["lora"]["r"] == 4 and config["lora"]["alpha"] == 32 and config["train_config"]["lr"] == 0.01
+
+
+def _records(n: int) -> list[dict]:
+    """Trivia records of uneven lengths (contexts of 1 to 9 sentences)."""
+    return [{"id": f"r{i}", "question": f"Who directed film number {i}?", "answer": f"Director {i % 3}",
+             "retrieved_context": " ".join(["Film number %d was shot on location." % i] * (1 + i % 9))}
+            for i in range(n)]
+
+
+@pytest.fixture
+def setup(tmp_path, smol_tokenizer):
+    model_dir = tmp_path / "tiny"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=512)).save_pretrained(model_dir)
+    smol_tokenizer.save_pretrained(model_dir)
+    write_jsonl(tmp_path / "train.jsonl", _records(14))
+    write_jsonl(tmp_path / "val.jsonl", _records(5))
+
+    def config(out: str, batch_size: int) -> Path:
+        path = tmp_path / f"{out}.json"
+        path.write_text(json.dumps({
+            "model": str(model_dir), "train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.jsonl"),
+            "out": str(tmp_path / out), "style": "plain", "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "train_config": {"epochs": 2, "lr": 1e-2, "batch_size": batch_size, "max_len": 256,
+                             "warmup_ratio": 0.0}}))
+        return path
+    return tmp_path, config
+
+
+def _env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_two_gloo_processes_train_the_same_adapter_as_one_process(setup):
+    tmp_path, config = setup
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun, "torchrun (installed with torch) not found"
+    logs = tmp_path / "logs"
+    ddp = subprocess.run([torchrun, "--log-dir", str(logs), "--redirects", "3", *TORCHRUN[1:],
+                          str(config("ddp", batch_size=2))], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "cinephile.launch", "--config", str(config("single", batch_size=4))],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    start = LlamaForCausalLM  # adapters moved away from their initial values (B starts at zero)
+    assert any(v.abs().max() > 1e-3 for k, v in a.items() if "lora_B" in k), start
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
+    ddp_history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    single_history = json.loads((tmp_path / "single" / "history.json").read_text())
+    assert ddp_history["world_size"] == 2 and single_history["world_size"] == 1
+    assert ddp_history["epoch_val_loss"] == pytest.approx(single_history["epoch_val_loss"], rel=1e-5)
+    # only rank 0 wrote: one adapter, no leftovers, and only rank 0's log reports writing it
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["adapter", "config.json", "history.json"]
+    rank_logs = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
+    assert set(rank_logs) == {"0", "1"}
+    assert "adapter written to" in rank_logs["0"] and "adapter written to" not in rank_logs["1"]
