@@ -56,6 +56,9 @@ class CorpusIndex:
         embedder: name of the embedding model, to refuse searching with another one.
         faiss_index: the FAISS index searched instead of the matrix, or None (numpy search).
         faiss_kind: "flat" or "ivf" when ``faiss_index`` is set.
+        lexical_weight: weight of BM25 in the hybrid score (``retrieval.fuse_scores``); 0 is dense
+            only. The BM25 part is rebuilt from ``texts`` on load and checked against the checksum
+            of its tokenised corpus saved in the ``.json``.
     """
 
     texts: list[str]
@@ -64,6 +67,8 @@ class CorpusIndex:
     embedder: str = "unknown"
     faiss_index: object = field(default=None, repr=False, compare=False)
     faiss_kind: str | None = None
+    lexical_weight: float = 0.0
+    _bm25: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, records: Sequence[dict], embed_fn: EmbedFn, *, name: str | None = None) -> CorpusIndex:
@@ -113,11 +118,33 @@ class CorpusIndex:
             best_ids.append(top)
         return np.concatenate(best_scores), np.concatenate(best_ids)
 
+    def lexical(self):
+        """The BM25 (Okapi, rank-bm25) index over ``texts``, built on first use."""
+        if self._bm25 is None:
+            from rank_bm25 import BM25Okapi
+
+            from cinephile.retrieval import bm25_words
+            self._bm25 = BM25Okapi([bm25_words(t) for t in self.texts])
+        return self._bm25
+
     def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
-        """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first."""
-        scores, ids = self.search_vectors(embed_texts(embed_fn, [query]), k)
-        return [{"text": self.texts[i], "score": float(s), "sources": self.sources[i]}
-                for s, i in zip(scores[0], ids[0]) if i >= 0]
+        """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first.
+
+        With ``lexical_weight > 0`` the score is the hybrid of the cosine similarity and BM25 over
+        every chunk (exact, in memory: the hybrid is meant for corpora the demo holds).
+        """
+        if self.lexical_weight <= 0:
+            scores, ids = self.search_vectors(embed_texts(embed_fn, [query]), k)
+            return [{"text": self.texts[i], "score": float(s), "sources": self.sources[i]}
+                    for s, i in zip(scores[0], ids[0]) if i >= 0]
+        from cinephile.retrieval import bm25_words, fuse_scores
+
+        q = embed_texts(embed_fn, [query])
+        if q.shape[1] != self.embeddings.shape[1]:
+            return self.search_vectors(q, k)  # raises the dimension error
+        fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)), self.lexical_weight)
+        top = np.argsort(-fused, kind="stable")[:k]
+        return [{"text": self.texts[i], "score": float(fused[i]), "sources": self.sources[i]} for i in top]
 
     def save(self, path_prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim, sha256).
@@ -130,7 +157,8 @@ class CorpusIndex:
         with atomic_write(npy, "wb") as f:
             np.save(f, emb)
         info = {"texts": self.texts, "sources": self.sources, "embedder": self.embedder,
-                "dim": int(emb.shape[1]), "sha256": _digest(emb)}
+                "dim": int(emb.shape[1]), "sha256": _digest(emb), "lexical_weight": float(self.lexical_weight),
+                "bm25_sha256": _bm25_digest(self.texts)}
         if self.faiss_index is not None:
             faiss = _faiss()
             blob = faiss.serialize_index(self.faiss_index).tobytes()
@@ -166,10 +194,21 @@ class CorpusIndex:
         if _digest(emb) != digest:
             raise ValueError(f"{npy} and {meta} come from different saves (checksum mismatch); "
                              "rebuild the index and save both files again")
-        index = cls(texts, sources, emb.astype(np.float32), embedder)
+        if "bm25_sha256" in info and info["bm25_sha256"] != _bm25_digest(texts):
+            raise ValueError(f"{meta}: the BM25 part rebuilt from its texts differs from the saved one (the "
+                             "tokenizer changed?); rebuild the index")
+        index = cls(texts, sources, emb.astype(np.float32), embedder,
+                    lexical_weight=float(info.get("lexical_weight", 0)))
         if info.get("faiss"):
             index.faiss_index, index.faiss_kind = _load_faiss(npy.with_suffix(".faiss"), info["faiss"], len(texts))
         return index
+
+
+def _bm25_digest(texts: list[str]) -> str:
+    """Checksum of the BM25 index's input: the tokenised corpus."""
+    from cinephile.retrieval import bm25_words
+
+    return hashlib.sha256(json.dumps([bm25_words(t) for t in texts]).encode()).hexdigest()
 
 
 def _faiss():

@@ -137,7 +137,8 @@ def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: 
     return out
 
 
-def _words(text: str) -> list[str]:
+def bm25_words(text: str) -> list[str]:
+    """The BM25 tokenizer: lower-cased word characters."""
     return re.findall(r"\w+", text.lower())
 
 
@@ -153,7 +154,7 @@ def lexical_scores(question: str, chunks: Sequence[str]) -> np.ndarray:
     """
     if not chunks:
         raise ValueError("lexical_scores needs at least one chunk")
-    return np.asarray(BM25Okapi([_words(c) for c in chunks]).get_scores(_words(question)), dtype=float)
+    return np.asarray(BM25Okapi([bm25_words(c) for c in chunks]).get_scores(bm25_words(question)), dtype=float)
 
 
 def _norm_aliases(aliases: Sequence[str]) -> list[str]:

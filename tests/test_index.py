@@ -130,3 +130,35 @@ def test_faiss_errors_name_the_fix():
         plain_index(clustered(10)).with_faiss("hnsw")
     with pytest.raises(ValueError, match="nlist=50 cells for 10 vectors"):
         plain_index(clustered(10)).with_faiss("ivf", nlist=50)
+
+
+# ---------------------------------------------------------------- hybrid (BM25 + dense)
+
+def test_hybrid_weight_zero_and_one_equal_each_retriever(embed):
+    from cinephile.retrieval import lexical_scores
+
+    index = CorpusIndex.build(records(), embed)
+    question = "Which island do the swimmers visit?"
+    dense = [h["text"] for h in index.search(question, embed, k=4)]
+    index.lexical_weight = 1e-9  # the hybrid path with (almost) no lexical part keeps the dense order
+    assert [h["text"] for h in index.search(question, embed, k=4)] == dense
+    index.lexical_weight = 1.0
+    bm25 = lexical_scores(question, index.texts)
+    expected = [index.texts[i] for i in np.argsort(-bm25, kind="stable")]
+    assert [h["text"] for h in index.search(question, embed, k=4)] == expected
+
+
+def test_hybrid_index_saves_its_weight_and_checks_its_bm25_part(tmp_path, embed):
+    import json
+
+    index = CorpusIndex.build(records(), embed)
+    index.lexical_weight = 0.7
+    hits = index.search("Who composed the score?", embed, k=2)
+    index.save(tmp_path / "idx")
+    loaded = CorpusIndex.load(tmp_path / "idx")
+    assert loaded.lexical_weight == 0.7 and loaded.search("Who composed the score?", embed, k=2) == hits
+    meta = json.loads((tmp_path / "idx.json").read_text())
+    meta["bm25_sha256"] = "0" * 64
+    (tmp_path / "idx.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="BM25 part rebuilt from its texts differs"):
+        CorpusIndex.load(tmp_path / "idx")

@@ -1,31 +1,25 @@
 """The README's result tables are copies of the committed results/*.json files, not typed by hand."""
 
-import json
-
 import pytest
 
+from cinephile.report import RENDERERS, RESULTS, render_all, trainer_table
 from tests.conftest import ROOT
 
 
-def _rows(readme: str) -> dict[str, list[str]]:
-    rows = {}
-    for line in readme.splitlines():
-        if line.startswith("| ") and line.count("|") > 3:
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            rows.setdefault(cells[0], cells[1:])
-    return rows
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_readme_tables_are_rendered_from_results_json(name):
+    tables = render_all()
+    if name not in tables:
+        pytest.skip(f"results/{name} not written yet (run the notebook or benchmark that measures it)")
+    assert tables[name] in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        f"README's table for results/{name} differs from the file; paste `python -m cinephile.report` output")
 
 
-def test_ratings_table_matches_results_json():
-    path = ROOT / "results" / "ratings.json"
-    if not path.is_file():
-        pytest.skip("results/ratings.json not written yet (run llm.ipynb)")
-    results = json.loads(path.read_text())
-    rows = _rows((ROOT / "README.md").read_text())
-    for model in results["models"]:
-        assert model["model"] in rows, f"README has no row for {model['model']!r}"
-        assert rows[model["model"]][:2] == [f"{model['rmse']:.3f}", f"{model['mae']:.3f}"]
-    for interval in results["intervals"]:
-        row = rows[f"vs {interval['against']}"]
-        assert row[0] == f"{interval['rmse_diff']:+.4f}"
-        assert row[1] == f"[{interval['ci95_lo']:+.4f}, {interval['ci95_hi']:+.4f}]"
+def test_rendered_tables_follow_the_numbers():
+    record = {"results": {"ours": {"wall_s": 10.0, "tokens_per_s": 300.0, "peak_rss_mb": 900.0, "val_loss": 1.0},
+                          "trainer": {"wall_s": 20.0, "tokens_per_s": 150.0, "peak_rss_mb": 1000.0, "val_loss": 1.01}},
+              "ratios": {"tokens_per_s_ours_over_trainer": 2.0, "peak_rss_ours_over_trainer": 0.9,
+                         "val_loss_relative_difference": -0.0099}}
+    text = trainer_table(record)
+    assert "| ratio ours / Trainer |  | **2.00x** | 0.90x | -0.99% |" in text
+    assert text.count("\n") == 4 and RESULTS.name == "results"

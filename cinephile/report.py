@@ -1,0 +1,80 @@
+"""Markdown tables rendered from the committed ``results/*.json`` files, for the README.
+
+The README's result tables are pasted from ``python -m cinephile.report`` and a test checks that
+each rendered table appears in the README verbatim, so a figure there can never be typed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cinephile.io import read_json
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def ratings_tables(record: dict) -> str:
+    """The model table and the paired-interval table of ``results/ratings.json``."""
+    models = _table(["model", "RMSE", "MAE", "Pearson", "Spearman", "n pairs"],
+                    [[m["model"], _num(m["rmse"]), _num(m["mae"]), _num(m["pearson"]), _num(m["spearman"]),
+                      str(m["n"])] for m in record["models"]])
+    intervals = _table([f"RMSE({record['reported']}) − RMSE(baseline)", "difference",
+                        "paired bootstrap 95% interval", "beats?"],
+                       [[f"vs {i['against']}", f"{i['rmse_diff']:+.4f}", f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
+                         "**yes** (interval below 0)" if i["beats"] else "no (interval includes 0)"]
+                        for i in record["intervals"]])
+    return models + "\n\n" + intervals
+
+
+def variants_table(record: dict) -> str:
+    """``results/ratings_variants.json``: validation RMSE of each variant and of the recommenders."""
+    return _table(["variant (validation split)", "training instructions", "training time", "validation RMSE",
+                   "n pairs"],
+                  [[r["variant"], str(r.get("n_train", "–")),
+                    f"{r['train_s'] / 60:.1f} min" if r.get("train_s") is not None else "–",
+                    _num(r["val_rmse"], 4), str(r["val_n"])] for r in record["rows"]])
+
+
+def index_table(record: dict) -> str:
+    """``results/bench_index.json``: numpy exact vs FAISS flat vs FAISS IVF."""
+    return _table(["backend", "build", "memory added", "query latency (1 query, k=10)", "batch throughput",
+                   "recall@10 vs exact"],
+                  [[r["backend"], f"{r['build_s']:.1f} s", f"{r['memory_added_mb']:.0f} MB",
+                    f"{r['query_ms_median']:.2f} ms", f"{r['batch_queries_per_s']:.0f} queries/s",
+                    _num(r["recall_at_10"])] for r in record["rows"]])
+
+
+def trainer_table(record: dict) -> str:
+    """``results/bench_trainer.json``: our train() vs transformers.Trainer + PEFT."""
+    names = {"ours": "ours (`cinephile.train.train`, `lora`)", "trainer": "transformers.Trainer + PEFT"}
+    rows = [[names[k], f"{r['wall_s']:.1f} s", f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mb']:.0f} MB",
+             f"{r['val_loss']:.4f}"] for k, r in record["results"].items()]
+    ratios = record["ratios"]
+    rows.append(["ratio ours / Trainer", "", f"**{ratios['tokens_per_s_ours_over_trainer']:.2f}x**",
+                 f"{ratios['peak_rss_ours_over_trainer']:.2f}x",
+                 f"{100 * ratios['val_loss_relative_difference']:+.2f}%"])
+    return _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
+
+
+RENDERERS = {"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
+             "bench_index.json": index_table, "bench_trainer.json": trainer_table}
+
+
+def render_all(folder: Path = RESULTS) -> dict[str, str]:
+    """Every table whose results file exists: file name -> markdown."""
+    return {name: render(read_json(folder / name)) for name, render in RENDERERS.items() if (folder / name).is_file()}
+
+
+if __name__ == "__main__":
+    for name, text in render_all().items():
+        print(f"<!-- results/{name} -->\n{text}\n")
