@@ -1,0 +1,187 @@
+"""Films of the trivia sample: passage blocks, the film each question is about, film-disjoint splits.
+
+A context of the embedded sample is a sequence of film blocks, each opening with a paragraph of
+the form "<Title> is a <year> ..." and followed by that film's other paragraphs; one block is the
+question's film, the others are distractors. Splitting by question id leaves a validation film's
+passages in training contexts (the same block appears in several contexts), so validation measures
+recall of seen films. ``film_disjoint_split`` holds out whole films and rebuilds every context from
+blocks of its own side of the split, so no validation-film paragraph reaches training.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+BLOCK_START = re.compile(r"^(?P<title>[^\n]+?)(?:, whose [^\n]*?,)? is an? (?P<year>\d{4}) ")
+
+
+def paragraphs(context: str) -> list[str]:
+    """Paragraphs of a context (separated by blank lines), stripped, empty ones dropped."""
+    return [p.strip() for p in re.split(r"\n\s*\n", context) if p.strip()]
+
+
+def film_blocks(records: Sequence[dict]) -> dict[str, list[str]]:
+    """Film title -> its paragraphs in order, read from every context of ``records``.
+
+    Raises:
+        ValueError: when a context does not open with a block start ("<Title> is a <year> ...").
+    """
+    blocks: dict[str, list[str]] = {}
+    for r in records:
+        current = None
+        for p in paragraphs(r["context"]):
+            match = BLOCK_START.match(p)
+            if match:
+                current = match["title"]
+                blocks.setdefault(current, [])
+            if current is None:
+                raise ValueError(f"record {r['id']}: the context does not open with a film block "
+                                 f"('<Title> is a <year> ...'), it starts {p[:60]!r}; film_blocks needs the "
+                                 "sample's layout")
+            if p not in blocks[current]:
+                blocks[current].append(p)
+    return blocks
+
+
+def film_of(record: dict, blocks: dict[str, list[str]]) -> str:
+    """The film a question is about: the longest block title the question names, else the block holding the answer."""
+    named = [t for t in blocks if t.lower() in record["question"].lower()]
+    if named:
+        return max(named, key=len)
+    answers = [a.lower() for a in record.get("answer_aliases") or [record["answer"]]]
+    holding = [t for t in blocks if any(a in " ".join(blocks[t]).lower() for a in answers)
+               and any(blocks[t][0] in p for p in paragraphs(record["context"]))]
+    if len(holding) != 1:
+        raise ValueError(f"record {record['id']}: cannot tell which film the question is about "
+                         f"({len(holding)} candidate blocks); add a 'film' column")
+    return holding[0]
+
+
+def split_films(films: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
+    """A seeded random ``val_fraction`` of the films for validation (at least one), the rest for training."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ordered = sorted(set(films))
+    if len(ordered) < 2:
+        raise ValueError(f"a film-disjoint split needs at least 2 films, got {len(ordered)}")
+    random.Random(seed).shuffle(ordered)
+    n_val = max(1, round(val_fraction * len(ordered)))
+    return set(ordered[n_val:]), set(ordered[:n_val])
+
+
+def rebuild_context(record: dict, blocks: dict[str, list[str]], pool: Sequence[str], *, seed: int = 0) -> str:
+    """The record's own film block plus as many distractor blocks as its context had, drawn from ``pool``."""
+    own = record["film"]
+    n_other = sum(1 for p in paragraphs(record["context"]) if BLOCK_START.match(p)) - 1
+    rng = random.Random(f"{seed}-{record['id']}")
+    candidates = sorted(f for f in pool if f != own)
+    chosen = rng.sample(candidates, min(max(n_other, 0), len(candidates))) + [own]
+    rng.shuffle(chosen)
+    return "\n\n".join(p for film in chosen for p in blocks[film])
+
+
+def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
+                        seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Split by film and rebuild each context from blocks of its own side only.
+
+    Records get a ``film`` (kept when present, else ``film_of``) and a rebuilt ``context``.
+
+    Returns:
+        (train records, validation records).
+    """
+    blocks = film_blocks(records)
+    with_film = [{**r, "film": r.get("film") or film_of(r, blocks)} for r in records]
+    unknown = sorted({r["film"] for r in with_film} - set(blocks))
+    if unknown:
+        raise ValueError(f"films {unknown[:3]} have no passage block in any context; fix the 'film' column")
+    train_films, val_films = split_films([r["film"] for r in with_film], val_fraction=val_fraction, seed=seed)
+    # distractors: films of the same side, including films that only ever appear as distractors
+    spare = sorted(set(blocks) - train_films - val_films)
+    train_pool = train_films | set(spare[len(spare) // 5:])
+    val_pool = val_films | set(spare[:len(spare) // 5])
+    out = ([], [])
+    for r in with_film:
+        side = r["film"] in val_films
+        out[side].append({**r, "context": rebuild_context(r, blocks, sorted(val_pool if side else train_pool),
+                                                          seed=seed)})
+    return out
+
+
+def read_facts(path) -> dict[str, dict]:
+    """``film -> {"year": int, "director": str}`` from a CSV with columns film, year, director.
+
+    An empty director means the film's passages do not name one: no director question is asked about it.
+    """
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, na_filter=False)
+    missing = [c for c in ("film", "year", "director") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} is missing columns {missing}; expected film, year, director")
+    bad = df[~df["year"].str.fullmatch(r"\d{4}")]
+    if len(bad):
+        raise ValueError(f"{path}: year must be four digits, got {bad['year'].tolist()[:3]} "
+                         f"for {bad['film'].tolist()[:3]}")
+    return {r.film: {"year": int(r.year), "director": r.director.strip()} for r in df.itertuples()}
+
+
+def _pair_questions(a: str, b: str, facts: dict[str, dict]) -> list[tuple[str, str, list[str]]]:
+    """(question, answer, aliases) about the films ``a`` and ``b``, answerable from their two blocks only."""
+    fa, fb = facts[a], facts[b]
+    out = []
+    if fa["year"] == fb["year"]:
+        out.append((f"Were {a} and {b} released in the same year?", "yes", ["yes"]))
+    else:
+        early, late = (a, b) if fa["year"] < fb["year"] else (b, a)
+        gap = abs(fa["year"] - fb["year"])
+        out += [(f"Which film came out first, {a} or {b}?", early, [early]),
+                (f"Which film was released more recently, {b} or {a}?", late, [late]),
+                (f"How many years apart were {a} and {b} released?", str(gap), [str(gap), f"{gap} years"])]
+        if facts[early]["director"]:
+            out.append((f"Who directed the earlier film, {a} or {b}?", facts[early]["director"],
+                        [facts[early]["director"]]))
+    if fa["director"] and fb["director"]:
+        same = "yes" if fa["director"] == fb["director"] else "no"
+        out.append((f"Were {a} and {b} directed by the same person?", same, [same]))
+    return out
+
+
+def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts: dict[str, dict], *,
+                       n_pairs: int, prefix: str, pool: Sequence[str] | None = None, distractors: int = 1,
+                       seed: int = 0) -> list[dict]:
+    """Two-hop and comparison questions over pairs of ``films`` (one side of a split), with their contexts.
+
+    Pairs that share a director come first (so "same person?" is not always "no"), then seeded random
+    pairs; each question's context holds both films' blocks plus ``distractors`` blocks from ``pool``
+    (the same side's films), shuffled. Answers come from ``facts``, whose values the blocks state.
+
+    Returns:
+        QA records (id, question, answer, answer_aliases, context, film, films, kind="comparison").
+    """
+    films = sorted(f for f in films if f in facts and f in blocks)
+    rng = random.Random(f"{seed}-{prefix}")
+    by_director: dict[str, list[str]] = {}
+    for f in films:
+        if facts[f]["director"]:
+            by_director.setdefault(facts[f]["director"], []).append(f)
+    pairs = [(g[i], g[i + 1]) for g in by_director.values() for i in range(len(g) - 1)]
+    rng.shuffle(pairs)
+    seen = set(pairs)
+    candidates = [(a, b) for i, a in enumerate(films) for b in films[i + 1:] if (a, b) not in seen]
+    rng.shuffle(candidates)
+    pairs = (pairs[:n_pairs // 3] + candidates)[:n_pairs]
+    pool = sorted(pool or films)
+    records = []
+    for k, (a, b) in enumerate(pairs):
+        if rng.random() < 0.5:
+            a, b = b, a
+        for j, (question, answer, aliases) in enumerate(_pair_questions(a, b, facts)):
+            others = [f for f in pool if f not in (a, b)]
+            chosen = rng.sample(others, min(distractors, len(others))) + [a, b]
+            rng.shuffle(chosen)
+            records.append({"id": f"{prefix}{k:03d}-{j}", "question": question, "answer": answer,
+                            "answer_aliases": aliases, "film": a, "films": [a, b], "kind": "comparison",
+                            "context": "\n\n".join(p for f in chosen for p in blocks[f])})
+    return records
