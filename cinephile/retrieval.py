@@ -306,23 +306,30 @@ def with_gold_context(records: list[dict]) -> list[dict]:
 
 
 def retrieve_and_split(chunked: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: int = 0,
-                       val_fraction: float = 0.2, seed: int = 0,
+                       val_fraction: float = 0.2, seed: int = 0, lexical_weight: float = 0.0,
+                       val_ids: set[str] | None = None,
                        out_dir: str | os.PathLike | None = None) -> tuple[list[dict], list[dict], dict]:
     """Retrieve the context of every question, add the gold chunk, split, and write the JSONL files.
 
     Args:
         chunked: output of ``chunk_records``.
         embed_fn: the retriever's ``EmbedFn``.
-        k, window: see ``retrieve``.
-        val_fraction, seed: see ``split_train_val``.
+        k, window, lexical_weight: see ``retrieve``.
+        val_fraction, seed: see ``split_train_val`` (used when ``val_ids`` is None).
+        val_ids: ids of the validation questions (e.g. a film-disjoint split); the rest is training.
         out_dir: where ``training_data.jsonl`` and ``validation_data.jsonl`` go (None: not written).
 
     Returns:
         ``(train, val, recall)`` with ``recall = {"recall@1": .., "recall@2": .., "recall@3": ..}``
         over all questions.
     """
-    retrieved = with_gold_context(retrieve(chunked, embed_fn, k=k, window=window))
-    train, val = split_train_val(retrieved, val_fraction=val_fraction, seed=seed)
+    retrieved = with_gold_context(retrieve(chunked, embed_fn, k=k, window=window, lexical_weight=lexical_weight))
+    if val_ids is None:
+        train, val = split_train_val(retrieved, val_fraction=val_fraction, seed=seed)
+    else:
+        val_ids = {str(i) for i in val_ids}
+        train = [r for r in retrieved if str(r["id"]) not in val_ids]
+        val = [r for r in retrieved if str(r["id"]) in val_ids]
     if not train or not val:
         raise ValueError(f"the split gave {len(train)} training and {len(val)} validation questions; "
                          "use more questions or another val_fraction")

@@ -225,3 +225,13 @@ def test_retrieve_with_lexical_weight_1_equals_bm25(embed):
     assert [r["retrieved"] for r in dense] == [r["retrieved"] for r in same]
     best, table = choose_lexical_weight(records(), embed, weights=(0.0, 1.0))
     assert list(table["lexical_weight"]) == [0.0, 1.0] and best in (0.0, 1.0)
+
+
+def test_retrieve_and_split_follows_given_validation_ids(tmp_path, embed):
+    from cinephile.retrieval import retrieve_and_split
+
+    train, val, recall = retrieve_and_split(records(), embed, val_ids={"b"}, lexical_weight=0.5, out_dir=tmp_path)
+    assert [r["id"] for r in train] == ["a"] and [r["id"] for r in val] == ["b"]
+    assert (tmp_path / "validation_data.jsonl").read_text().count("\n") == 1 and 0 <= recall["recall@1"] <= 1
+    with pytest.raises(ValueError, match="gave 2 training and 0 validation"):
+        retrieve_and_split(records(), embed, val_ids=set())
