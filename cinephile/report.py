@@ -28,9 +28,10 @@ def ratings_tables(record: dict) -> str:
     models = _table(["model", "RMSE", "MAE", "Pearson", "Spearman", "n pairs"],
                     [[m["model"], _num(m["rmse"]), _num(m["mae"]), _num(m["pearson"]), _num(m["spearman"]),
                       str(m["n"])] for m in record["models"]])
-    intervals = _table([f"RMSE({record['reported']}) − RMSE(baseline)", "difference",
+    intervals = _table(["RMSE(model) − RMSE(baseline), same test pairs", "difference",
                         "paired bootstrap 95% interval", "beats?"],
-                       [[f"vs {i['against']}", f"{i['rmse_diff']:+.4f}", f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
+                       [[f"{i['model']} vs {i['against']}", f"{i['rmse_diff']:+.4f}",
+                         f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
                          "**yes** (interval below 0)" if i["beats"] else "no (interval includes 0)"]
                         for i in record["intervals"]])
     return models + "\n\n" + intervals

@@ -51,7 +51,8 @@ def test_llm_notebook_tiny(tmp_path, shared_data):
     run = f"test-ratings-{tmp_path.name}"
     _run("llm.ipynb", tmp_path, MOVIELENS_DIR=str(shared_data / "movielens" / "ml-latest-small"), MAX_PER_USER=1,
          N_EVAL=16, N_ZERO_SHOT=8, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run,
-         DATA_OUT=str(tmp_path / "data"), TRAIN_LIMIT=32, SURPRISE_BASELINES=["SVD"], RESULTS_JSON="")
+         DATA_OUT=str(tmp_path / "data"), TRAIN_LIMIT=32, SURPRISE_BASELINES=["SVD"], PREDICTORS=["bias", "SVD"],
+         RESULTS_JSON="")
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
