@@ -4,9 +4,10 @@ Same model (SmolLM2-135M-Instruct, fp32), same examples and tokenisation (labels
 prompt), LoRA r=16 / alpha 32 / dropout 0 on q/k/v/o, effective batch 8, one epoch, AdamW at 2e-4
 with the same warmup + linear-decay schedule (handed to the Trainer), gradient clipping at 1.0.
 The Trainer is set up as a competent user would: dynamic padding (DataCollatorForSeq2Seq),
-``group_by_length``, no evaluation or checkpoints during the timed run. Each side runs in its own
-subprocess (peak RSS is that run's alone). Both are then scored with the same function on the same
-validation examples (mean cross-entropy per answer token). Writes results/bench_trainer.json.
+``train_sampling_strategy="group_by_length"`` (transformers 5's name for ``group_by_length``), no evaluation or
+checkpoints during the timed run. Each side runs in its own subprocess (peak RSS is that run's alone). Both
+are then scored with the same function on the same validation examples (mean cross-entropy per answer
+token). Writes results/bench_trainer.json.
 
     python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48]
 """
@@ -77,6 +78,9 @@ def run_trainer(n_train: int, n_val: int) -> dict:
     from cinephile.train import evaluate_loss
 
     model, tok = models.load_base_model()
+    # The GGUF weights were dequantized to fp32 at load; only the loader's marker says "quantized", and the
+    # Trainer refuses to train a model with that marker. Nothing is quantized, so drop it.
+    model.hf_quantizer, model.is_quantized = None, False
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
                                              task_type="CAUSAL_LM"))
@@ -85,7 +89,8 @@ def run_trainer(n_train: int, n_val: int) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps))
     args = TrainingArguments(output_dir=str(ROOT / "runs" / "bench_trainer"), per_device_train_batch_size=BATCH,
-                             num_train_epochs=1, group_by_length=True, max_grad_norm=1.0, logging_steps=10,
+                             num_train_epochs=1, train_sampling_strategy="group_by_length", max_grad_norm=1.0,
+                             logging_steps=10,
                              save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0,
                              use_cpu=True, seed=0, disable_tqdm=False)
     trainer = Trainer(model=model, args=args, train_dataset=train_items, optimizers=(opt, sched),
