@@ -88,8 +88,7 @@ def test_two_gloo_processes_train_the_same_adapter_as_one_process(setup):
     a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
-    start = LlamaForCausalLM  # adapters moved away from their initial values (B starts at zero)
-    assert any(v.abs().max() > 1e-3 for k, v in a.items() if "lora_B" in k), start
+    assert any(v.abs().max() > 1e-3 for k, v in a.items() if "lora_B" in k)  # trained: B starts at zero
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
     ddp_history = json.loads((tmp_path / "ddp" / "history.json").read_text())
