@@ -45,11 +45,6 @@ def data(n_train: int, n_val: int, tokenizer):
     return train_items, train_examples, val_items
 
 
-def schedule(steps: int):
-    warmup = max(1, int(WARMUP * steps))
-    return lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
-
-
 def run_ours(n_train: int, n_val: int) -> dict:
     import torch
 
@@ -75,7 +70,7 @@ def run_trainer(n_train: int, n_val: int) -> dict:
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from cinephile import models
-    from cinephile.train import evaluate_loss
+    from cinephile.train import evaluate_loss, warmup_then_decay
 
     model, tok = models.load_base_model()
     # The GGUF weights were dequantized to fp32 at load; only the loader's marker says "quantized", and the
@@ -87,7 +82,7 @@ def run_trainer(n_train: int, n_val: int) -> dict:
     train_items, _, val_items = data(n_train, n_val, tok)
     steps = math.ceil(len(train_items) / BATCH)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay(steps, WARMUP))  # train()'s schedule
     args = TrainingArguments(output_dir=str(ROOT / "runs" / "bench_trainer"), per_device_train_batch_size=BATCH,
                              num_train_epochs=1, train_sampling_strategy="group_by_length", max_grad_norm=1.0,
                              logging_steps=10,

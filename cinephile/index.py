@@ -92,16 +92,21 @@ class CorpusIndex:
                                                         seed=seed), kind
         return self
 
-    def search_vectors(self, queries: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product for each row of ``queries`` (M, D): (scores, ids), each (M, k), best first.
-
-        Rows of ids are -1 where an approximate index found fewer than k chunks.
-        """
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` as contiguous float32 rows, or a ValueError when their dimension is not the index's."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.embeddings.shape[1]:
             raise ValueError(f"query embedding has dim {queries.shape[1]} but the index has dim "
                              f"{self.embeddings.shape[1]}; search with the embedder it was built with "
                              f"({self.embedder})")
+        return queries
+
+    def search_vectors(self, queries: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product for each row of ``queries`` (M, D): (scores, ids), each (M, k), best first.
+
+        Rows of ids are -1 where an approximate index found fewer than k chunks.
+        """
+        queries = self._queries(queries)
         k = min(k, len(self.texts))
         if self.faiss_index is not None:
             return self.faiss_index.search(queries, k)
@@ -139,9 +144,7 @@ class CorpusIndex:
                     for s, i in zip(scores[0], ids[0]) if i >= 0]
         from cinephile.retrieval import bm25_words, fuse_scores
 
-        q = embed_texts(embed_fn, [query])
-        if q.shape[1] != self.embeddings.shape[1]:
-            return self.search_vectors(q, k)  # raises the dimension error
+        q = self._queries(embed_texts(embed_fn, [query]))
         fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)), self.lexical_weight)
         top = np.argsort(-fused, kind="stable")[:k]
         return [{"text": self.texts[i], "score": float(fused[i]), "sources": self.sources[i]} for i in top]

@@ -100,7 +100,7 @@ def run(config: dict) -> dict:
     if distributed.is_main():
         out = Path(config["out"])
         save_adapter(model, out / "adapter")
-        rank, world = distributed.rank_world()
+        world = distributed.rank_world()[1]
         save_json(out / "history.json", {**history, "world_size": world, "n_train": len(train_ex)})
         save_json(out / "config.json", config)
         logger.warning("adapter written to %s (%d processes)", out / "adapter", world)

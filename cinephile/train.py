@@ -138,6 +138,12 @@ def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: 
     return total / max(count, 1)
 
 
+def warmup_then_decay(steps: int, warmup_ratio: float):
+    """Learning-rate factor per optimizer step: linear warmup over ``warmup_ratio`` of the steps, then linear decay."""
+    warmup = max(1, int(warmup_ratio * steps))
+    return lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+
+
 def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples: list[dict],
           cfg: TrainConfig = TrainConfig(), loss_fn=token_loss) -> dict:
     """Train the LoRA adapters of ``model`` on ``{"prompt", "response"}`` examples.
@@ -178,9 +184,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = math.ceil(len(tok) / global_batch)
     steps = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)  # a short last group still steps
-    warmup = max(1, int(cfg.warmup_ratio * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay(steps, cfg.warmup_ratio))
     history = {"step": [], "train_loss": [], "epoch_val_loss": [], "epoch_train_loss": [],
                "best_epoch": 0,
                "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn) if val else math.nan}
