@@ -127,24 +127,29 @@ def read_facts(path) -> dict[str, dict]:
     return {r.film: {"year": int(r.year), "director": r.director.strip()} for r in df.itertuples()}
 
 
-def _pair_questions(a: str, b: str, facts: dict[str, dict]) -> list[tuple[str, str, list[str]]]:
-    """(question, answer, aliases) about the films ``a`` and ``b``, answerable from their two blocks only."""
+def _pair_questions(a: str, b: str, facts: dict[str, dict]) -> list[tuple[str, str, list[str], list[str]]]:
+    """(question, answer, aliases, evidence) about films ``a`` and ``b``, answerable from their two blocks only.
+
+    The evidence strings are what a context must state to answer: both years and/or directors.
+    """
     fa, fb = facts[a], facts[b]
+    years = [str(fa["year"]), str(fb["year"])]
     out = []
     if fa["year"] == fb["year"]:
-        out.append((f"Were {a} and {b} released in the same year?", "yes", ["yes"]))
+        out.append((f"Were {a} and {b} released in the same year?", "yes", ["yes"], years[:1]))
     else:
         early, late = (a, b) if fa["year"] < fb["year"] else (b, a)
         gap = abs(fa["year"] - fb["year"])
-        out += [(f"Which film came out first, {a} or {b}?", early, [early]),
-                (f"Which film was released more recently, {b} or {a}?", late, [late]),
-                (f"How many years apart were {a} and {b} released?", str(gap), [str(gap), f"{gap} years"])]
+        out += [(f"Which film came out first, {a} or {b}?", early, [early], years),
+                (f"Which film was released more recently, {b} or {a}?", late, [late], years),
+                (f"How many years apart were {a} and {b} released?", str(gap), [str(gap), f"{gap} years"], years)]
         if facts[early]["director"]:
             out.append((f"Who directed the earlier film, {a} or {b}?", facts[early]["director"],
-                        [facts[early]["director"]]))
+                        [facts[early]["director"]], years + [facts[early]["director"]]))
     if fa["director"] and fb["director"]:
         same = "yes" if fa["director"] == fb["director"] else "no"
-        out.append((f"Were {a} and {b} directed by the same person?", same, [same]))
+        out.append((f"Were {a} and {b} directed by the same person?", same, [same],
+                    sorted({fa["director"], fb["director"]})))
     return out
 
 
@@ -158,7 +163,7 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
     (the same side's films), shuffled. Answers come from ``facts``, whose values the blocks state.
 
     Returns:
-        QA records (id, question, answer, answer_aliases, context, film, films, kind="comparison").
+        QA records (id, question, answer, answer_aliases, evidence, context, film, films, kind="comparison").
     """
     films = sorted(f for f in films if f in facts and f in blocks)
     rng = random.Random(f"{seed}-{prefix}")
@@ -177,11 +182,42 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
     for k, (a, b) in enumerate(pairs):
         if rng.random() < 0.5:
             a, b = b, a
-        for j, (question, answer, aliases) in enumerate(_pair_questions(a, b, facts)):
+        for j, (question, answer, aliases, evidence) in enumerate(_pair_questions(a, b, facts)):
             others = [f for f in pool if f not in (a, b)]
             chosen = rng.sample(others, min(distractors, len(others))) + [a, b]
             rng.shuffle(chosen)
             records.append({"id": f"{prefix}{k:03d}-{j}", "question": question, "answer": answer,
-                            "answer_aliases": aliases, "film": a, "films": [a, b], "kind": "comparison",
+                            "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b], "kind": "comparison",
                             "context": "\n\n".join(p for f in chosen for p in blocks[f])})
     return records
+
+
+def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict], *, val_fraction: float = 0.2,
+                                seed: int = 0, train_pairs: int = 36, val_pairs: int = 8,
+                                distractors: int = 1) -> tuple[list[dict], list[dict]]:
+    """``film_disjoint_split`` plus ``comparison_records`` on each side (pairs never cross the split).
+
+    Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
+    same side's films, so no validation-film paragraph reaches training.
+
+    Returns:
+        (train records, validation records), single-hop first.
+    """
+    train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed)
+    blocks = film_blocks(records)
+    out = []
+    for side, n_pairs, prefix in ((train, train_pairs, "cmp-train-"), (val, val_pairs, "cmp-val-")):
+        films = sorted({r["film"] for r in side})
+        extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=prefix, distractors=distractors,
+                                   seed=seed) if n_pairs else []
+        out.append([{**r, "kind": "single"} for r in side] + extra)
+    return out[0], out[1]
+
+
+def title_of(text: str, blocks: dict[str, list[str]]) -> str | None:
+    """The film whose passages contain the start of ``text`` (e.g. a retrieved chunk), or None."""
+    head = text.strip()[:80]
+    for title, ps in blocks.items():
+        if any(head in p for p in ps):
+            return title
+    return None

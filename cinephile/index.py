@@ -42,6 +42,30 @@ def embed_texts(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
     return emb
 
 
+def cached_embedder(embed_fn: EmbedFn) -> EmbedFn:
+    """``embed_fn`` that encodes each distinct text once per session (settings search re-embeds the same chunks).
+
+    Returns:
+        An ``EmbedFn`` with the same ``name``; ``cache_info()`` gives ``{"texts", "calls"}``.
+    """
+    cache: dict[str, np.ndarray] = {}
+    calls = [0]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            calls[0] += 1
+            cache.update(zip(new, embed_texts(embed_fn, new)))
+        if not texts:
+            return embed_texts(embed_fn, texts)
+        return np.stack([cache[t] for t in texts])
+
+    embed.name = getattr(embed_fn, "name", getattr(embed_fn, "__name__", "unknown"))
+    embed.cache_info = lambda: {"texts": len(cache), "calls": calls[0]}
+    return embed
+
+
 @dataclass
 class CorpusIndex:
     """Dense index over every distinct chunk of a corpus, for free-form questions in the demo.
@@ -290,8 +314,8 @@ def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedF
     """Answer a free-form question from the chunks of the whole corpus (the demo).
 
     Returns:
-        ``{"question", "answer", "score", "source"}``: the generated answer, the top chunk's
-        similarity and the ids of up to three records that chunk comes from.
+        ``{"question", "answer", "score", "source", "passages"}``: the generated answer, the top
+        chunk's score, the ids of up to three records that chunk comes from, and the k chunks read.
     """
     from cinephile.generate import generate_answers
     from cinephile.prompts import trivia_example
@@ -300,7 +324,8 @@ def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedF
         raise ValueError("the question is empty; ask a question about a film")
     hits = index.search(question, embed_fn, k=k)
     record = {"id": "demo", "question": question, "answer": "",
-              "retrieved_context": "\n".join(h["text"] for h in hits)}
+              "retrieved_context": "\n\n".join(h["text"] for h in hits)}
     prompt = trivia_example(record, tokenizer, style=style)["prompt"]
     pred = generate_answers(model, tokenizer, [prompt], progress=False)[0]
-    return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3]}
+    return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3],
+            "passages": [h["text"] for h in hits]}

@@ -186,7 +186,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
 
 
 def evaluate_csv(csv_path: str | os.PathLike, model, tokenizer, embed_fn, *, style: str, chunk_tokens: int,
-                 k: int = 1, window: int = 0, limit: int | None = None,
+                 k: int = 1, window: int = 0, lexical_weight: float = 0.0, limit: int | None = None,
                  predictions_path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict]:
     """Evaluate on an external QA CSV: load, chunk, retrieve as for training, then ``evaluate_qa``.
 
@@ -200,9 +200,76 @@ def evaluate_csv(csv_path: str | os.PathLike, model, tokenizer, embed_fn, *, sty
     records, report = load_qa_csv(csv_path)
     records = records[:limit] if limit else records
     retrieved = with_gold_context(retrieve(chunk_records(records, tokenizer, chunk_tokens), embed_fn, k=k,
-                                           window=window))
-    info = {"n": len(retrieved), "load_report": report, f"recall@{k}": recall_at_k(retrieved, k)}
+                                           window=window, lexical_weight=lexical_weight))
+    info = {"n": len(retrieved), "load_report": report, f"recall@{k}": recall_at_k(retrieved, k),
+            "context_recall": sum(r["context_recall"] for r in retrieved) / len(retrieved)}
     return evaluate_qa(model, tokenizer, retrieved, style, predictions_path=predictions_path), info
+
+
+def paired_difference(lines: Sequence[dict], row_a: str, row_b: str, *, key: str = "em", n_boot: int = 2000,
+                      seed: int = 0) -> dict:
+    """Mean of ``key`` for ``row_a`` minus ``row_b`` on the same questions, with a paired bootstrap 95% interval.
+
+    Args:
+        lines: per-question prediction lines (``evaluate_qa``'s JSONL: row, id, em, f1).
+        row_a, row_b: the two evaluation rows compared.
+
+    Returns:
+        ``{"diff", "lo", "hi", "n", "beats"}`` in points; ``beats`` is True when the interval excludes 0 above.
+    """
+    import numpy as np
+
+    def per_id(row):
+        return {x["id"]: float(x[key]) for x in lines if x["row"] == row}
+    a, b = per_id(row_a), per_id(row_b)
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ValueError(f"no question scored in both rows {row_a!r} and {row_b!r}; pass lines of both rows")
+    d = 100.0 * (np.array([a[i] for i in ids]) - np.array([b[i] for i in ids]))
+    boots = np.random.default_rng(seed).choice(d, size=(n_boot, len(d))).mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": len(ids), "beats": bool(lo > 0)}
+
+
+ERROR_KINDS = ("retrieval miss", "reading miss", "normalisation")
+
+
+def error_analysis(lines: Sequence[dict], records: Sequence[dict], *, row: str = "tuned + retrieved context",
+                   context_key: str = "retrieved_context", n_examples: int = 5) -> tuple[pd.DataFrame, dict]:
+    """Why the questions ``row`` got wrong (EM 0) failed.
+
+    - normalisation: the prediction is right but scored wrong (it contains an alias or an alias
+      contains it, after normalisation), e.g. an extra word or a missing alias;
+    - retrieval miss: the fed context does not hold what the question needs (``retrieval.covers``);
+    - reading miss: the context holds it and the reader answered something else.
+
+    Returns:
+        ``(counts, examples)``: a DataFrame kind / n / share of the failures, and per kind up to
+        ``n_examples`` dicts (id, question, answer, prediction).
+    """
+    from cinephile.retrieval import covers
+
+    by_id = {r["id"]: r for r in records}
+    failed = [x for x in lines if x["row"] == row and not x["em"]]
+    missing = [x["id"] for x in failed if x["id"] not in by_id]
+    if missing:
+        raise ValueError(f"predictions for ids {missing[:3]} have no record; pass the records that were evaluated")
+    examples = {k: [] for k in ERROR_KINDS}
+    for x in failed:
+        r = by_id[x["id"]]
+        pred = normalize_answer(x["prediction"])
+        aliases = [normalize_answer(a) for a in r.get("answer_aliases") or [r["answer"]]]
+        if pred and any(f" {a} " in f" {pred} " or f" {pred} " in f" {a} " for a in aliases if a):
+            kind = "normalisation"
+        elif not covers(r, r.get(context_key) or ""):
+            kind = "retrieval miss"
+        else:
+            kind = "reading miss"
+        examples[kind].append({"id": x["id"], "question": r["question"], "answer": r["answer"],
+                               "prediction": x["prediction"]})
+    counts = pd.DataFrame([{"kind": k, "n": len(v), "share": len(v) / max(len(failed), 1)}
+                           for k, v in examples.items()])
+    return counts, {k: v[:n_examples] for k, v in examples.items()}
 
 
 def plot_results(tables: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):

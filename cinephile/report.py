@@ -67,7 +67,42 @@ def trainer_table(record: dict) -> str:
     return _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
 
 
-RENDERERS = {"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
+def trivia_tables(record: dict) -> str:
+    """``results/trivia.json``: EM / F1 per row on each evaluation set, the paired intervals and retrieval."""
+    sets = {"validation": "film-disjoint validation", "external": "HotpotQA film questions (external test)"}
+    rows = []
+    for key, label in sets.items():
+        for r in record["results"].get(key, []):
+            rows.append([label, r["row"], f"{r['em']:.1f}", f"{r['f1']:.1f}", str(r["n"])])
+    results = _table(["evaluation set", "row", "EM", "F1", "n"], rows)
+    paired = _table(["EM(tuned + retrieved) − EM(base + retrieved)", "difference", "paired bootstrap 95% interval",
+                     "beats?"],
+                    [[sets[k], f"{p['diff']:+.1f}", f"[{p['lo']:+.1f}, {p['hi']:+.1f}]",
+                      "**yes** (interval above 0)" if p["beats"] else "no (interval includes 0)"]
+                     for k, p in record["paired_em_tuned_vs_base"].items()])
+    ext = (record["retrieval"].get("external") or {}).get("retrieval_192", {})
+    retrieval = _table(["retriever", "HotpotQA R@1 (192-token chunks)", "R@2", "R@3"],
+                       [[name, _num(r["recall@1"]), _num(r["recall@2"]), _num(r["recall@3"])]
+                        for name, r in ext.items()])
+    s = record["settings"]
+    fed = (f"Reader context: top {s['top_k']} chunks of {s['chunk_tokens']} tokens, BM25 weight "
+           f"{s['lexical_weight']}; it holds the evidence for "
+           f"{100 * record['retrieval']['validation_split']['context_recall']:.0f}% of the sample questions and "
+           f"{100 * (record['retrieval'].get('external') or {}).get('context_recall', float('nan')):.0f}% of the "
+           f"HotpotQA questions. Default run: {record['wall_time_min']:.1f} min.")
+    return "\n\n".join([results, paired, retrieval, fed])
+
+
+def trivia_ablation_table(record: dict) -> str:
+    """``results/trivia_ablation.json``: one reader per step, film-disjoint validation EM / F1."""
+    return _table(["step (each adds one change)", "training questions", "training time", "fed-context recall",
+                   "EM", "F1", "EM single-hop", "EM comparison"],
+                  [[r["name"], str(r["n_train"]), f"{r['train_min']:.1f} min", _num(r["val_context_recall"], 2),
+                    f"{r['em_all']:.1f}", f"{r['f1_all']:.1f}", f"{r['em_single']:.1f}",
+                    f"{r['em_comparison']:.1f}"] for r in record["rows"]])
+
+
+RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
              "bench_index.json": index_table, "bench_trainer.json": trainer_table}
 
 

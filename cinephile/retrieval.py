@@ -176,20 +176,23 @@ def answer_in_text(aliases: Sequence[str], text: str) -> bool:
 
 
 def _ranked_relevance(record: dict, score_fn, scores_key: str) -> np.ndarray:
-    """Whether each chunk contains an answer alias, ordered from best to worst score."""
+    """Whether each chunk satisfies an evidence group (an answer alias), ordered from best to worst score."""
     if score_fn is not None:
         scores = score_fn(record["question"], record["chunks"])
     elif scores_key in record:
         scores = record[scores_key]
     else:
         raise ValueError(f"record {record.get('id')!r} has no {scores_key!r}; run retrieve() first or pass score_fn")
-    aliases = _norm_aliases(record.get("answer_aliases") or [record["answer"]])
-    rel = np.array([any(a in f" {normalize_answer(c)} " for a in aliases) for c in record["chunks"]], dtype=bool)
+    groups = evidence_groups(record)
+    rel = np.array([any(answer_in_text(g, c) for g in groups) for c in record["chunks"]], dtype=bool)
     return rel[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
 
 
 def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_scores") -> float:
-    """Fraction of records whose k best-scored chunks contain an answer alias.
+    """Fraction of records whose k best-scored chunks together hold what they need (``covers``).
+
+    For a single-hop question: some top-k chunk contains an answer alias. For a record with
+    ``evidence`` (a comparison): every evidence string occurs in the top-k chunks.
 
     Args:
         records: retrieved records (``chunks``, ``answer_aliases`` and ``scores_key``).
@@ -201,7 +204,13 @@ def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_sco
     """
     if not records:
         raise ValueError("recall_at_k needs at least one record")
-    return float(np.mean([_ranked_relevance(r, None, scores_key)[:k].any() for r in records]))
+    hits = []
+    for r in records:
+        if scores_key not in r:
+            raise ValueError(f"record {r.get('id')!r} has no {scores_key!r}; run retrieve() first")
+        top = np.argsort(-np.asarray(r[scores_key], dtype=float), kind="stable")[:k]
+        hits.append(covers(r, "\n\n".join(r["chunks"][i] for i in top)))
+    return float(np.mean(hits))
 
 
 def precision_recall_at_k(records: Sequence[dict], ks: Sequence[int],
@@ -292,16 +301,90 @@ def choose_lexical_weight(records: Sequence[dict], embed_fn: EmbedFn, *,
     return float(table.loc[table[f"recall@{k}"].idxmax(), "lexical_weight"]), table
 
 
-def with_gold_context(records: list[dict]) -> list[dict]:
-    """Add ``gold_context``: the best-scoring chunk that contains an answer alias (an upper bound).
+def evidence_groups(record: dict) -> list[list[str]]:
+    """What a context must hold to answer ``record``: groups of strings, each satisfied by any one of them.
 
-    Falls back to the top retrieved chunk when no chunk holds an alias (``has_gold`` False).
+    A single-hop question needs one of its answer aliases; a record with ``evidence`` (e.g. a
+    comparison of two films, whose answer "yes" or a film title proves nothing) needs every
+    evidence string, such as both films' release years.
+    """
+    if record.get("evidence"):
+        return [[e] for e in record["evidence"]]
+    return [list(record.get("answer_aliases") or [record["answer"]])]
+
+
+def covers(record: dict, text: str) -> bool:
+    """Whether ``text`` holds everything ``record`` needs (every group of ``evidence_groups``)."""
+    return all(answer_in_text(group, text) for group in evidence_groups(record))
+
+
+def _gold_chunks(record: dict) -> list[int]:
+    """Per evidence group, the best-scoring chunk that satisfies it (duplicates removed; may be empty)."""
+    order = sorted(range(len(record["chunks"])), key=lambda i: -record["chunk_scores"][i])
+    picked = []
+    for group in evidence_groups(record):
+        hit = next((i for i in order if answer_in_text(group, record["chunks"][i])), None)
+        if hit is not None and hit not in picked:
+            picked.append(hit)
+    return picked
+
+
+def with_gold_context(records: list[dict]) -> list[dict]:
+    """Add ``gold_context`` (an upper bound) and ``context_recall``.
+
+    ``gold_context`` joins, per evidence group (``evidence_groups``), the best-scoring chunk that
+    satisfies it, in document order: for a single-hop question the best chunk containing an answer
+    alias. It falls back to the top retrieved chunk when nothing satisfies a group (``has_gold``
+    False). ``context_recall`` says whether the retrieved context holds everything needed (``covers``).
     """
     out = []
     for r in records:
-        order = sorted(range(len(r["chunks"])), key=lambda i: -r["chunk_scores"][i])
-        hits = [i for i in order if answer_in_text(r["answer_aliases"], r["chunks"][i])]
-        out.append({**r, "gold_context": r["chunks"][(hits or order)[0]], "has_gold": bool(hits)})
+        gold = _gold_chunks(r)
+        has_gold = len(gold) == len(evidence_groups(r)) and covers(r, _window_text(r["chunks"], gold, 0))
+        if not gold:
+            gold = [max(range(len(r["chunks"])), key=lambda i: r["chunk_scores"][i])]
+        out.append({**r, "gold_context": _window_text(r["chunks"], gold, 0), "has_gold": has_gold,
+                    "context_recall": covers(r, r.get("retrieved_context", ""))})
+    return out
+
+
+def raft_context(record: dict, k: int, *, with_gold: bool) -> str:
+    """A training context in the manner of RAFT (Zhang et al. 2024): k chunks, with or without the evidence.
+
+    ``with_gold=True``: the k best-scoring chunks, where chunks that hold a missing evidence group
+    replace the lowest-scored ones, so the context covers the question among retrieved distractors.
+    ``with_gold=False``: the k best-scoring chunks that satisfy no evidence group (distractors only),
+    which teaches the reader that a context need not hold the answer.
+    Chunks are joined in document order, as ``retrieve`` does.
+    """
+    if k < 1:
+        raise ValueError(f"need k >= 1, got {k}")
+    order = sorted(range(len(record["chunks"])), key=lambda i: -record["chunk_scores"][i])
+    if not with_gold:
+        groups = evidence_groups(record)
+        plain = [i for i in order if not any(answer_in_text(g, record["chunks"][i]) for g in groups)]
+        return _window_text(record["chunks"], (plain or order)[:k], 0)
+    picked = order[:k]
+    for g in _gold_chunks(record):
+        if g not in picked:
+            spare = [i for i in reversed(picked) if i not in _gold_chunks(record)]
+            if not spare:
+                break
+            picked[picked.index(spare[0])] = g
+    return _window_text(record["chunks"], picked, 0)
+
+
+def raft_records(records: Sequence[dict], k: int, *, p_gold: float = 0.8, seed: int = 0) -> list[dict]:
+    """Training records whose ``train_context`` is ``raft_context`` with the evidence for a ``p_gold`` share.
+
+    The draw is seeded per record id, so the same records always get the same contexts.
+    """
+    if not 0.0 <= p_gold <= 1.0:
+        raise ValueError(f"p_gold must be in [0, 1], got {p_gold}")
+    out = []
+    for r in records:
+        u = int(hashlib.md5(f"raft:{seed}:{r['id']}".encode()).hexdigest()[:8], 16) / 2**32
+        out.append({**r, "train_context": raft_context(r, k, with_gold=u < p_gold)})
     return out
 
 
@@ -320,8 +403,8 @@ def retrieve_and_split(chunked: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1
         out_dir: where ``training_data.jsonl`` and ``validation_data.jsonl`` go (None: not written).
 
     Returns:
-        ``(train, val, recall)`` with ``recall = {"recall@1": .., "recall@2": .., "recall@3": ..}``
-        over all questions.
+        ``(train, val, recall)`` with ``recall = {"recall@1", "recall@2", "recall@3", "context_recall"}``
+        over all questions (``context_recall``: the fed context holds the evidence, ``covers``).
     """
     retrieved = with_gold_context(retrieve(chunked, embed_fn, k=k, window=window, lexical_weight=lexical_weight))
     if val_ids is None:
@@ -337,4 +420,12 @@ def retrieve_and_split(chunked: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1
         write_jsonl(Path(out_dir) / "training_data.jsonl", train)
         write_jsonl(Path(out_dir) / "validation_data.jsonl", val)
     recall = {f"recall@{n}": recall_at_k(retrieved, n) for n in (1, 2, 3)}
+    recall["context_recall"] = float(np.mean([r["context_recall"] for r in retrieved]))
     return train, val, recall
+
+
+def compare_retrievers(records: Sequence[dict], embed_fn: EmbedFn, weights: dict[str, float], *,
+                       ks: Sequence[int] = (1, 2, 3, 5)) -> dict[str, pd.DataFrame]:
+    """``precision_recall_at_k`` of ``retrieve`` at each named BM25 weight (0: MiniLM, 1: BM25, else hybrid)."""
+    return {name: precision_recall_at_k(retrieve(records, embed_fn, lexical_weight=w), ks)
+            for name, w in weights.items()}

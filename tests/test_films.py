@@ -89,3 +89,33 @@ def test_comparison_questions_stay_on_one_side_and_are_right(sample):
         if r["question"].startswith("How many years apart"):
             assert r["answer"] == str(abs(facts[a]["year"] - facts[b]["year"]))
     assert len({r["id"] for r in recs}) == len(recs)
+
+
+def test_comparison_contexts_state_their_evidence_and_the_split_keeps_pairs_on_one_side(sample):
+    from cinephile.films import film_split_with_comparisons, read_facts
+    from cinephile.retrieval import covers
+
+    facts = read_facts(ROOT / "Data" / "film_facts.csv")
+    train, val = film_split_with_comparisons(sample, facts, train_pairs=36, val_pairs=8, seed=0)
+    comp = {side: [r for r in recs if r["kind"] == "comparison"] for side, recs in (("train", train), ("val", val))}
+    assert len(comp["train"]) + len(comp["val"]) >= 150
+    assert len({tuple(r["films"]) for r in comp["train"] + comp["val"]}) >= 40
+    assert len(train) + len(val) == len(sample) + len(comp["train"]) + len(comp["val"])
+    val_films = {r["film"] for r in val if r["kind"] == "single"}
+    blocks = film_blocks(sample)
+    val_paragraphs = {p for f in val_films for p in blocks[f]}
+    for r in comp["train"]:
+        assert not set(r["films"]) & val_films and not set(paragraphs(r["context"])) & val_paragraphs
+    for r in comp["val"]:
+        assert set(r["films"]) <= val_films
+    for r in comp["train"] + comp["val"]:
+        assert covers(r, r["context"]), r["id"]  # the context states every evidence string
+        assert r["answer"] in r["answer_aliases"]
+
+
+def test_title_of_names_the_film_a_chunk_comes_from(sample):
+    from cinephile.films import title_of
+
+    blocks = film_blocks(sample)
+    assert title_of(blocks["Die Hard"][2][:150], blocks) == "Die Hard"
+    assert title_of("A sentence from no film at all.", blocks) is None

@@ -69,3 +69,40 @@ def test_score_predictions_errors():
         score_predictions({"a": "Jaws"}, records)
     with pytest.raises(ValueError, match="no records to score"):
         score_predictions([], [])
+
+
+def test_paired_difference_by_hand():
+    from cinephile.metrics import paired_difference
+
+    lines = ([{"row": "tuned", "id": i, "em": 1.0} for i in range(10)]
+             + [{"row": "base", "id": i, "em": float(i < 5)} for i in range(10)])
+    got = paired_difference(lines, "tuned", "base")
+    assert got["diff"] == pytest.approx(50.0) and got["n"] == 10
+    assert got["lo"] > 0 and got["beats"] and got["lo"] <= 50 <= got["hi"]
+    even = paired_difference(lines, "base", "base")
+    assert even["diff"] == 0 and not even["beats"]
+    with pytest.raises(ValueError, match="no question scored in both rows"):
+        paired_difference(lines, "tuned", "missing")
+
+
+def test_error_analysis_sorts_failures_into_three_kinds():
+    from cinephile.metrics import error_analysis
+
+    recs = [{"id": "a", "question": "Who?", "answer": "Bonnie Bedelia", "answer_aliases": ["Bonnie Bedelia"],
+             "retrieved_context": "Holly is played by Bonnie Bedelia."},
+            {"id": "b", "question": "Who?", "answer": "Ken Watanabe", "answer_aliases": ["Ken Watanabe"],
+             "retrieved_context": "Saito is a businessman."},
+            {"id": "c", "question": "Who?", "answer": "Jordan Nagai", "answer_aliases": ["Jordan Nagai"],
+             "retrieved_context": "Russell is voiced by Jordan Nagai."},
+            {"id": "d", "question": "Who?", "answer": "Ryan Gosling", "answer_aliases": ["Ryan Gosling"],
+             "retrieved_context": "Ryan Gosling plays Sebastian."}]
+    preds = {"a": "Bruce Willis", "b": "Tom Hardy", "c": "actor Jordan Nagai", "d": "Ryan Gosling"}
+    lines = [{"row": "tuned + retrieved context", "id": i, "prediction": p,
+              "em": float(p == next(r["answer"] for r in recs if r["id"] == i))} for i, p in preds.items()]
+    counts, examples = error_analysis(lines, recs)
+    assert counts.set_index("kind")["n"].to_dict() == {"retrieval miss": 1, "reading miss": 1, "normalisation": 1}
+    assert [e["id"] for e in examples["reading miss"]] == ["a"]
+    assert [e["id"] for e in examples["retrieval miss"]] == ["b"]
+    assert [e["id"] for e in examples["normalisation"]] == ["c"]
+    with pytest.raises(ValueError, match="have no record"):
+        error_analysis(lines, recs[:1])

@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from cinephile import io
 from cinephile.notebooks import parse_value, run_notebook
 from tests.conftest import ROOT
 
@@ -30,14 +31,21 @@ def test_parse_value():
 @pytest.mark.slow
 def test_main_notebook_tiny(tmp_path, shared_data):
     run = f"test-trivia-{tmp_path.name}"
-    _run("main.ipynb", tmp_path, MAX_QUESTIONS=24, EXTERNAL_LIMIT=4, EPOCHS=1, BATCH_SIZE=4, RUN_NAME=run,
-         DATA_OUT=str(tmp_path / "data"), DEMO_QUESTIONS=["Who directed Jaws?"],
+    _run("main.ipynb", tmp_path, MAX_QUESTIONS=30, EXTERNAL_LIMIT=4, EPOCHS=1, BATCH_SIZE=4, RUN_NAME=run,
+         COMPARISON_PAIRS=[4, 1], CHUNK_CHOICES=[128], K_CHOICES=[1, 2], MAX_LEN=384,
+         DATA_OUT=str(tmp_path / "data"), DEMO_QUESTIONS=[["Who directed Jaws?", "Steven Spielberg"]], RESULTS_JSON="",
          EXTERNAL_CSV=str(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv"))
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert [r["row"] for r in metrics["results"]["validation"]][0] == "closed-book (base)"
         assert metrics["results"]["external"][0]["n"] == 4
+        n_val = metrics["results"]["validation"][0]["n"]
+        assert metrics["paired_em_tuned_vs_base"]["validation"]["n"] == n_val
+        assert sum(e["n"] for e in metrics["errors"]["validation"]) <= n_val
+        assert metrics["settings"]["top_k"] in (1, 2) and metrics["settings"]["chunk_tokens"] <= 128
+        kinds = {r["kind"] for r in io.read_jsonl(tmp_path / "data" / "training_data.jsonl")}
+        assert kinds == {"single", "comparison"}
         for f in ["processed_chunks_with_qa.jsonl", "training_data.jsonl", "validation_data.jsonl", "corpus_index.npy"]:
             assert (tmp_path / "data" / f).stat().st_size > 0
         assert (run_dir / "lora_smollm2-135m_triviaqa_weights.pth").is_file()

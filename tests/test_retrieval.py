@@ -191,11 +191,11 @@ def test_split_train_val_errors():
 
 def test_gold_context_prefers_best_scoring_chunk_with_answer():
     rec = {"answer_aliases": ["Spielberg"], "chunks": ["no", "Spielberg directed", "by Spielberg"],
-           "chunk_scores": [0.9, 0.2, 0.5]}
+           "chunk_scores": [0.9, 0.2, 0.5], "retrieved_context": "no"}
     assert with_gold_context([rec])[0]["gold_context"] == "by Spielberg"
     miss = {**rec, "answer_aliases": ["Hitchcock"]}
     out = with_gold_context([miss])[0]
-    assert out["gold_context"] == "no" and out["has_gold"] is False
+    assert out["gold_context"] == "no" and out["has_gold"] is False and out["context_recall"] is False
 
 
 # ---------------------------------------------------------------- hybrid (BM25 + dense) retrieval
@@ -235,3 +235,63 @@ def test_retrieve_and_split_follows_given_validation_ids(tmp_path, embed):
     assert (tmp_path / "validation_data.jsonl").read_text().count("\n") == 1 and 0 <= recall["recall@1"] <= 1
     with pytest.raises(ValueError, match="gave 2 training and 0 validation"):
         retrieve_and_split(records(), embed, val_ids=set())
+
+
+# ---------------------------------------------------------------- evidence, gold context and RAFT
+
+def comparison():
+    """A comparison record: its answer "Jaws" proves nothing, both years must be in the context."""
+    return {"id": "c1", "question": "Which film came out first, Jaws or Alien?", "answer": "Jaws",
+            "answer_aliases": ["Jaws"], "evidence": ["1975", "1979"],
+            "chunks": ["Jaws is a 1975 film.", "Alien is a 1979 film.", "Jaws was a hit.", "Rocky boxes."],
+            "chunk_scores": [0.5, 0.1, 0.9, 0.3], "retrieved_context": "Jaws was a hit."}
+
+
+def test_evidence_recall_needs_every_string():
+    from cinephile.retrieval import covers, evidence_groups
+
+    rec = comparison()
+    assert evidence_groups(rec) == [["1975"], ["1979"]]
+    assert evidence_groups({"answer": "x", "answer_aliases": ["x", "y"]}) == [["x", "y"]]
+    assert not covers(rec, "Jaws is a 1975 film.") and covers(rec, "1975 ... 1979")
+    # ranked: 2 (0.9), 0 (0.5), 3 (0.3), 1 (0.1): the 1979 chunk comes last
+    assert [recall_at_k([rec], k) for k in (1, 2, 3, 4)] == [0.0, 0.0, 0.0, 1.0]
+    assert precision_recall_at_k([rec], [2])["precision"].tolist() == [0.5]  # chunk 0 holds one evidence string
+
+
+def test_gold_context_joins_one_chunk_per_evidence_string_in_document_order():
+    out = with_gold_context([comparison()])[0]
+    assert out["gold_context"] == "Jaws is a 1975 film. Alien is a 1979 film." and out["has_gold"]  # neighbours merge
+    assert out["context_recall"] is False
+    single = with_gold_context([{**comparison(), "evidence": None, "retrieved_context": "Jaws is a 1975 film."}])[0]
+    assert single["gold_context"] == "Jaws was a hit." and single["context_recall"] is True
+
+
+def test_raft_context_with_and_without_the_evidence():
+    from cinephile.retrieval import covers, raft_context
+
+    rec = comparison()
+    with_gold = raft_context(rec, 2, with_gold=True)
+    assert covers(rec, with_gold)  # 1975 and 1979 chunks replace the best-scored distractor
+    assert with_gold == "Jaws is a 1975 film. Alien is a 1979 film."  # adjacent chunks merge, as in retrieve
+    assert raft_context(rec, 3, with_gold=True) == "Jaws is a 1975 film. Alien is a 1979 film. Jaws was a hit."
+    without = raft_context(rec, 2, with_gold=False)
+    assert without == "Jaws was a hit. Rocky boxes." and "1975" not in without and "1979" not in without
+    plain = {**comparison(), "evidence": None, "answer_aliases": ["Rocky"]}
+    assert raft_context(plain, 1, with_gold=True) == "Rocky boxes."
+    assert raft_context(plain, 1, with_gold=False) == "Jaws was a hit."
+    with pytest.raises(ValueError, match="need k >= 1"):
+        raft_context(rec, 0, with_gold=True)
+
+
+def test_raft_records_share_is_seeded_and_bounded():
+    from cinephile.retrieval import covers, raft_records
+
+    recs = [{**comparison(), "id": f"c{i}"} for i in range(400)]
+    assert all(covers(r, r["train_context"]) for r in raft_records(recs, 2, p_gold=1.0))
+    assert not any(covers(r, r["train_context"]) for r in raft_records(recs, 2, p_gold=0.0))
+    share = np.mean([covers(r, r["train_context"]) for r in raft_records(recs, 2, p_gold=0.8)])
+    assert 0.74 < share < 0.86
+    assert raft_records(recs, 2, p_gold=0.8) == raft_records(recs, 2, p_gold=0.8)
+    with pytest.raises(ValueError, match=r"p_gold must be in \[0, 1\]"):
+        raft_records(recs, 2, p_gold=1.5)
