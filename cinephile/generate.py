@@ -6,6 +6,8 @@ without special tokens, exactly as in training.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from tqdm.auto import tqdm
 
@@ -23,9 +25,62 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     return ids
 
 
+def span_sources(tokenizer, context: str, extra: tuple[str, ...] = ("yes", "no")) -> list[list[int]]:
+    """Token sequences an answer may be copied from: the context (as written, and with every line break
+    read as a space, so a line's first word also has its mid-sentence form) and each ``extra`` answer."""
+    texts = [" " + context.strip(), " " + " ".join(context.split())] + [" " + e for e in extra] + list(extra)
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+@functools.lru_cache(maxsize=4)
+def _digit_tokens(tokenizer) -> frozenset[int]:
+    """Ids of tokens made of digits only (with an optional leading space): numbers need not be copied."""
+    return frozenset(i for t, i in tokenizer.get_vocab().items()
+                     if tokenizer.convert_tokens_to_string([t]).strip().isdigit())
+
+
+def span_constraint(tokenizer, sources: list[list[list[int]]], prompt_len: int, stop: str = "\n"):
+    """``prefix_allowed_tokens_fn`` for ``generate``: each answer is a contiguous span of its sources or a number.
+
+    After the generated tokens ``g`` the allowed next tokens are those that follow an occurrence of
+    ``g`` in one of the prompt's sources; a number (digit tokens only) may be any digits; once an
+    answer has a token the stop string and EOS end it.
+
+    Args:
+        sources: per prompt of the batch, the token sequences of ``span_sources``.
+        prompt_len: length of the (left-padded) prompt block; generated tokens follow it.
+    """
+    digits = _digit_tokens(tokenizer)
+    enders = set(tokenizer(stop, add_special_tokens=False)["input_ids"]) | {tokenizer.eos_token_id}
+    # a chat-style answer starts without the space its first word has mid-sentence: " Bonnie" -> "Bonnie"
+    bare: dict[int, int] = {}
+    for t in {t for seqs in sources for seq in seqs for t in seq}:
+        word = tokenizer.decode([t])
+        if word.startswith(" ") and len(ids := tokenizer(word[1:], add_special_tokens=False)["input_ids"]) == 1:
+            bare[ids[0]] = t
+
+    def allowed(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        gen = input_ids[prompt_len:].tolist()
+        if gen:
+            gen[0] = bare.get(gen[0], gen[0])
+        else:  # first token: any source token, in either form
+            firsts = {t for seq in sources[batch_id] for t in seq}
+            return sorted(firsts | {b for b, t in bare.items() if t in firsts} | digits)
+        nxt = set()
+        for seq in sources[batch_id]:
+            for i in range(len(seq) - len(gen)):
+                if seq[i:i + len(gen)] == gen:
+                    nxt.add(seq[i + len(gen)])
+        if all(t in digits for t in gen):
+            nxt |= digits
+        return sorted(nxt | enders)
+    return allowed
+
+
 @torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 16,
-                     batch_size: int = 8, stop: str = "\n", progress: bool = True) -> list[str]:
+                     batch_size: int = 8, stop: str = "\n", progress: bool = True,
+                     contexts: list[str] | None = None) -> list[str]:
     """Greedy continuation of each prompt, cut at the first ``stop`` string or EOS.
 
     Args:
@@ -36,12 +91,16 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
         batch_size: prompts per ``generate`` call (similar lengths batched together).
         stop: generation stops at this string; it is not part of the answer.
         progress: show a tqdm bar.
+        contexts: one context per prompt to constrain decoding to its spans (``span_constraint``;
+            plus "yes", "no" and numbers); None decodes freely.
 
     Returns:
         One stripped answer per prompt, in order.
     """
     pad_id = pad_id_of(tokenizer)
     ids = encode_prompts(tokenizer, prompts)
+    if contexts is not None and len(contexts) != len(prompts):
+        raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts; pass one context per prompt")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -49,8 +108,11 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     try:
         for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="generate", disable=not progress):
             input_ids, mask = left_pad([ids[i] for i in idx], pad_id, device)
+            constraint = None if contexts is None else span_constraint(
+                tokenizer, [span_sources(tokenizer, contexts[i]) for i in idx], input_ids.shape[1], stop)
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer)
+                                 do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer,
+                                 prefix_allowed_tokens_fn=constraint)
             texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 results[i] = text.split(stop)[0].strip()

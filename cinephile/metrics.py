@@ -138,7 +138,8 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
     return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
 
 
-# (row name, use the adapter?, context field or None for closed-book)
+# (row name, use the adapter?, context field or None for closed-book[, answers constrained to context spans?])
+SPAN_ROW = ("tuned + retrieved, span-constrained decoding", True, "retrieved_context", True)
 EVAL_ROWS = [
     ("closed-book (base)", False, None),
     ("base + retrieved context", False, "retrieved_context"),
@@ -157,7 +158,8 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         tokenizer: its tokenizer.
         records: retrieved records (``retrieved_context``, ``gold_context`` for the rows that need them).
         style: prompt style used in training.
-        rows: ``(name, tuned, context_key)`` triples.
+        rows: ``(name, tuned, context_key)`` triples, or with a fourth item ``constrained``: decode
+            only spans of the context, "yes", "no" or numbers (``generate.span_constraint``).
         batch_size, max_new_tokens: generation settings.
         predictions_path: JSONL with one line per (row, question).
         progress: one progress bar over the rows.
@@ -170,11 +172,13 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
     if not records:
         raise ValueError("no records to evaluate; is the evaluation split empty?")
     table, lines = [], []
-    for name, tuned, key in tqdm(rows, desc=f"evaluate {len(records)} questions", disable=not progress):
+    for name, tuned, key, *constrained in tqdm(rows, desc=f"evaluate {len(records)} questions",
+                                               disable=not progress):
         prompts = [e["prompt"] for e in trivia_examples(records, tokenizer, style, key)]
+        contexts = [r[key] for r in records] if key and constrained and constrained[0] else None
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, progress=False)
+                                     max_new_tokens=max_new_tokens, progress=False, contexts=contexts)
         table.append({"row": name, **score_predictions(preds, records)})
         lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p,
                    "answer": r["answer"], "em": exact_match(p, r["answer_aliases"]),

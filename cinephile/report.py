@@ -102,7 +102,18 @@ def trivia_ablation_table(record: dict) -> str:
                     f"{r['em_comparison']:.1f}"] for r in record["rows"]])
 
 
-RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
+def span_decoding_table(record: dict) -> str:
+    """``results/bench_span_decoding.json``: free vs span-constrained decoding on validation."""
+    rows = [[r["row"], f"{r['em']:.1f}", f"{r['f1']:.1f}", str(r["n"])] for r in record["rows"]]
+    for key in ("em_diff", "f1_diff"):
+        d = record[key]
+        rows.append([f"difference ({key[:2].upper()}), paired bootstrap 95% interval", "", "",
+                     f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"])
+    return _table(["decoding (film-disjoint validation)", "EM", "F1", "n"], rows)
+
+
+RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
+             "bench_span_decoding.json": span_decoding_table,"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
              "bench_index.json": index_table, "bench_trainer.json": trainer_table}
 
 

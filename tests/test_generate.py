@@ -61,3 +61,34 @@ def test_length_batches_and_left_pad():
     assert ids.tolist() == [[7, 8, 9], [0, 0, 5]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         length_batches(lengths, 0)
+
+
+CONTEXTS = ["Jaws is a 1975 film directed by Steven Spielberg.\nIts score is by John Williams.",
+            "Amity Island is fictional. John Williams wrote the score.", "Rocky Balboa boxes in Philadelphia."]
+
+
+def test_constrained_answers_are_spans_of_their_context_yes_no_or_numbers(gpt2, smol_tokenizer):
+    import re
+
+    free = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=6, progress=False)
+    got = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=6, progress=False, contexts=CONTEXTS)
+    assert got != free  # a random model's free output is not copied from the context
+    for answer, context in zip(got, CONTEXTS):
+        flat = " ".join(context.split())
+        assert answer and (answer in flat or answer in ("yes", "no") or re.fullmatch(r"\d+", answer)), answer
+    with pytest.raises(ValueError, match="one context per prompt"):
+        generate_answers(gpt2, smol_tokenizer, PROMPTS, contexts=CONTEXTS[:1], progress=False)
+
+
+def test_span_constraint_follows_the_context_and_accepts_the_chat_form_of_a_first_word(smol_tokenizer):
+    from cinephile.generate import span_constraint, span_sources
+
+    tok = smol_tokenizer
+    allowed = span_constraint(tok, [span_sources(tok, "Holly is played by Bonnie Bedelia.")], prompt_len=2)
+    spaced, bare = tok(" Bonnie", add_special_tokens=False)["input_ids"], tok("Bonnie", add_special_tokens=False)["input_ids"]
+    after = tok(" Bonnie Bedelia", add_special_tokens=False)["input_ids"][1]
+    assert spaced[0] in allowed(0, torch.tensor([7, 7])) and bare[0] in allowed(0, torch.tensor([7, 7]))
+    for first in (spaced[0], bare[0]):
+        nxt = allowed(0, torch.tensor([7, 7, first]))
+        assert after in nxt and tok.eos_token_id in nxt
+        assert tok(" Holly", add_special_tokens=False)["input_ids"][0] not in nxt
