@@ -187,8 +187,8 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
             chosen = rng.sample(others, min(distractors, len(others))) + [a, b]
             rng.shuffle(chosen)
             records.append({"id": f"{prefix}{k:03d}-{j}", "question": question, "answer": answer,
-                            "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b], "kind": "comparison",
-                            "context": "\n\n".join(p for f in chosen for p in blocks[f])})
+                            "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b],
+                            "kind": "comparison", "context": "\n\n".join(p for f in chosen for p in blocks[f])})
     return records
 
 

@@ -1,8 +1,8 @@
 """Answer-level metrics for open-domain trivia (exact match, token F1) and the evaluation table.
 
 ``evaluate_qa`` generates answers for each evaluation row (closed-book, base + retrieved,
-tuned + retrieved, tuned + gold) and scores them; ``evaluate_csv`` runs the same on an
-external QA CSV (chunked and retrieved like the training data).
+tuned + retrieved, tuned + gold) and scores them; ``paired_difference`` compares two rows on the
+same questions and ``error_analysis`` sorts the failures.
 
 The normalisation reproduces the official TriviaQA evaluation script
 (mandarjoshi90/triviaqa, evaluation/triviaqa_evaluation.py), itself extended from
@@ -172,10 +172,10 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
     if not records:
         raise ValueError("no records to evaluate; is the evaluation split empty?")
     table, lines = [], []
-    for name, tuned, key, *constrained in tqdm(rows, desc=f"evaluate {len(records)} questions",
-                                               disable=not progress):
+    for name, tuned, key, *flags in tqdm(rows, desc=f"evaluate {len(records)} questions", disable=not progress):
+        constrained = bool(key and flags and flags[0])
         prompts = [e["prompt"] for e in trivia_examples(records, tokenizer, style, key)]
-        contexts = [r[key] for r in records] if key and constrained and constrained[0] else None
+        contexts = [r[key] for r in records] if constrained else None
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
                                      max_new_tokens=max_new_tokens, progress=False, contexts=contexts)
@@ -187,27 +187,6 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
     if predictions_path:
         write_jsonl(predictions_path, lines)
     return pd.DataFrame(table)
-
-
-def evaluate_csv(csv_path: str | os.PathLike, model, tokenizer, embed_fn, *, style: str, chunk_tokens: int,
-                 k: int = 1, window: int = 0, lexical_weight: float = 0.0, limit: int | None = None,
-                 predictions_path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict]:
-    """Evaluate on an external QA CSV: load, chunk, retrieve as for training, then ``evaluate_qa``.
-
-    Returns:
-        ``(table, info)``: the EM/F1 table and ``{"n", "load_report", "recall@k"}``.
-    """
-    from cinephile.chunking import chunk_records
-    from cinephile.retrieval import recall_at_k, retrieve, with_gold_context
-    from cinephile.trivia import load_qa_csv
-
-    records, report = load_qa_csv(csv_path)
-    records = records[:limit] if limit else records
-    retrieved = with_gold_context(retrieve(chunk_records(records, tokenizer, chunk_tokens), embed_fn, k=k,
-                                           window=window, lexical_weight=lexical_weight))
-    info = {"n": len(retrieved), "load_report": report, f"recall@{k}": recall_at_k(retrieved, k),
-            "context_recall": sum(r["context_recall"] for r in retrieved) / len(retrieved)}
-    return evaluate_qa(model, tokenizer, retrieved, style, predictions_path=predictions_path), info
 
 
 def paired_difference(lines: Sequence[dict], row_a: str, row_b: str, *, key: str = "em", n_boot: int = 2000,

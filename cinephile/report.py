@@ -113,8 +113,9 @@ def span_decoding_table(record: dict) -> str:
 
 
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
-             "bench_span_decoding.json": span_decoding_table,"ratings.json": ratings_tables, "ratings_variants.json": variants_table,
-             "bench_index.json": index_table, "bench_trainer.json": trainer_table}
+             "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
+             "ratings_variants.json": variants_table, "bench_index.json": index_table,
+             "bench_trainer.json": trainer_table}
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

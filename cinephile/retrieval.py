@@ -183,8 +183,7 @@ def _ranked_relevance(record: dict, score_fn, scores_key: str) -> np.ndarray:
         scores = record[scores_key]
     else:
         raise ValueError(f"record {record.get('id')!r} has no {scores_key!r}; run retrieve() first or pass score_fn")
-    groups = evidence_groups(record)
-    rel = np.array([any(answer_in_text(g, c) for g in groups) for c in record["chunks"]], dtype=bool)
+    rel = np.array([_relevant(record, c) for c in record["chunks"]], dtype=bool)
     return rel[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
 
 
@@ -208,8 +207,7 @@ def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_sco
     for r in records:
         if scores_key not in r:
             raise ValueError(f"record {r.get('id')!r} has no {scores_key!r}; run retrieve() first")
-        top = np.argsort(-np.asarray(r[scores_key], dtype=float), kind="stable")[:k]
-        hits.append(covers(r, "\n\n".join(r["chunks"][i] for i in top)))
+        hits.append(covers(r, "\n\n".join(r["chunks"][i] for i in _score_order(r, scores_key)[:k])))
     return float(np.mean(hits))
 
 
@@ -318,9 +316,19 @@ def covers(record: dict, text: str) -> bool:
     return all(answer_in_text(group, text) for group in evidence_groups(record))
 
 
+def _relevant(record: dict, chunk: str) -> bool:
+    """Whether ``chunk`` satisfies at least one evidence group of ``record``."""
+    return any(answer_in_text(g, chunk) for g in evidence_groups(record))
+
+
+def _score_order(record: dict, scores_key: str = "chunk_scores") -> list[int]:
+    """Chunk indices from best to worst score (ties keep chunk order)."""
+    return sorted(range(len(record["chunks"])), key=lambda i: -record[scores_key][i])
+
+
 def _gold_chunks(record: dict) -> list[int]:
     """Per evidence group, the best-scoring chunk that satisfies it (duplicates removed; may be empty)."""
-    order = sorted(range(len(record["chunks"])), key=lambda i: -record["chunk_scores"][i])
+    order = _score_order(record)
     picked = []
     for group in evidence_groups(record):
         hit = next((i for i in order if answer_in_text(group, record["chunks"][i])), None)
@@ -340,10 +348,9 @@ def with_gold_context(records: list[dict]) -> list[dict]:
     out = []
     for r in records:
         gold = _gold_chunks(r)
-        has_gold = len(gold) == len(evidence_groups(r)) and covers(r, _window_text(r["chunks"], gold, 0))
-        if not gold:
-            gold = [max(range(len(r["chunks"])), key=lambda i: r["chunk_scores"][i])]
-        out.append({**r, "gold_context": _window_text(r["chunks"], gold, 0), "has_gold": has_gold,
+        text = _window_text(r["chunks"], gold or _score_order(r)[:1], 0)
+        has_gold = len(gold) == len(evidence_groups(r)) and covers(r, text)
+        out.append({**r, "gold_context": text, "has_gold": has_gold,
                     "context_recall": covers(r, r.get("retrieved_context", ""))})
     return out
 
@@ -359,15 +366,14 @@ def raft_context(record: dict, k: int, *, with_gold: bool) -> str:
     """
     if k < 1:
         raise ValueError(f"need k >= 1, got {k}")
-    order = sorted(range(len(record["chunks"])), key=lambda i: -record["chunk_scores"][i])
+    order = _score_order(record)
     if not with_gold:
-        groups = evidence_groups(record)
-        plain = [i for i in order if not any(answer_in_text(g, record["chunks"][i]) for g in groups)]
+        plain = [i for i in order if not _relevant(record, record["chunks"][i])]
         return _window_text(record["chunks"], (plain or order)[:k], 0)
-    picked = order[:k]
-    for g in _gold_chunks(record):
+    picked, gold = order[:k], _gold_chunks(record)
+    for g in gold:
         if g not in picked:
-            spare = [i for i in reversed(picked) if i not in _gold_chunks(record)]
+            spare = [i for i in reversed(picked) if i not in gold]
             if not spare:
                 break
             picked[picked.index(spare[0])] = g
