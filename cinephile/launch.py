@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cinephile import distributed, models
 from cinephile.io import read_jsonl, save_json
-from cinephile.prompts import RATING_SYSTEM, chat_examples, trivia_examples
+from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM, chat_examples, trivia_examples
 from cinephile.train import TrainConfig, token_loss, train
 
 logger = logging.getLogger(__name__)
@@ -66,13 +66,22 @@ def load_config(path: str | Path | None) -> dict:
     return config
 
 
+def adjusts(rows: list[dict], path: str = "the examples") -> bool:
+    """True when MovieLens rows answer adjustments to a recommender (``movielens.as_residual``: they carry an anchor)."""
+    kinds = {"anchor" in r for r in rows}
+    if len(kinds) > 1:
+        raise ValueError(f"{path} mixes rating examples and adjustment examples (with 'anchor'); write it again "
+                         "from one notebook run (one RESIDUAL_TO setting)")
+    return kinds == {True}
+
+
 def examples_for(config: dict, tokenizer, path: str) -> list[dict]:
     """The task's prompt/response examples from a JSONL file written by a notebook."""
     rows = read_jsonl(path)
     if config["task"] == "trivia":
         return trivia_examples(rows, tokenizer, config["style"], context_key=config["context_key"])
     if config["task"] == "ratings":
-        return chat_examples(rows, tokenizer, RATING_SYSTEM)
+        return chat_examples(rows, tokenizer, RESIDUAL_SYSTEM if adjusts(rows, path) else RATING_SYSTEM)
     raise ValueError(f"unknown task {config['task']!r}; use 'trivia' or 'ratings'")
 
 
@@ -91,8 +100,9 @@ def run(config: dict) -> dict:
     train_ex = examples_for(config, tokenizer, config["train"])[:config["limit"]]
     val_ex = examples_for(config, tokenizer, config["val"]) if config["val"] else []
     if config["loss"] == "rating":
-        from cinephile.rating_llm import RatingLoss
-        loss_fn = RatingLoss(tokenizer, lam=config["rating_lambda"])
+        from cinephile.rating_llm import ADJUSTMENT_ANSWERS, RATING_ANSWERS, RatingLoss
+        answers = ADJUSTMENT_ANSWERS if adjusts(train_ex, config["train"]) else RATING_ANSWERS
+        loss_fn = RatingLoss(tokenizer, lam=config["rating_lambda"], answers=answers)
     else:
         loss_fn = token_loss
     cfg = TrainConfig(**{**config["train_config"], "device": str(device)})

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MIN_RATING, MAX_RATING = 0.5, 5.0  # the MovieLens scale, in half stars
 MAX_LIKED, MAX_DISLIKED, MAX_TAGS, MAX_GENRES = 5, 3, 3, 3
+ADJUSTMENTS = tuple(k / 2 for k in range(-4, 5))  # -2.0 ... +2.0: answers of the residual target (as_residual)
 MIN_HISTORY = 3  # a train target needs at least this many earlier ratings
 GENRE_MIN_COUNT, GENRE_MARGIN = 2, 0.25  # a genre is preferred/avoided when its mean is this far from the user's
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
@@ -170,7 +171,8 @@ def temporal_split(ratings: pd.DataFrame, *, n_test: int = 1, n_val: int = 1, mi
 def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[str], avoided_genres: list[str],
                  title: str, year: int | None, genres: list[str], tags: list[str],
                  user_mean: float | None, item_mean: float | None, *, user_count: int | None = None,
-                 item_count: int | None = None, predictions: dict[str, float] | None = None) -> str:
+                 item_count: int | None = None, predictions: dict[str, float] | None = None,
+                 residual_to: str | None = None) -> str:
     """Format the rating-prediction instruction (pure function).
 
     Args:
@@ -181,6 +183,8 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
         user_count, item_count: how many ratings each average rests on (shown when given).
         predictions: recommender name -> predicted rating from training data only (e.g. the
             bias model's), shown with two decimals.
+        residual_to: ask for the adjustment to this recommender's prediction ("Adjustment: +x.x",
+            see ``as_residual``) instead of the rating itself.
 
     Returns:
         The prompt, lines joined by "\\n", without leading or trailing whitespace.
@@ -194,7 +198,10 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
         return text if count is None else f"{text} ({count} ratings)"
 
     target = f"{title.strip()} ({year})" if year is not None else title.strip()
-    lines = ["Predict how this user rates the target movie on a 0.5-5.0 scale; answer 'Rating: x.x'.",
+    task = ("Predict how this user rates the target movie on a 0.5-5.0 scale; answer 'Rating: x.x'." if residual_to is None
+            else f"Predict how far this user's rating of the target movie lies from the {residual_to} prediction; "
+                 f"answer 'Adjustment: +x.x' ({ADJUSTMENTS[0]:+.1f} to {ADJUSTMENTS[-1]:+.1f}).")
+    lines = [task,
              f"Liked: {join(liked[:MAX_LIKED], '; ')}",
              f"Disliked: {join(disliked[:MAX_DISLIKED], '; ')}",
              f"Preferred genres: {join(preferred_genres)}",
@@ -207,6 +214,14 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
     if predictions:
         lines.append("Recommender predictions: " + ", ".join(f"{k} {v:.2f}" for k, v in predictions.items()))
     return "\n".join(lines).strip()
+
+
+def _render(e: dict, predictions: dict[str, float], residual_to: str | None = None) -> str:
+    """``build_prompt`` from an example's stored features."""
+    return build_prompt(e["liked"], e["disliked"], e["preferred_genres"], e["avoided_genres"], e["name"],
+                        e["year"], e["genres"], e["tags"], e["user_mean"], e["item_mean"],
+                        **({"user_count": e["n_history"], "item_count": e["item_count"]} if e.get("show_counts") else {}),
+                        predictions=predictions, residual_to=residual_to)
 
 
 def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int, int], float]]) -> list[dict]:
@@ -228,11 +243,35 @@ def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int
             raise ValueError(f"no {missing} prediction for user {key[0]}, movie {key[1]}; compute predictions "
                              "for every example (ratings.recommender_predictions)")
         preds = {name: float(table[key]) for name, table in predictions.items()}
-        prompt = build_prompt(e["liked"], e["disliked"], e["preferred_genres"], e["avoided_genres"], e["name"],
-                              e["year"], e["genres"], e["tags"], e["user_mean"], e["item_mean"],
-                              **({"user_count": e["n_history"], "item_count": e["item_count"]}
-                                 if e.get("show_counts") else {}), predictions=preds)
-        out.append({**e, "prompt": prompt, "predictions": preds})
+        out.append({**e, "prompt": _render(e, preds), "predictions": preds})
+    return out
+
+
+def nearest_adjustment(residual: float) -> float:
+    """The answer in ADJUSTMENTS closest to ``residual`` (clipped to the range): the cross-entropy target."""
+    return ADJUSTMENTS[int(np.abs(np.array(ADJUSTMENTS) - residual).argmin())]
+
+
+def as_residual(examples: list[dict], to: str = "SVD++") -> list[dict]:
+    """Turn rating examples into adjustments to a recommender's prediction (the residual target).
+
+    The prompt (which shows the prediction) asks for "Adjustment: +x.x"; the response is the step of
+    ADJUSTMENTS nearest to rating - prediction; ``anchor`` holds the prediction, so the model's rating
+    is anchor + adjustment (``rating_llm.ADJUSTMENT_ANSWERS``). The true ``rating`` is kept.
+
+    Args:
+        examples: output of ``with_predictions`` whose predictions include ``to``.
+        to: the recommender the adjustment starts from.
+    """
+    out = []
+    for e in examples:
+        preds = e.get("predictions") or {}
+        if to not in preds:
+            raise ValueError(f"example of user {e['user_id']}, movie {e['movie_id']} has no {to!r} prediction "
+                             f"(it has {sorted(preds)}); add it with with_predictions first")
+        anchor = preds[to]
+        out.append({**e, "prompt": _render(e, preds, residual_to=to), "anchor": anchor,
+                    "response": f"Adjustment: {nearest_adjustment(e['rating'] - anchor):+.1f}"})
     return out
 
 

@@ -11,6 +11,8 @@ CHAT = "chat"
 TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
 TRIVIA_SYSTEM = "You answer movie trivia questions with a short phrase."
 RATING_SYSTEM = "You predict movie ratings. Reply only with 'Rating: x.x'."
+RESIDUAL_SYSTEM = ("You adjust a recommender's movie rating prediction for this user. "
+                   "Reply only with 'Adjustment: +x.x'.")
 
 
 def trivia_user_text(question: str, context: str | None) -> str:

@@ -2,8 +2,10 @@
 
 A language model's rating is scored, not sampled: each of the 10 candidate answers
 "Rating: 0.5" ... "Rating: 5.0" gets its total log-probability after the prompt, a softmax
-over the 10 gives a distribution, and its expected value is the prediction. Greedy decoding
-plus parsing is kept for comparison; its parse failures are counted, never filled in.
+over the 10 gives a distribution, and its expected value is the prediction. With the residual
+target (``movielens.as_residual``) the answers are "Adjustment: -2.0" ... "Adjustment: +2.0" and the
+prediction is the recommender's rating (the example's ``anchor``) plus the expected adjustment.
+Greedy decoding plus parsing is kept for comparison; its parse failures are counted, never filled in.
 
 References:
     Kang et al. 2023, "Do LLMs understand user preferences? Evaluating LLMs on user rating prediction".
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, generate_answers
-from cinephile.movielens import MAX_RATING, MIN_RATING
+from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +34,39 @@ CANDIDATES = [k / 2 for k in range(1, 11)]  # 0.5, 1.0, ..., 5.0
 _NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
 _RATING = re.compile(r"\brating\s*[:=]?\s*(-?" + _NUM + r")", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w-])-?" + _NUM)
+_ADJUSTMENT = re.compile(r"\badjustment\s*[:=]?\s*([+-]?" + _NUM + r")", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"\d,\d")  # "4,5": 4.5 or a list of 4 and 5? ambiguous
 # Mentions of the scale itself, removed before looking for the rating: "out of 5", "/5", "1 to 5", "0.5-5.0".
 _SCALE = re.compile(r"(?:out of|/)\s*(?:5\.0|10|5)\b|" + _NUM + r"\s*(?:to|-|–)\s*" + _NUM, re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The answers scored after a prompt, f"{prefix}{value:.1f}" (signed when ``residual``).
+
+    ``residual`` answers are adjustments: the predicted rating is the example's anchor (a
+    recommender's prediction) plus the value, clipped to the rating scale.
+    """
+    prefix: str = "Rating: "
+    values: tuple[float, ...] = tuple(CANDIDATES)
+    residual: bool = False
+
+    def text(self, value: float) -> str:
+        return f"{self.prefix}{value:+.1f}" if self.residual else f"{self.prefix}{value:.1f}"
+
+    def ratings(self, values, anchors=None) -> np.ndarray:
+        """Ratings from answer values: themselves, or ``anchors`` + values clipped to [0.5, 5]."""
+        values = np.asarray(values, dtype=float)
+        if not self.residual:
+            return values
+        if anchors is None or len(anchors) != len(values):
+            raise ValueError("adjustment answers need one anchor (the recommender's prediction) per prompt; pass "
+                             "anchors=[e['anchor'] for e in examples] (examples from movielens.as_residual)")
+        return np.clip(np.asarray(anchors, dtype=float) + values, MIN_RATING, MAX_RATING)
+
+
+RATING_ANSWERS = Answers()
+ADJUSTMENT_ANSWERS = Answers("Adjustment: ", ADJUSTMENTS, residual=True)
 
 
 @contextlib.contextmanager
@@ -107,12 +140,12 @@ def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]])
     return scores
 
 
-def answer_token_ids(tokenizer, prefix: str = "Rating: ") -> tuple[list[int], list[list[int]]]:
-    """Token ids of the 10 answers f"{prefix}{c:.1f}": the shared prefix and each answer's own suffix.
+def answer_token_ids(tokenizer, answers: Answers = RATING_ANSWERS) -> tuple[list[int], list[list[int]]]:
+    """Token ids of the answers: the shared prefix and each answer's own suffix.
 
     The shared part stops one token early so that every answer keeps at least one token of its own.
     """
-    answers = [tokenizer(f"{prefix}{c:.1f}", add_special_tokens=False).input_ids for c in CANDIDATES]
+    answers = [tokenizer(answers.text(v), add_special_tokens=False).input_ids for v in answers.values]
     n_common = 0
     while all(len(a) > n_common + 1 for a in answers) and len({a[n_common] for a in answers}) == 1:
         n_common += 1
@@ -122,40 +155,47 @@ def answer_token_ids(tokenizer, prefix: str = "Rating: ") -> tuple[list[int], li
 class RatingLoss:
     """Train the number that is scored: squared error of the expected rating, plus lambda x cross-entropy.
 
-    For each example the 10 answers "Rating: 0.5" ... "Rating: 5.0" get their log-probabilities
-    after the prompt (``_score_batch``, differentiable); the expected value of the softmax over
-    them, as ``score_ratings`` computes it, is compared with the true rating. ``lam`` adds the
-    cross-entropy of the true answer (per answer token), which keeps the model answering in the
-    format greedy decoding and llama.cpp rely on.
+    For each example the answers ("Rating: 0.5" ... "Rating: 5.0", or the adjustments of
+    ``ADJUSTMENT_ANSWERS``) get their log-probabilities after the prompt (``_score_batch``,
+    differentiable); the expected rating of the softmax over them, as ``score_ratings`` computes it
+    (for adjustments: anchor + expected adjustment), is compared with the true rating. ``lam`` adds
+    the cross-entropy of the true answer (per answer token; for adjustments the one nearest the
+    residual), which keeps the model answering in the format greedy decoding and llama.cpp rely on.
 
     Call: ``loss_fn(model, batch) -> (mean loss, n examples)`` for ``cinephile.train.train``; the
-    batch needs "rating" (examples carry it) and its labels mark where the answer starts.
+    batch needs "rating" (and "anchor" for adjustments; examples carry them) and its labels mark
+    where the answer starts.
     """
 
-    def __init__(self, tokenizer, lam: float = 0.1, prefix: str = "Rating: "):
-        self.common, self.suffixes = answer_token_ids(tokenizer, prefix)
-        self.pad_id, self.lam = pad_id_of(tokenizer), lam
-        self.values = torch.tensor(CANDIDATES)
+    def __init__(self, tokenizer, lam: float = 0.1, answers: Answers = RATING_ANSWERS):
+        self.common, self.suffixes = answer_token_ids(tokenizer, answers)
+        self.pad_id, self.lam, self.residual = pad_id_of(tokenizer), lam, answers.residual
+        self.values = torch.tensor(answers.values)
         self.lengths = torch.tensor([len(self.common) + len(s) for s in self.suffixes], dtype=torch.float)
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         if "rating" not in batch:
             raise ValueError("RatingLoss needs examples with a 'rating' (MovieLens examples from build_examples)")
+        if self.residual and "anchor" not in batch:
+            raise ValueError("RatingLoss with adjustment answers needs examples with an 'anchor' "
+                             "(MovieLens examples from movielens.as_residual)")
         starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
         prompts = [row[:s].tolist() + self.common for row, s in zip(batch["input_ids"], starts)]
         ids, mask = left_pad(prompts, self.pad_id, batch["input_ids"].device)
-        logp = _score_batch(model, ids, mask, self.common, self.suffixes)  # (B, 10) log P(answer | prompt)
-        probs = logp.softmax(-1)
-        expected = probs @ self.values.to(probs)  # (B,)
-        target = torch.round(batch["rating"] * 2).long() - 1  # index of the true answer among CANDIDATES
+        logp = _score_batch(model, ids, mask, self.common, self.suffixes)  # (B, n answers) log P(answer | prompt)
+        values = self.values.to(logp)
+        rating = batch["rating"].to(logp)
+        anchor = batch["anchor"].to(logp) if self.residual else torch.zeros_like(rating)
+        expected = anchor + logp.softmax(-1) @ values  # (B,)
+        target = (values[None, :] - (rating - anchor)[:, None]).abs().argmin(1)  # the answer nearest the truth
         ce = -logp.gather(1, target[:, None])[:, 0] / self.lengths.to(logp)[target]
-        mse = (expected - batch["rating"].to(expected)) ** 2
+        mse = (expected - rating) ** 2
         return (mse + self.lam * ce).mean(), len(starts)
 
 
-def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, prefix: str = "Rating: ",
-                  progress: bool = True) -> dict:
-    """Score the 10 answers f"{prefix}{c:.1f}" by log-probability after each prompt.
+def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, answers: Answers = RATING_ANSWERS,
+                  anchors=None, progress: bool = True) -> dict:
+    """Score the answers (by default "Rating: 0.5" ... "Rating: 5.0") by log-probability after each prompt.
 
     Args:
         model: HF causal LM (LoRA wrappers included); left in the train/eval mode it had.
@@ -163,25 +203,29 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
             special tokens, and concatenated, exactly as in training.
         prompts: fully formatted prompts (chat template already applied).
         batch_size: prompts per forward pass.
-        prefix: answer text before the number.
+        answers: the candidate answers (``ADJUSTMENT_ANSWERS`` for the residual target).
+        anchors: for adjustment answers, the recommender prediction of each prompt.
         progress: show a progress bar.
 
     Returns:
-        dict(expected (N,), argmax (N,), probs (N, 10) softmax over CANDIDATES,
-        logprobs (N, 10) total log-probabilities of the answers).
+        dict(expected (N,) and argmax (N,) ratings, probs (N, n answers) softmax over the answers,
+        logprobs (N, n answers) total log-probabilities of the answers).
     """
     ids, pad_id = encode_prompts(tokenizer, prompts), pad_id_of(tokenizer)
-    common, suffixes = answer_token_ids(tokenizer, prefix)
+    if answers.residual:
+        answers.ratings(np.zeros(len(ids)), anchors)  # checks the anchors before any work
+    common, suffixes = answer_token_ids(tokenizer, answers)
     device = next(model.parameters()).device
-    logprobs = np.zeros((len(ids), len(CANDIDATES)))
+    logprobs = np.zeros((len(ids), len(answers.values)))
     with _inference(model):
         for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="scoring ratings",
                         disable=not progress):
             batch, mask = left_pad([ids[k] + common for k in idx], pad_id, device)
             logprobs[idx] = _score_batch(model, batch, mask, common, suffixes).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
-    values = np.array(CANDIDATES)
-    return dict(expected=probs @ values, argmax=values[probs.argmax(1)], probs=probs, logprobs=logprobs)
+    values = np.array(answers.values)
+    return dict(expected=answers.ratings(probs @ values, anchors), argmax=answers.ratings(values[probs.argmax(1)], anchors),
+                probs=probs, logprobs=logprobs)
 
 
 def parse_rating(text: str | None) -> float | None:
@@ -208,23 +252,42 @@ def parse_rating(text: str | None) -> float | None:
     return math.floor(value * 2 + 0.5) / 2
 
 
+def parse_adjustment(text: str | None) -> float | None:
+    """Read "Adjustment: +0.5" from generated text, snapped to 0.5; None when absent or outside [-2, +2]."""
+    match = _ADJUSTMENT.search(text or "")
+    if match is None or _DECIMAL_COMMA.search(text):
+        return None
+    value = float(match.group(1))
+    if not ADJUSTMENTS[0] <= value <= ADJUSTMENTS[-1]:
+        return None
+    return math.floor(value * 2 + 0.5) / 2
+
+
 def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, batch_size: int = 8,
+                   answers: Answers = RATING_ANSWERS, anchors=None,
                    progress: bool = True) -> tuple[list[float | None], list[str], int]:
     """Generate greedily (``generate.generate_answers``) and parse a rating from each answer.
 
     Args:
-        model, tokenizer, prompts: as in score_ratings.
+        model, tokenizer, prompts, answers, anchors: as in score_ratings (adjustment answers are
+            parsed with ``parse_adjustment`` and added to their anchor).
         max_new_tokens: generation budget per prompt.
         batch_size: prompts per generate call.
         progress: show a progress bar.
 
     Returns:
-        (values with None where parsing failed, generated texts, number of failures).
+        (ratings with None where parsing failed, generated texts, number of failures).
     """
+    if answers.residual:
+        answers.ratings(np.zeros(len(prompts)), anchors)  # checks the anchors before any work
     texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
-    values = [parse_rating(t) for t in texts]
+    parse = parse_adjustment if answers.residual else parse_rating
+    values = [parse(t) for t in texts]
+    if answers.residual:
+        values = [None if v is None else float(answers.ratings([v], [a])[0]) for v, a in zip(values, anchors)]
     n_failed = sum(v is None for v in values)
     if n_failed:
-        logger.warning("%d of %d generated answers hold no rating in [0.5, 5]", n_failed, len(values))
+        logger.warning("%d of %d generated answers hold no %s", n_failed, len(values),
+                       "adjustment in [-2, +2]" if answers.residual else "rating in [0.5, 5]")
     return values, texts, n_failed

@@ -241,30 +241,6 @@ def interval_table(y_true, preds: dict[str, np.ndarray], model: str, against: li
     return pd.DataFrame(rows)
 
 
-def fit_blend(y_true, columns: dict[str, np.ndarray]) -> dict[str, float]:
-    """Least-squares weights (and intercept) of a linear blend of predictions, to fit on validation pairs only.
-
-    Returns:
-        ``{"intercept": c, name: weight, ...}`` for ``apply_blend``.
-    """
-    names = list(columns)
-    x = np.column_stack([np.ones(len(y_true))] + [np.asarray(columns[n], dtype=float) for n in names])
-    if len(y_true) <= x.shape[1]:
-        raise ValueError(f"a blend of {len(names)} predictions needs more than {x.shape[1]} validation pairs, "
-                         f"got {len(y_true)}")
-    coef = np.linalg.lstsq(x, np.asarray(y_true, dtype=float), rcond=None)[0]
-    return {"intercept": float(coef[0]), **{n: float(w) for n, w in zip(names, coef[1:])}}
-
-
-def apply_blend(weights: dict[str, float], columns: dict[str, np.ndarray]) -> np.ndarray:
-    """``intercept + sum(weight * prediction)``, clipped to the rating scale."""
-    out = np.full(len(next(iter(columns.values()))), weights["intercept"])
-    for name, w in weights.items():
-        if name != "intercept":
-            out = out + w * np.asarray(columns[name], dtype=float)
-    return np.clip(out, MIN_RATING, MAX_RATING)
-
-
 def results_record(table: pd.DataFrame, intervals: pd.DataFrame, **extra) -> dict:
     """The plain-JSON record of a ratings run (``results/ratings.json``): models, intervals and ``extra``."""
     def clean(value):

@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 
-from cinephile import models, rating_llm, ratings
-from cinephile.prompts import chat_examples
+from cinephile import models, movielens, rating_llm, ratings
+from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM, chat_examples
 from cinephile.train import TrainConfig, token_loss, train
 
 logger = logging.getLogger(__name__)
 
 DEFAULTS = dict(model_name="smollm2-135m", r=16, alpha=32, dropout=0.1, layers=None, lr=5e-4, epochs=1,
-                batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1)
+                batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1, residual_to=None)
 
 
 def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
@@ -30,9 +30,11 @@ def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
     return [e for user in sorted(by_user) for e in by_user[user][-per_user:]]
 
 
-def train_and_validate(train_raw: list[dict], val_raw: list[dict], system: str, *, n_val_loss: int = 32,
-                       **settings) -> dict:
+def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss: int = 32, **settings) -> dict:
     """Train one adapter with ``settings`` (keys of ``DEFAULTS``) and score it on ``val_raw``.
+
+    ``residual_to`` (a recommender in the examples' predictions, e.g. "SVD++") trains the adjustment to
+    its prediction (``movielens.as_residual``) instead of the rating.
 
     Returns:
         The settings plus n_train, train_s, val_rmse, val_mae and val_n (expected-value ratings).
@@ -43,6 +45,10 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], system: str, 
     s = {**DEFAULTS, **settings}
     from lora import inject_lora
 
+    answers, system = rating_llm.RATING_ANSWERS, RATING_SYSTEM
+    if s["residual_to"]:
+        train_raw, val_raw = (movielens.as_residual(x, s["residual_to"]) for x in (train_raw, val_raw))
+        answers, system = rating_llm.ADJUSTMENT_ANSWERS, RESIDUAL_SYSTEM
     model, tokenizer = models.load_base_model(s["model_name"])
     inject_lora(model, models.lora_preset(s["model_name"], r=int(s["r"]), alpha=s["alpha"], dropout=s["dropout"],
                                           layers=s["layers"]))
@@ -50,23 +56,24 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], system: str, 
     val_ex = chat_examples(val_raw, tokenizer, system)
     cfg = TrainConfig(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
                       max_len=int(s["max_len"]))
-    loss_fn = rating_llm.RatingLoss(tokenizer, lam=s["rating_lambda"]) if s["loss"] == "rating" else token_loss
+    loss_fn = rating_llm.RatingLoss(tokenizer, lam=s["rating_lambda"], answers=answers) if s["loss"] == "rating" else token_loss
     t0 = time.time()
     train(model, tokenizer, train_ex, val_ex[:n_val_loss], cfg, loss_fn=loss_fn)
     train_s = time.time() - t0
-    scored = rating_llm.score_ratings(model, tokenizer, [e["prompt"] for e in val_ex], batch_size=8)
+    scored = rating_llm.score_ratings(model, tokenizer, [e["prompt"] for e in val_ex], batch_size=8, answers=answers,
+                                      anchors=[e.get("anchor") for e in val_raw] if answers.residual else None)
     metrics = ratings.rating_metrics(np.array([e["rating"] for e in val_raw]), scored["expected"])
     return {**s, "layers": None if s["layers"] is None else list(s["layers"]), "n_train": len(train_ex),
             "train_s": round(train_s, 1), "val_rmse": metrics["rmse"], "val_mae": metrics["mae"],
             "val_n": len(val_raw)}
 
 
-def run_variants(variants: dict[str, dict], train_raw: list[dict], val_raw: list[dict], system: str) -> list[dict]:
+def run_variants(variants: dict[str, dict], train_raw: list[dict], val_raw: list[dict]) -> list[dict]:
     """``train_and_validate`` for each named variant; rows in the order given."""
     rows = []
     for name, settings in variants.items():
         logger.warning("variant %s: %s", name, settings)
-        rows.append({"variant": name, **train_and_validate(train_raw, val_raw, system, **settings)})
+        rows.append({"variant": name, **train_and_validate(train_raw, val_raw, **settings)})
     return rows
 
 

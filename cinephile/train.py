@@ -28,6 +28,7 @@ from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
+NUMERIC = ("rating", "anchor")  # example fields collated as float tensors (rating_llm.RatingLoss)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ def collate(batch: list[dict], pad_id: int | None) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(item["labels"])
         mask[i, :n] = 1
     out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    if all("rating" in item for item in batch):  # numeric targets travel with their examples (rating loss)
-        out["rating"] = torch.tensor([float(item["rating"]) for item in batch])
+    for key in NUMERIC:  # numeric targets travel with their examples (rating loss)
+        if all(key in item for item in batch):
+            out[key] = torch.tensor([float(item[key]) for item in batch])
     return out
 
 
@@ -156,7 +158,8 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     Args:
         model: a model with LoRA injected (only adapter parameters are optimised).
         tokenizer: its tokenizer (must have a pad and an EOS token).
-        train_examples / val_examples: dicts with "prompt" and "response" (and "rating" for a rating loss).
+        train_examples / val_examples: dicts with "prompt" and "response" (and "rating", "anchor"
+            for a rating loss).
         cfg: the training configuration.
         loss_fn: ``loss_fn(model, batch) -> (mean loss, units)``; the default is ``token_loss``
             (e.g. ``rating_llm.RatingLoss`` trains the expected rating on its squared error).
@@ -175,7 +178,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     torch.manual_seed(cfg.seed)
     def tokenized(examples):
         return [{**tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len),
-                 **({"rating": e["rating"]} if "rating" in e else {})} for e in examples]
+                 **{k: e[k] for k in NUMERIC if k in e}} for e in examples]
     tok, val = tokenized(train_examples), tokenized(val_examples)
     params = adapter_parameters(model)
     distributed.broadcast_parameters(params)

@@ -37,6 +37,22 @@ def test_config_errors_name_the_fix(tmp_path):
     assert config["lora"]["r"] == 4 and config["lora"]["alpha"] == 32 and config["train_config"]["lr"] == 0.01
 
 
+def test_ratings_examples_take_the_system_prompt_of_their_target(tmp_path, smol_tokenizer):
+    from cinephile.launch import examples_for
+    from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM
+
+    rating = {"prompt": "Target movie: Heat (1995)", "response": "Rating: 4.0", "rating": 4.0}
+    adjustment = {**rating, "response": "Adjustment: +0.5", "anchor": 3.6}
+    config = {**load_config(None), "task": "ratings"}
+    for rows, system in (([rating], RATING_SYSTEM), ([adjustment], RESIDUAL_SYSTEM)):
+        write_jsonl(tmp_path / "rows.jsonl", rows)
+        (example,) = examples_for(config, smol_tokenizer, str(tmp_path / "rows.jsonl"))
+        assert system in example["prompt"] and example["response"] == rows[0]["response"]
+    write_jsonl(tmp_path / "mixed.jsonl", [rating, adjustment])
+    with pytest.raises(ValueError, match="mixes rating examples and adjustment examples"):
+        examples_for(config, smol_tokenizer, str(tmp_path / "mixed.jsonl"))
+
+
 def _records(n: int) -> list[dict]:
     """Trivia records of uneven lengths (contexts of 1 to 9 sentences)."""
     return [{"id": f"r{i}", "question": f"Who directed film number {i}?", "answer": f"Director {i % 3}",

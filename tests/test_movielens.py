@@ -235,3 +235,18 @@ def test_build_examples_on_an_empty_split_names_the_problem(tiny):
     df = temporal_split(tiny.ratings, n_val=0)
     with pytest.raises(ValueError, match="no 'val' examples: split_df has 0 val ratings"):
         build_examples(df, tiny.movies, tiny.tags, which="val")
+
+
+def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
+    df = temporal_split(tiny.ratings)
+    test, = build_examples(df, tiny.movies, tiny.tags, which="test")  # true rating 4.5
+    key = (test["user_id"], test["movie_id"])
+    shown, = ml.with_predictions([test], {"bias": {key: 3.0}, "SVD++": {key: 3.79}})
+    res, = ml.as_residual([shown], "SVD++")
+    assert res["anchor"] == 3.79 and res["rating"] == 4.5 and res["response"] == "Adjustment: +0.5"  # 0.71 -> +0.5
+    first, rest = res["prompt"].split("\n", 1)
+    assert "from the SVD++ prediction" in first and "'Adjustment: +x.x' (-2.0 to +2.0)" in first
+    assert rest == shown["prompt"].split("\n", 1)[1] and "SVD++ 3.79" in rest  # same features, prediction shown
+    assert [ml.nearest_adjustment(r) for r in (-3.1, -0.26, 0.24, 2.7)] == [-2.0, -0.5, 0.0, 2.0]
+    with pytest.raises(ValueError, match="has no 'SVD' prediction .* add it with with_predictions"):
+        ml.as_residual([shown], "SVD")

@@ -60,12 +60,12 @@ def test_llm_notebook_tiny(tmp_path, shared_data):
     _run("llm.ipynb", tmp_path, MOVIELENS_DIR=str(shared_data / "movielens" / "ml-latest-small"), MAX_PER_USER=1,
          N_EVAL=16, N_ZERO_SHOT=8, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run,
          DATA_OUT=str(tmp_path / "data"), TRAIN_LIMIT=32, SURPRISE_BASELINES=["SVD"], PREDICTORS=["bias", "SVD"],
-         RESULTS_JSON="")
+         RESIDUAL_TO="SVD", RESULTS_JSON="")
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         models = [r["model"] for r in metrics["models"]]
-        assert {"user + item bias", "SVD (surprise)", "LoRA-tuned (expected value)"} <= set(models)
+        assert {"user + item bias", "SVD (surprise)", "LoRA-tuned, adjusting SVD (expected value)"} <= set(models)
         assert {r["against"] for r in metrics["intervals"]} == {"user + item bias", "SVD (surprise)"}
         assert metrics["n_test_pairs"] == 16 and metrics["greedy_parse_failures"] >= 0
         assert (run_dir / "adapter.gguf").stat().st_size > 0 and (run_dir / "Modelfile").is_file()

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from cinephile.rating_llm import CANDIDATES, greedy_ratings, parse_rating, score_ratings
+from cinephile.rating_llm import (ADJUSTMENT_ANSWERS, CANDIDATES, Answers, greedy_ratings,
+                                  parse_adjustment, parse_rating, score_ratings)
 
 PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
            "Target movie: The Matrix (1999)\nAnswer with 'Rating: x.x'.", "Target movie: Toy Story (1995)"]
@@ -41,12 +42,12 @@ def gpt2(tokenizer):
     return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)).eval()
 
 
-def slow_logprobs(model, tokenizer, prompt: str, prefix: str = "Rating: ") -> np.ndarray:
+def slow_logprobs(model, tokenizer, prompt: str, prefix: str = "Rating: ", signed: bool = False) -> np.ndarray:
     """Reference: one full, unpadded forward per candidate answer."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     out = []
-    for c in CANDIDATES:
-        answer = tokenizer(f"{prefix}{c:.1f}", add_special_tokens=False).input_ids
+    for c in (ADJUSTMENT_ANSWERS.values if signed else CANDIDATES):
+        answer = tokenizer(f"{prefix}{c:+.1f}" if signed else f"{prefix}{c:.1f}", add_special_tokens=False).input_ids
         with torch.no_grad():
             logp = model(torch.tensor([prompt_ids + answer])).logits[0].log_softmax(-1)
         out.append(sum(logp[len(prompt_ids) - 1 + k, tok].item() for k, tok in enumerate(answer)))
@@ -58,7 +59,7 @@ def slow_logprobs(model, tokenizer, prompt: str, prefix: str = "Rating: ") -> np
 @pytest.mark.parametrize("kind, prefix", [("llama", "Rating: "), ("llama", ""), ("gpt2", "Rating: ")])
 def test_score_ratings_equals_ten_full_forwards(kind, prefix, tokenizer, request):
     model = request.getfixturevalue("model" if kind == "llama" else "gpt2")
-    got = score_ratings(model, tokenizer, PROMPTS, batch_size=2, prefix=prefix, progress=False)
+    got = score_ratings(model, tokenizer, PROMPTS, batch_size=2, answers=Answers(prefix), progress=False)
     ref = np.stack([slow_logprobs(model, tokenizer, p, prefix) for p in PROMPTS])
     np.testing.assert_allclose(got["logprobs"], ref, atol=1e-4)
     probs = np.exp(ref - ref.max(1, keepdims=True))
@@ -67,6 +68,23 @@ def test_score_ratings_equals_ten_full_forwards(kind, prefix, tokenizer, request
     np.testing.assert_allclose(got["expected"], probs @ np.array(CANDIDATES), atol=1e-4)
     np.testing.assert_array_equal(got["argmax"], np.array(CANDIDATES)[ref.argmax(1)])
     assert got["probs"].shape == (3, 10)
+
+
+def test_adjustment_answers_add_the_expected_adjustment_to_the_anchor(model, tokenizer):
+    anchors = [3.2, 4.9, 0.6]
+    got = score_ratings(model, tokenizer, PROMPTS, batch_size=2, answers=ADJUSTMENT_ANSWERS, anchors=anchors,
+                        progress=False)
+    ref = np.stack([slow_logprobs(model, tokenizer, p, "Adjustment: ", signed=True) for p in PROMPTS])
+    np.testing.assert_allclose(got["logprobs"], ref, atol=1e-4)
+    probs = np.exp(ref - ref.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    adjustment = probs @ np.array(ADJUSTMENT_ANSWERS.values)
+    np.testing.assert_allclose(got["expected"], np.clip(np.array(anchors) + adjustment, 0.5, 5.0), atol=1e-4)
+    assert got["probs"].shape == (3, 9) and ((got["expected"] >= 0.5) & (got["expected"] <= 5.0)).all()
+    with pytest.raises(ValueError, match="one anchor .* per prompt"):
+        score_ratings(model, tokenizer, PROMPTS, answers=ADJUSTMENT_ANSWERS, progress=False)
+    with pytest.raises(ValueError, match="one anchor .* per prompt"):
+        greedy_ratings(model, tokenizer, PROMPTS, answers=ADJUSTMENT_ANSWERS, anchors=[3.0], progress=False)
 
 
 def test_score_ratings_is_one_forward_pass_and_restores_train_mode(model, tokenizer):
@@ -120,6 +138,15 @@ def test_parse_rating(text, expected):
     assert parse_rating(text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("Adjustment: +0.5", 0.5), ("Adjustment: -1.5", -1.5), ("adjustment 0", 0.0), ("Adjustment: +0.3", 0.5),
+    ("Adjustment: -2.0", -2.0), ("Adjustment: +2.5", None), ("Adjustment: -3", None), ("Rating: 4.5", None),
+    ("", None), (None, None), ("Adjustment: +0,5", None), ("Adjustment: -.5", -0.5),
+])
+def test_parse_adjustment(text, expected):
+    assert parse_adjustment(text) == expected
+
+
 def test_greedy_batched_left_padding_matches_one_by_one(model, tokenizer):
     values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=3,
                                              progress=False)
@@ -142,7 +169,10 @@ def test_greedy_counts_parse_failures_instead_of_filling_them(model, tokenizer, 
     monkeypatch.setattr(model, "generate", fake_generate)
     values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, batch_size=2, progress=False)
     assert texts == answers and values == [4.5, None, 2.0] and n_failed == 1
-
+    answers = ["Adjustment: +1.0", "Adjustment: -2.0", "Adjustment: maybe"]
+    values, texts, n_failed = greedy_ratings(model, tokenizer, PROMPTS, batch_size=2, answers=ADJUSTMENT_ANSWERS,
+                                             anchors=[3.2, 1.5, 4.0], progress=False)
+    assert values == pytest.approx([4.2, 0.5, None]) and n_failed == 1  # 1.5 - 2.0 clipped to the scale
 
 # ---------------------------------------------------------------- training on the scored number
 
@@ -171,3 +201,32 @@ def test_rating_loss_matches_score_ratings_and_trains_the_expected_value(model, 
     assert history["best_val_loss"] < before
     with pytest.raises(ValueError, match="needs examples with a 'rating'"):
         loss_fn(tuned, {k: v for k, v in batch.items() if k != "rating"})
+
+
+def test_rating_loss_on_adjustments_trains_anchor_plus_expected_adjustment(model, tokenizer):
+    import copy
+
+    from cinephile.rating_llm import RatingLoss
+    from cinephile.train import collate, tokenize_example
+    from lora import LoRAConfig, inject_lora
+
+    tuned = copy.deepcopy(model)
+    inject_lora(tuned, LoRAConfig.llama(r=4, alpha=8))
+    rated, anchors = [4.5, 1.0, 3.0], [3.7, 2.9, 3.1]
+    items = [{**tokenize_example(tokenizer, p, f"Adjustment: {r - a:+.1f}", 128), "rating": r, "anchor": a}
+             for p, r, a in zip(PROMPTS, rated, anchors)]
+    batch = collate(items, tokenizer.pad_token_id)
+    assert batch["anchor"].tolist() == pytest.approx(anchors)
+    loss, n = RatingLoss(tokenizer, lam=0.0, answers=ADJUSTMENT_ANSWERS)(tuned, batch)
+    expected = score_ratings(tuned, tokenizer, PROMPTS, answers=ADJUSTMENT_ANSWERS, anchors=anchors, progress=False)
+    assert n == 3 and loss.item() == pytest.approx(float(np.mean((expected["expected"] - rated) ** 2)), rel=1e-4)
+    # with lambda, the cross-entropy is that of the adjustment nearest the residual (4.5 - 3.7 -> +1.0)
+    lam_loss, _ = RatingLoss(tokenizer, lam=1.0, answers=ADJUSTMENT_ANSWERS)(tuned, batch)
+    logp = expected["logprobs"]
+    lengths = [len(tokenizer(ADJUSTMENT_ANSWERS.text(v), add_special_tokens=False).input_ids)
+               for v in ADJUSTMENT_ANSWERS.values]
+    nearest = [ADJUSTMENT_ANSWERS.values.index(v) for v in (1.0, -2.0, 0.0)]
+    ce = np.mean([-logp[i, j] / lengths[j] for i, j in enumerate(nearest)])
+    assert lam_loss.item() == pytest.approx(loss.item() + ce, rel=1e-4)
+    with pytest.raises(ValueError, match="needs examples with an 'anchor'"):
+        RatingLoss(tokenizer, answers=ADJUSTMENT_ANSWERS)(tuned, {k: v for k, v in batch.items() if k != "anchor"})

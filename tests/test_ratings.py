@@ -153,17 +153,3 @@ def test_paired_bootstrap_interval():
     assert table.loc[0, "beats"] and table.loc[0, "against"] == "bad"
     with pytest.raises(ValueError, match="equal length"):
         paired_bootstrap(y, good[:3], bad)
-
-
-def test_blend_fit_on_validation_recovers_weights_and_clips():
-    from cinephile.ratings import apply_blend, fit_blend
-
-    rng = np.random.default_rng(0)
-    a, b = rng.uniform(1, 5, 200), rng.uniform(1, 5, 200)
-    y = 0.5 + 0.3 * a + 0.6 * b
-    w = fit_blend(y, {"lora": a, "svdpp": b})
-    assert w == pytest.approx({"intercept": 0.5, "lora": 0.3, "svdpp": 0.6}, abs=1e-9)
-    assert np.allclose(apply_blend(w, {"lora": a, "svdpp": b}), np.clip(y, 0.5, 5.0))
-    assert apply_blend({"intercept": 9.0}, {"x": np.zeros(3)}).tolist() == [5.0, 5.0, 5.0]
-    with pytest.raises(ValueError, match="needs more than 3 validation pairs"):
-        fit_blend([1.0, 2.0], {"lora": [1, 2], "svdpp": [1, 2]})

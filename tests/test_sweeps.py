@@ -22,4 +22,4 @@ def test_reference_rows_score_the_prompt_predictions():
 
 def test_unknown_setting_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"unknown settings \['rank'\]"):
-        train_and_validate([], [], "system", rank=8)
+        train_and_validate([], [], rank=8)
