@@ -1,7 +1,8 @@
 """Our LoRA vs PEFT's, side by side in one run: training steps/s, peak RSS, merge time, adapter size.
 
 Same model, batch, targets and rank for both; every measurement runs in its own subprocess (so peak
-RSS is that run's alone), ours and PEFT interleaved so machine noise hits both alike.
+RSS is that run's alone), ours and PEFT interleaved so machine noise hits both alike. Writes
+results/bench_lora_train_speed.json (medians, ratios, the machine's core count).
 
     python benchmarks/lora_train_speed.py            # SmolLM2-135M and a GPT-2-small-shaped model
     python benchmarks/lora_train_speed.py --quick    # fewer steps, for a smoke run
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -85,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 timed steps, 1 repeat")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench_lora_train_speed.json"))
     args = ap.parse_args()
     if args.worker:
         impl, name, steps, warmup = args.worker
@@ -94,6 +97,8 @@ def main() -> None:
     print(f"torch threads: default | timed steps per run: {steps} after 1 warm-up | repeats: {repeats}")
     header = f"{'model':<20}{'impl':<6}{'steps/s':>9}{'peak RSS MB':>13}{'merge ms':>10}{'adapter KB':>12}{'B/param':>9}"
     print(header)
+    record = {"benchmark": "lora_train_speed", "cores": os.cpu_count(), "timed_steps": steps, "warmup_steps": 1,
+              "repeats": repeats, "peft_version": _peft_version(), "setups": {}}
     for name in SETUPS:
         res = {"ours": [], "peft": []}
         for _ in range(repeats):
@@ -106,8 +111,23 @@ def main() -> None:
             print(f"{name:<20}{impl:<6}{s['steps_per_s']:>9.3f}{s['peak_rss_mb']:>13.0f}{1000 * s['merge_s']:>10.1f}"
                   f"{s['adapter_bytes'] / 1024:>12.0f}{s['adapter_bytes'] / s['lora_params']:>9.2f}")
         o, p = summary["ours"], summary["peft"]
-        print(f"{name:<20}ratio ours/peft: speed {o['steps_per_s'] / p['steps_per_s']:.3f}x, "
-              f"peak RSS {o['peak_rss_mb'] / p['peak_rss_mb']:.3f}x, merge time {o['merge_s'] / p['merge_s']:.2f}x")
+        ratios = {"steps_per_s_ours_over_peft": round(o["steps_per_s"] / p["steps_per_s"], 3),
+                  "peak_rss_ours_over_peft": round(o["peak_rss_mb"] / p["peak_rss_mb"], 3),
+                  "merge_time_ours_over_peft": round(o["merge_s"] / p["merge_s"], 3)}
+        print(f"{name:<20}ratio ours/peft: speed {ratios['steps_per_s_ours_over_peft']:.3f}x, "
+              f"peak RSS {ratios['peak_rss_ours_over_peft']:.3f}x, merge time {ratios['merge_time_ours_over_peft']:.2f}x")
+        targets, batch, seq = SETUPS[name]
+        record["setups"][name] = {"targets": targets, "batch": batch, "seq_len": seq, "rank": 16, **summary,
+                                  "ratios": ratios}
+    if not args.quick:
+        from cinephile.io import save_json
+        save_json(args.out, record)
+        print(f"wrote {args.out}")
+
+
+def _peft_version() -> str:
+    import peft
+    return peft.__version__
 
 
 if __name__ == "__main__":

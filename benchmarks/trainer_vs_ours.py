@@ -9,7 +9,13 @@ checkpoints during the timed run. Each side runs in its own subprocess (peak RSS
 are then scored with the same function on the same validation examples (mean cross-entropy per answer
 token). Writes results/bench_trainer.json.
 
-    python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48]
+Speed-ups tried on our side, each a separate run of the same training (``--tries``): ``fused_adamw``
+(``torch.optim.AdamW(fused=True)``), ``compile`` (``torch.compile`` of the transformer, dynamic shapes,
+compile time included since a user pays it) and ``bf16_autocast`` (training under CPU bf16 autocast, tried
+only where the CPU has native bf16; the validation loss is computed in fp32). Sequence packing is bounded by the padding it would remove:
+the share of padding in our length-grouped batches is measured and reported.
+
+    python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48] [--tries fused_adamw,compile]
 """
 
 from __future__ import annotations
@@ -45,7 +51,27 @@ def data(n_train: int, n_val: int, tokenizer):
     return train_items, train_examples, val_items
 
 
-def run_ours(n_train: int, n_val: int) -> dict:
+def padding_share(items: list[dict], batch: int = BATCH, seed: int = 1) -> float:
+    """Share of pad tokens in the length-grouped batches ``train()`` builds: all that packing could remove."""
+    from cinephile.batching import length_batches
+
+    lengths = [len(i["input_ids"]) for i in items]
+    padded = sum(len(g) * max(lengths[i] for i in g) for g in length_batches(lengths, batch, shuffle=True, seed=seed))
+    return 1 - sum(lengths) / padded
+
+
+def native_bf16() -> bool:
+    """True when the CPU advertises native bf16 arithmetic (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
+    import functools
+
     import torch
 
     from cinephile import models
@@ -57,9 +83,21 @@ def run_ours(n_train: int, n_val: int) -> dict:
     inject_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.0, target_modules=tuple(TARGETS)))
     train_items, train_examples, val_items = data(n_train, n_val, tok)
     t0 = time.perf_counter()
+    if variant == "fused_adamw":  # train() builds torch.optim.AdamW; this process only
+        torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
+    elif variant == "compile":
+        model.model = torch.compile(model.model, dynamic=True)
+    elif variant == "bf16_autocast":  # train() autocasts through _autocast; fp32 again for the validation loss
+        from cinephile import train as train_module
+        fp32_autocast = train_module._autocast
+        train_module._autocast = lambda device: torch.autocast(device.type, dtype=torch.bfloat16)
+    elif variant != "plain":
+        raise SystemExit(f"unknown variant {variant!r}; use plain, fused_adamw, compile or bf16_autocast")
     train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
                                                       max_len=1024))
     wall = time.perf_counter() - t0
+    if variant == "bf16_autocast":
+        train_module._autocast = fp32_autocast
     return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
             "tokens": sum(len(i["input_ids"]) for i in train_items)}
 
@@ -98,7 +136,7 @@ def run_trainer(n_train: int, n_val: int) -> dict:
 
 
 def child(which: str, n_train: int, n_val: int) -> None:
-    out = (run_ours if which == "ours" else run_trainer)(n_train, n_val)
+    out = run_trainer(n_train, n_val) if which == "trainer" else run_ours(n_train, n_val, which.partition(":")[2] or "plain")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -107,16 +145,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=160)
     ap.add_argument("--val", type=int, default=48)
-    ap.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    ap.add_argument("--tries", default="fused_adamw,compile,bf16_autocast", help="speed-ups tried on our side, comma-separated")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_trainer.json"))
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.examples, args.val)
-    results = {}
-    for which in ("ours", "trainer"):
+    results, failed = {}, {}
+    tries = [t for t in args.tries.split(",") if t and (t != "bf16_autocast" or native_bf16())]
+    for which in ["ours", "trainer"] + [f"ours:{t}" for t in tries]:
         proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
                                "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if (proc.returncode or not lines) and which.startswith("ours:"):  # a try that fails is reported, not fatal
+            failed[which.partition(":")[2]] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+            print(f"{which} failed: {failed[which.partition(':')[2]]['error']}", flush=True)
+            continue
         if proc.returncode or not lines:
             raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
         results[which] = json.loads(lines[-1][len("RESULT "):])
@@ -124,7 +168,16 @@ def main() -> None:
         r["tokens_per_s"] = r["tokens"] / r["wall_s"]
         print(f"{which:8s} {r['wall_s']:7.1f} s | {r['tokens_per_s']:7.1f} non-pad tokens/s | peak RSS "
               f"{r['peak_rss_mb']:6.0f} MB | val loss {r['val_loss']:.4f}", flush=True)
-    ours, hf = results["ours"], results["trainer"]
+    ours, hf = results.pop("ours"), results.pop("trainer")
+    tried = {k.partition(":")[2]: {**r, "speed_over_plain": round(r["tokens_per_s"] / ours["tokens_per_s"], 3),
+                                    "val_loss_relative_to_plain": round(r["val_loss"] / ours["val_loss"] - 1, 4)}
+             for k, r in results.items()} | failed
+    results = {"ours": ours, "trainer": hf}
+    from cinephile import models
+    _, tok = models.load_base_model()
+    pad = padding_share(data(args.examples, 0, tok)[0])
+    print(f"tried on our side: {tried}\npadding share of our batches (the most packing could remove): {pad:.1%}; "
+          f"native bf16: {native_bf16()}")
     ratios = {"tokens_per_s_ours_over_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 2),
               "peak_rss_ours_over_trainer": round(ours["peak_rss_mb"] / hf["peak_rss_mb"], 2),
               "val_loss_relative_difference": round(ours["val_loss"] / hf["val_loss"] - 1, 4)}
@@ -132,7 +185,8 @@ def main() -> None:
     from cinephile.io import save_json
     save_json(args.out, {"benchmark": "trainer_vs_ours", "cores": os.cpu_count(), "examples": args.examples,
                          "val_examples": args.val, "batch": BATCH, "lora": {"r": 16, "alpha": 32, "targets": TARGETS},
-                         "results": results, "ratios": ratios})
+                         "results": results, "ratios": ratios, "tried": tried, "padding_share": round(pad, 4),
+                         "native_bf16": native_bf16()})
 
 
 if __name__ == "__main__":

@@ -64,7 +64,53 @@ def trainer_table(record: dict) -> str:
     rows.append(["ratio ours / Trainer", "", f"**{ratios['tokens_per_s_ours_over_trainer']:.2f}x**",
                  f"{ratios['peak_rss_ours_over_trainer']:.2f}x",
                  f"{100 * ratios['val_loss_relative_difference']:+.2f}%"])
-    return _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
+    main = _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
+    if not record.get("tried"):
+        return main
+    names = {"fused_adamw": "fused AdamW (`fused=True`)", "compile": "`torch.compile` (dynamic shapes, compile time included)",
+             "bf16_autocast": "bf16 autocast (CPU with native bf16)"}
+    tried = _table(["tried on our side", "wall time", "non-pad tokens/s", "speed vs ours as shipped",
+                    "validation loss vs ours"],
+                   [[names.get(k, k), f"failed: {r['error']}", "", "", ""] if "error" in r else
+                    [names.get(k, k), f"{r['wall_s']:.1f} s", f"{r['tokens_per_s']:.0f}", f"{r['speed_over_plain']:.2f}x",
+                     f"{100 * r['val_loss_relative_to_plain']:+.2f}%"] for k, r in record["tried"].items()])
+    return (main + "\n\n" + tried + f"\n\nPadding in our length-grouped batches: {100 * record['padding_share']:.1f}% of "
+            f"the tokens (the most sequence packing could remove); native bf16 on this CPU: "
+            f"{'yes' if record['native_bf16'] else 'no'}.")
+
+
+def lora_speed_table(record: dict) -> str:
+    """``results/bench_lora_train_speed.json``: our LoRA vs PEFT, training steps/s, memory, merge, file size."""
+    labels = {"smollm2-135m": "SmolLM2-135M", "gpt2-small-random": "GPT-2-small-shaped, random"}
+    rows = []
+    for name, r in record["setups"].items():
+        o, p, ratio = r["ours"], r["peft"], r["ratios"]
+        rows.append([f"{labels.get(name, name)} ({', '.join(r['targets'])})",
+                     f"{o['steps_per_s']:.3f}", f"{p['steps_per_s']:.3f}", f"{ratio['steps_per_s_ours_over_peft']:.2f}x",
+                     f"{o['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MB ({ratio['peak_rss_ours_over_peft']:.2f}x)",
+                     f"{1000 * o['merge_s']:.0f} / {1000 * p['merge_s']:.0f} ms",
+                     f"{o['adapter_bytes'] / 1e6:.1f} MB, {o['adapter_bytes'] / o['lora_params']:.2f} B/param"])
+    return _table(["model (targets)", "ours steps/s", "PEFT steps/s", "speed ratio", "peak RSS ours / PEFT",
+                   "merge ours / PEFT", "adapter file"], rows)
+
+
+def pipeline_speed_table(record: dict) -> str:
+    """``results/bench_pipeline_speed.json``: one epoch and retrieval against the toy recipe."""
+    e, r = record["epoch"], record["retrieval"]
+    return _table(["measurement", "ours", "toy recipe", "ratio"], [
+        [f"(a) one training epoch, {e['examples']} trivia examples ({e['mean_tokens']:.0f} tokens on average), "
+         f"batch {e['batch']}",
+         f"{e['ours_s']:.1f} s measured: dynamic padding, length-grouped batches, loss and LM-head logits on response "
+         "tokens only, LoRA q/k/v/o",
+         f"{e['toy_s']:.1f} s: every example padded to 1024, loss on every token, LoRA on every `nn.Linear` of the blocks "
+         f"({e['toy_step_s']:.1f} s/step over {e['toy_steps_measured']} measured steps x {e['toy_epoch_steps']} steps)",
+         f"**{e['speedup']:.1f}x**"],
+        [f"(b) retrieval over {r['records']} records",
+         f"{r['batched_s']:.1f} s: questions and distinct chunks encoded in 2 batched calls "
+         f"({r['texts_encoded_batched']:,} texts)",
+         f"{r['per_record_s']:.1f} s: one `encode` call per record, its question and chunks "
+         f"({r['texts_encoded_per_record']:,} texts)",
+         f"**{r['speedup']:.1f}x**"]])
 
 
 def trivia_tables(record: dict) -> str:
@@ -115,7 +161,8 @@ def span_decoding_table(record: dict) -> str:
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
              "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
              "ratings_variants.json": variants_table, "bench_index.json": index_table,
-             "bench_trainer.json": trainer_table}
+             "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
+             "bench_pipeline_speed.json": pipeline_speed_table}
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:
