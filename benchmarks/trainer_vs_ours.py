@@ -15,7 +15,7 @@ compile time included since a user pays it) and ``bf16_autocast`` (training unde
 only where the CPU has native bf16; the validation loss is computed in fp32). Sequence packing is bounded by the padding it would remove:
 the share of padding in our length-grouped batches is measured and reported.
 
-    python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48] [--tries fused_adamw,compile]
+    python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48] [--tries fused_adamw,compile,bf16_autocast]
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     if variant == "bf16_autocast":
         train_module._autocast = fp32_autocast
     return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
-            "tokens": sum(len(i["input_ids"]) for i in train_items)}
+            "tokens": sum(len(i["input_ids"]) for i in train_items),
+            **({"padding_share": padding_share(train_items)} if variant == "plain" else {})}
 
 
 def run_trainer(n_train: int, n_val: int) -> dict:
@@ -152,14 +153,16 @@ def main() -> None:
     if args.child:
         return child(args.child, args.examples, args.val)
     results, failed = {}, {}
-    tries = [t for t in args.tries.split(",") if t and (t != "bf16_autocast" or native_bf16())]
+    bf16 = native_bf16()
+    tries = [t for t in args.tries.split(",") if t and (t != "bf16_autocast" or bf16)]
     for which in ["ours", "trainer"] + [f"ours:{t}" for t in tries]:
         proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
                                "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if (proc.returncode or not lines) and which.startswith("ours:"):  # a try that fails is reported, not fatal
-            failed[which.partition(":")[2]] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-            print(f"{which} failed: {failed[which.partition(':')[2]]['error']}", flush=True)
+            error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            failed[which.partition(":")[2]] = {"error": error}
+            print(f"{which} failed: {error}", flush=True)
             continue
         if proc.returncode or not lines:
             raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
@@ -172,12 +175,10 @@ def main() -> None:
     tried = {k.partition(":")[2]: {**r, "speed_over_plain": round(r["tokens_per_s"] / ours["tokens_per_s"], 3),
                                     "val_loss_relative_to_plain": round(r["val_loss"] / ours["val_loss"] - 1, 4)}
              for k, r in results.items()} | failed
+    pad = ours.pop("padding_share")
     results = {"ours": ours, "trainer": hf}
-    from cinephile import models
-    _, tok = models.load_base_model()
-    pad = padding_share(data(args.examples, 0, tok)[0])
     print(f"tried on our side: {tried}\npadding share of our batches (the most packing could remove): {pad:.1%}; "
-          f"native bf16: {native_bf16()}")
+          f"native bf16: {bf16}")
     ratios = {"tokens_per_s_ours_over_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 2),
               "peak_rss_ours_over_trainer": round(ours["peak_rss_mb"] / hf["peak_rss_mb"], 2),
               "val_loss_relative_difference": round(ours["val_loss"] / hf["val_loss"] - 1, 4)}
@@ -186,7 +187,7 @@ def main() -> None:
     save_json(args.out, {"benchmark": "trainer_vs_ours", "cores": os.cpu_count(), "examples": args.examples,
                          "val_examples": args.val, "batch": BATCH, "lora": {"r": 16, "alpha": 32, "targets": TARGETS},
                          "results": results, "ratios": ratios, "tried": tried, "padding_share": round(pad, 4),
-                         "native_bf16": native_bf16()})
+                         "native_bf16": bf16})
 
 
 if __name__ == "__main__":

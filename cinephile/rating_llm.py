@@ -54,14 +54,18 @@ class Answers:
     def text(self, value: float) -> str:
         return f"{self.prefix}{value:+.1f}" if self.residual else f"{self.prefix}{value:.1f}"
 
+    def check_anchors(self, n: int, anchors) -> None:
+        """Adjustment answers need one anchor per prompt; a ValueError that says how to pass them otherwise."""
+        if self.residual and (anchors is None or len(anchors) != n):
+            raise ValueError("adjustment answers need one anchor (the recommender's prediction) per prompt; pass "
+                             "anchors=[e['anchor'] for e in examples] (examples from movielens.as_residual)")
+
     def ratings(self, values, anchors=None) -> np.ndarray:
         """Ratings from answer values: themselves, or ``anchors`` + values clipped to [0.5, 5]."""
         values = np.asarray(values, dtype=float)
         if not self.residual:
             return values
-        if anchors is None or len(anchors) != len(values):
-            raise ValueError("adjustment answers need one anchor (the recommender's prediction) per prompt; pass "
-                             "anchors=[e['anchor'] for e in examples] (examples from movielens.as_residual)")
+        self.check_anchors(len(values), anchors)
         return np.clip(np.asarray(anchors, dtype=float) + values, MIN_RATING, MAX_RATING)
 
 
@@ -212,8 +216,7 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         logprobs (N, n answers) total log-probabilities of the answers).
     """
     ids, pad_id = encode_prompts(tokenizer, prompts), pad_id_of(tokenizer)
-    if answers.residual:
-        answers.ratings(np.zeros(len(ids)), anchors)  # checks the anchors before any work
+    answers.check_anchors(len(ids), anchors)  # before any work
     common, suffixes = answer_token_ids(tokenizer, answers)
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
@@ -278,8 +281,7 @@ def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int 
     Returns:
         (ratings with None where parsing failed, generated texts, number of failures).
     """
-    if answers.residual:
-        answers.ratings(np.zeros(len(prompts)), anchors)  # checks the anchors before any work
+    answers.check_anchors(len(prompts), anchors)  # before any work
     texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
     parse = parse_adjustment if answers.residual else parse_rating

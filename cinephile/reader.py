@@ -94,13 +94,13 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
                                                             lexical_weight=step["lexical_weight"]))
         va = retrieval.with_gold_context(retrieval.retrieve(chunk(val_records), embed_fn, k=step["k"],
                                                             lexical_weight=step["lexical_weight"]))
+        val_ex = trivia_examples(va, tokenizer, style)
         train(model, tokenizer, reader_examples(tr, tokenizer, style, k=step["k"], p_gold=step["p_gold"]),
-              trivia_examples(va, tokenizer, style)[:48], train_cfg)
+              val_ex[:48], train_cfg)
         train_min = (time.time() - t0) / 60
         row = {**step, "n_train": len(tr), "train_min": round(train_min, 1),
                "val_context_recall": sum(r["context_recall"] for r in va) / len(va)}
-        preds = generate_answers(model, tokenizer, [e["prompt"] for e in trivia_examples(va, tokenizer, style)],
-                                 progress=False)
+        preds = generate_answers(model, tokenizer, [e["prompt"] for e in val_ex], progress=False)
         for kind in ("all", "single", "comparison"):
             part = [(p, r) for p, r in zip(preds, va) if kind == "all" or r.get("kind", "single") == kind]
             if part:
