@@ -2,8 +2,9 @@
 
 Reads the settings main.ipynb froze (``runs/<run>/config.json``: model, prompt style, LoRA, training,
 chunk size, k, BM25 weight), rebuilds the film-disjoint split with its comparison questions, and trains
-one reader per step of ``reader.ablation_steps``, each scored on the same validation questions (never on
-the external test set). About an hour on 2 cores. Writes results/trivia_ablation.json.
+one reader per step of ``reader.ablation_steps`` (SmolLM2-135M first, the notebook's reader last), each
+scored on the same validation questions (never on the external test set). About 75 minutes on 2 cores.
+Writes results/trivia_ablation.json.
 
     python benchmarks/trivia_ablation.py [--run runs/trivia]
 """
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                                                            train_pairs=args.pairs[0], val_pairs=args.pairs[1])
     embed_fn = index.cached_embedder(retrieval.sentence_transformer_embedder(models.load_retriever()))
     steps = reader.ablation_steps(chunk_tokens=cfg["chunk_tokens"], k=cfg["top_k"],
-                                  lexical_weight=cfg["lexical_weight"])
+                                  lexical_weight=cfg["lexical_weight"], model=cfg["model"])
     lora = {k: cfg["lora"][k] for k in ("r", "alpha", "dropout")}
     t0 = time.time()
     table = reader.ablation(train_raw, val_raw, embed_fn, steps, model_name=cfg["model"], lora_kwargs=lora,

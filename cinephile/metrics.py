@@ -138,6 +138,32 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
     return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
 
 
+def scores_by_kind(preds: Sequence[str], records: Sequence[dict]) -> dict[str, dict]:
+    """``score_predictions`` over all records and per ``kind`` (records without one count as "single").
+
+    Returns:
+        ``{"all": {...}, "single": {...}, "comparison": {...}}``; kinds with no record are left out.
+    """
+    if len(preds) != len(records):
+        raise ValueError(f"got {len(preds)} predictions for {len(records)} records; pass one prediction per record")
+    out = {"all": score_predictions(list(preds), records)}
+    for kind in dict.fromkeys(r.get("kind", "single") for r in records):
+        part = [(p, r) for p, r in zip(preds, records) if r.get("kind", "single") == kind]
+        out[kind] = score_predictions([p for p, _ in part], [r for _, r in part])
+    return out
+
+
+def em_by_kind(lines: Sequence[dict], records: Sequence[dict]) -> pd.DataFrame:
+    """EM (percent) per evaluation row (index) and question kind (columns) from ``evaluate_qa``'s prediction lines."""
+    by_id = {r["id"]: r for r in records}
+    rows = {}
+    for row in dict.fromkeys(x["row"] for x in lines):
+        mine = [x for x in lines if x["row"] == row]
+        scores = scores_by_kind([x["prediction"] for x in mine], [by_id[x["id"]] for x in mine])
+        rows[row] = {kind: s["em"] for kind, s in scores.items() if kind != "all"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("row")
+
+
 # (row name, use the adapter?, context field or None for closed-book[, answers constrained to context spans?])
 SPAN_ROW = ("tuned + retrieved, span-constrained decoding", True, "retrieved_context", True)
 EVAL_ROWS = [

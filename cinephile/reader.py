@@ -21,7 +21,7 @@ import pandas as pd
 
 from cinephile import chunking, models, retrieval
 from cinephile.generate import generate_answers
-from cinephile.metrics import score_predictions
+from cinephile.metrics import scores_by_kind
 from cinephile.prompts import trivia_examples
 from cinephile.train import TrainConfig, train
 
@@ -74,7 +74,8 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
         train_records, val_records: single-hop and comparison records with ``context`` (not yet chunked).
         embed_fn: the retriever's ``EmbedFn``.
         steps: dicts with ``name``, ``chunk_tokens``, ``k``, ``lexical_weight``, ``comparisons``
-            (train on comparison questions?) and ``p_gold`` (None: train on the retrieved context).
+            (train on comparison questions?), ``p_gold`` (None: train on the retrieved context) and
+            optionally ``model`` (else ``model_name``).
         model_name, lora_kwargs, train_cfg, style: the reader, as in the notebook.
 
     Returns:
@@ -86,8 +87,9 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
     rows = []
     for step in steps:
         t0 = time.time()
-        model, tokenizer = models.load_base_model(model_name)
-        inject_lora(model, models.lora_preset(model_name, **lora_kwargs))
+        name = step.get("model", model_name)
+        model, tokenizer = models.load_base_model(name)
+        inject_lora(model, models.lora_preset(name, **lora_kwargs))
         chunk = lambda recs: chunking.chunk_records(recs, tokenizer, step["chunk_tokens"])  # noqa: E731
         use = [r for r in train_records if step["comparisons"] or r.get("kind") != "comparison"]
         tr = retrieval.with_gold_context(retrieval.retrieve(chunk(use), embed_fn, k=step["k"],
@@ -101,22 +103,27 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
         row = {**step, "n_train": len(tr), "train_min": round(train_min, 1),
                "val_context_recall": sum(r["context_recall"] for r in va) / len(va)}
         preds = generate_answers(model, tokenizer, [e["prompt"] for e in val_ex], progress=False)
-        for kind in ("all", "single", "comparison"):
-            part = [(p, r) for p, r in zip(preds, va) if kind == "all" or r.get("kind", "single") == kind]
-            if part:
-                got = score_predictions([p for p, _ in part], [r for _, r in part])
-                row[f"em_{kind}"], row[f"f1_{kind}"], row[f"n_{kind}"] = got["em"], got["f1"], got["n"]
+        for kind, got in scores_by_kind(preds, va).items():
+            row[f"em_{kind}"], row[f"f1_{kind}"], row[f"n_{kind}"] = got["em"], got["f1"], got["n"]
         logger.info("%s: EM %.1f (%.1f min)", step["name"], row["em_all"], (time.time() - t0) / 60)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8) -> list[dict]:
-    """The ablation: today's recipe on the film-disjoint split, then one change per step."""
-    base = {"chunk_tokens": 192, "k": 1, "lexical_weight": 0.0, "comparisons": False, "p_gold": None}
+def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8,
+                   first_model: str = "smollm2-135m", model: str = "gemma3-270m") -> list[dict]:
+    """The ablation: the first recipe on the film-disjoint split, then one change per step.
+
+    The first steps use ``first_model`` (the first version's reader); the last one swaps in ``model``
+    with everything else equal (no model step when they are the same).
+    """
+    base = {"model": first_model, "chunk_tokens": 192, "k": 1, "lexical_weight": 0.0, "comparisons": False,
+            "p_gold": None}
     steps = [{"name": "MiniLM top-1 chunk, single-hop training", **base}]
     steps.append({**steps[-1], "name": f"+ hybrid retrieval, top-{k} chunks of {chunk_tokens} tokens",
                   "chunk_tokens": chunk_tokens, "k": k, "lexical_weight": lexical_weight})
     steps.append({**steps[-1], "name": "+ comparison questions in training", "comparisons": True})
     steps.append({**steps[-1], "name": f"+ RAFT contexts ({p_gold:.0%} with the evidence)", "p_gold": p_gold})
+    if models.short_name(model) != models.short_name(first_model):
+        steps.append({**steps[-1], "name": f"+ {models.short_name(model)} reader", "model": model})
     return steps

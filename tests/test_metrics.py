@@ -2,6 +2,7 @@
 
 import pytest
 
+from cinephile import metrics
 from cinephile.metrics import exact_match, f1_score, normalize_answer, score_predictions
 
 
@@ -106,3 +107,20 @@ def test_error_analysis_sorts_failures_into_three_kinds():
     assert [e["id"] for e in examples["normalisation"]] == ["c"]
     with pytest.raises(ValueError, match="have no record"):
         error_analysis(lines, recs[:1])
+
+
+def test_scores_and_em_by_kind():
+    records = [{"id": "a", "answer": "x", "answer_aliases": ["x"], "kind": "single"},
+               {"id": "b", "answer": "y", "answer_aliases": ["y"], "kind": "comparison"},
+               {"id": "c", "answer": "z", "answer_aliases": ["z"]}]  # no kind: single-hop
+    got = metrics.scores_by_kind(["x", "no", "no"], records)
+    assert got["all"]["em"] == pytest.approx(100 / 3)
+    assert got["single"] == {"em": 50.0, "f1": 50.0, "n": 2}
+    assert got["comparison"]["em"] == 0.0 and got["comparison"]["n"] == 1
+    with pytest.raises(ValueError, match="one prediction per record"):
+        metrics.scores_by_kind(["x"], records)
+    lines = [{"row": row, "id": r["id"], "prediction": p} for row, preds in (("tuned", "xyz"), ("base", "x--"))
+             for r, p in zip(records, preds)]
+    table = metrics.em_by_kind(lines, records)
+    assert table.loc["tuned"].to_dict() == {"single": 100.0, "comparison": 100.0}
+    assert table.loc["base"].to_dict() == {"single": 50.0, "comparison": 0.0}

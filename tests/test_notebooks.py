@@ -48,7 +48,7 @@ def test_main_notebook_tiny(tmp_path, shared_data):
         assert kinds == {"single", "comparison"}
         for f in ["processed_chunks_with_qa.jsonl", "training_data.jsonl", "validation_data.jsonl", "corpus_index.npy"]:
             assert (tmp_path / "data" / f).stat().st_size > 0
-        assert (run_dir / "lora_smollm2-135m_triviaqa_weights.pth").is_file()
+        assert (run_dir / "lora_gemma3-270m_triviaqa_weights.pth").is_file()  # the default reader
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

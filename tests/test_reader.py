@@ -38,9 +38,10 @@ def test_reader_examples_use_raft_contexts_or_the_retrieved_one():
 
 
 def test_ablation_steps_change_one_setting_at_a_time():
-    steps = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5)
-    keys = ["chunk_tokens", "k", "lexical_weight", "comparisons", "p_gold"]
-    assert steps[0] == {"name": steps[0]["name"], "chunk_tokens": 192, "k": 1, "lexical_weight": 0.0,
-                        "comparisons": False, "p_gold": None}
+    steps = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m")
+    keys = ["model", "chunk_tokens", "k", "lexical_weight", "comparisons", "p_gold"]
+    assert steps[0] == {"name": steps[0]["name"], "model": "smollm2-135m", "chunk_tokens": 192, "k": 1,
+                        "lexical_weight": 0.0, "comparisons": False, "p_gold": None}
     changed = [{k for k in keys if a[k] != b[k]} for a, b in zip(steps, steps[1:])]
-    assert changed == [{"chunk_tokens", "k", "lexical_weight"}, {"comparisons"}, {"p_gold"}]
+    assert changed == [{"chunk_tokens", "k", "lexical_weight"}, {"comparisons"}, {"p_gold"}, {"model"}]
+    assert len(ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="smollm2-135m")) == 4

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from cinephile.retrieval import (answer_in_text, lexical_scores, plot_precision_recall, precision_recall_at_k,
                                  recall_at_k, retrieve, sentence_transformer_embedder, split_train_val,
-                                 with_gold_context, fuse_scores, choose_lexical_weight)
+                                 with_gold_context, fuse_scores, choose_lexical_weight, recall_by_retriever)
 from tests.helpers import CHUNKS, HashEmbedder, records
 
 @pytest.fixture
@@ -295,3 +295,19 @@ def test_raft_records_share_is_seeded_and_bounded():
     assert raft_records(recs, 2, p_gold=0.8) == raft_records(recs, 2, p_gold=0.8)
     with pytest.raises(ValueError, match=r"p_gold must be in \[0, 1\]"):
         raft_records(recs, 2, p_gold=1.5)
+
+
+def test_recall_by_retriever_counts_every_record(embed):
+    recs = records() + [{**records()[0], "id": "none", "answer": "Nowhere", "answer_aliases": ["Nowhere"]}]
+    got = recall_by_retriever(recs, embed, {"dense": 0.0, "bm25": 1.0}, ks=(1, 3))
+    for name, w in {"dense": 0.0, "bm25": 1.0}.items():
+        ranked = retrieve(recs, embed, lexical_weight=w)
+        assert got[name] == {"recall@1": recall_at_k(ranked, 1), "recall@3": recall_at_k(ranked, 3)}
+    assert got["bm25"]["recall@3"] == pytest.approx(2 / 3)  # the record without its answer counts as a miss
+
+
+def test_bm25_words_drop_stop_words():
+    from cinephile.retrieval import bm25_words
+    assert bm25_words("Who directed the film Jaws, in 1975?") == ["directed", "film", "jaws", "1975"]
+    assert bm25_words("Who is it?") == []  # BM25 then scores every chunk 0 and the dense ranking decides
+    assert lexical_scores("Who is it?", ["a b", "c d"]).tolist() == [0.0, 0.0]
