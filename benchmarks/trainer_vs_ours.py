@@ -60,15 +60,6 @@ def padding_share(items: list[dict], batch: int = BATCH, seed: int = 1) -> float
     return 1 - sum(lengths) / padded
 
 
-def native_bf16() -> bool:
-    """True when the CPU advertises native bf16 arithmetic (AMX or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     import functools
 
@@ -87,17 +78,11 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
         torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
     elif variant == "compile":
         model.model = torch.compile(model.model, dynamic=True)
-    elif variant == "bf16_autocast":  # train() autocasts through _autocast; fp32 again for the validation loss
-        from cinephile import train as train_module
-        fp32_autocast = train_module._autocast
-        train_module._autocast = lambda device: torch.autocast(device.type, dtype=torch.bfloat16)
-    elif variant != "plain":
+    elif variant not in ("plain", "bf16_autocast"):  # bf16: TrainConfig(bf16=True); the validation loss stays fp32
         raise SystemExit(f"unknown variant {variant!r}; use plain, fused_adamw, compile or bf16_autocast")
     train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
-                                                      max_len=1024))
+                                                      max_len=1024, bf16=variant == "bf16_autocast"))
     wall = time.perf_counter() - t0
-    if variant == "bf16_autocast":
-        train_module._autocast = fp32_autocast
     return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
             "tokens": sum(len(i["input_ids"]) for i in train_items),
             **({"padding_share": padding_share(train_items)} if variant == "plain" else {})}
@@ -152,8 +137,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.examples, args.val)
+    from cinephile import models
+
     results, failed = {}, {}
-    bf16 = native_bf16()
+    bf16 = models.native_bf16()
     tries = [t for t in args.tries.split(",") if t and (t != "bf16_autocast" or bf16)]
     for which in ["ours", "trainer"] + [f"ours:{t}" for t in tries]:
         proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),

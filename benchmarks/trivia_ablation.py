@@ -3,10 +3,11 @@
 Reads the settings main.ipynb froze (``runs/<run>/config.json``: model, prompt style, LoRA, training,
 chunk size, k, BM25 weight), rebuilds the film-disjoint split with its comparison questions, and trains
 one reader per step of ``reader.ablation_steps`` (SmolLM2-135M first, the notebook's reader last), each
-scored on the same validation questions (never on the external test set). About 75 minutes on 2 cores.
-Writes results/trivia_ablation.json.
+scored on the same validation questions (never on the external test set). About 95 minutes on 2 cores.
+Writes results/trivia_ablation.json; ``--steps`` re-measures only some steps (indices into the step list)
+and replaces those rows of the existing file.
 
-    python benchmarks/trivia_ablation.py [--run runs/trivia]
+    python benchmarks/trivia_ablation.py [--run runs/trivia] [--steps 4 5]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--facts", default=str(ROOT / "Data" / "film_facts.csv"))
     parser.add_argument("--pairs", type=int, nargs=2, default=(36, 8), help="comparison pairs, train / validation")
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_ablation.json"))
+    parser.add_argument("--steps", type=int, nargs="+", help="only these steps (0-based), merged into --out")
     args = parser.parse_args(argv)
     cfg = io.read_json(Path(args.run) / "config.json")
     records, _ = trivia.load_qa_csv(args.data)
@@ -37,13 +39,25 @@ def main(argv: list[str] | None = None) -> None:
                                                            train_pairs=args.pairs[0], val_pairs=args.pairs[1])
     embed_fn = index.cached_embedder(retrieval.sentence_transformer_embedder(models.load_retriever()))
     steps = reader.ablation_steps(chunk_tokens=cfg["chunk_tokens"], k=cfg["top_k"],
-                                  lexical_weight=cfg["lexical_weight"], model=cfg["model"])
+                                  lexical_weight=cfg["lexical_weight"], model=cfg["model"],
+                                  epochs=cfg["train"]["epochs"], bf16=cfg["train"].get("bf16"))
+    chosen = sorted(set(args.steps)) if args.steps else range(len(steps))
+    if any(i not in range(len(steps)) for i in chosen):
+        raise SystemExit(f"--steps must be indices 0..{len(steps) - 1} of: " + "; ".join(s["name"] for s in steps))
+    previous = io.read_json(args.out) if args.steps and Path(args.out).is_file() else {"rows": [], "minutes": 0.0}
     lora = {k: cfg["lora"][k] for k in ("r", "alpha", "dropout")}
     t0 = time.time()
-    table = reader.ablation(train_raw, val_raw, embed_fn, steps, model_name=cfg["model"], lora_kwargs=lora,
-                            train_cfg=TrainConfig(**cfg["train"]), style=cfg["prompt_style"])
+    table = reader.ablation(train_raw, val_raw, embed_fn, [steps[i] for i in chosen], model_name=cfg["model"],
+                            lora_kwargs=lora, train_cfg=TrainConfig(**cfg["train"]), style=cfg["prompt_style"])
     print(table.round(3).to_string(index=False))
-    io.save_json(args.out, {"rows": table.to_dict("records"), "minutes": (time.time() - t0) / 60})
+    fresh = {row["name"]: row for row in table.to_dict("records")}
+    kept = {row["name"]: row for row in previous["rows"]}
+    rows = [fresh.get(s["name"]) or kept.get(s["name"]) for s in steps]
+    missing = [s["name"] for s, row in zip(steps, rows) if row is None]
+    if missing:
+        print("not measured yet (run without --steps for the whole table):", "; ".join(missing))
+    io.save_json(args.out, {"rows": [row for row in rows if row is not None],
+                            "minutes": previous["minutes"] + (time.time() - t0) / 60})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
+from cinephile.models import autocast
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -80,7 +81,7 @@ def span_constraint(tokenizer, sources: list[list[list[int]]], prompt_len: int, 
 @torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 16,
                      batch_size: int = 8, stop: str = "\n", progress: bool = True,
-                     contexts: list[str] | None = None) -> list[str]:
+                     contexts: list[str] | None = None, bf16: bool | None = False) -> list[str]:
     """Greedy continuation of each prompt, cut at the first ``stop`` string or EOS.
 
     Args:
@@ -93,6 +94,7 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
         progress: show a tqdm bar.
         contexts: one context per prompt to constrain decoding to its spans (``span_constraint``;
             plus "yes", "no" and numbers); None decodes freely.
+        bf16: autocast as ``models.autocast`` (False: fp32; True: bf16, fast on CPUs with native bf16).
 
     Returns:
         One stripped answer per prompt, in order.
@@ -110,9 +112,10 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
             input_ids, mask = left_pad([ids[i] for i in idx], pad_id, device)
             constraint = None if contexts is None else span_constraint(
                 tokenizer, [span_sources(tokenizer, contexts[i]) for i in idx], input_ids.shape[1], stop)
-            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer,
-                                 prefix_allowed_tokens_fn=constraint)
+            with autocast(device, bf16):
+                out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer,
+                                     prefix_allowed_tokens_fn=constraint)
             texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 results[i] = text.split(stop)[0].strip()

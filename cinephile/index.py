@@ -310,8 +310,8 @@ def _digest(emb: np.ndarray) -> str:
 
 
 def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedFn, *, style: str,
-           k: int = 1) -> dict:
-    """Answer a free-form question from the chunks of the whole corpus (the demo).
+           k: int = 1, bf16: bool | None = False) -> dict:
+    """Answer a free-form question from the chunks of the whole corpus (the demo); ``bf16`` as in generation.
 
     Returns:
         ``{"question", "answer", "score", "source", "passages"}``: the generated answer, the top
@@ -326,6 +326,6 @@ def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedF
     record = {"id": "demo", "question": question, "answer": "",
               "retrieved_context": "\n\n".join(h["text"] for h in hits)}
     prompt = trivia_example(record, tokenizer, style=style)["prompt"]
-    pred = generate_answers(model, tokenizer, [prompt], progress=False)[0]
+    pred = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16)[0]
     return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3],
             "passages": [h["text"] for h in hits]}

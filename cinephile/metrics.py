@@ -176,7 +176,7 @@ EVAL_ROWS = [
 
 def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
                 max_new_tokens: int = 16, predictions_path: str | os.PathLike | None = None,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, bf16: bool | None = False) -> pd.DataFrame:
     """EM / F1 per evaluation row; per-question predictions optionally written to JSONL.
 
     Args:
@@ -189,6 +189,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         batch_size, max_new_tokens: generation settings.
         predictions_path: JSONL with one line per (row, question).
         progress: one progress bar over the rows.
+        bf16: generation under bf16 autocast (``generate.generate_answers``); False: fp32.
 
     Returns:
         DataFrame with columns row, em, f1, n.
@@ -204,7 +205,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         contexts = [r[key] for r in records] if constrained else None
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, progress=False, contexts=contexts)
+                                     max_new_tokens=max_new_tokens, progress=False, contexts=contexts, bf16=bf16)
         table.append({"row": name, **score_predictions(preds, records)})
         lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p,
                    "answer": r["answer"], "em": exact_match(p, r["answer_aliases"]),

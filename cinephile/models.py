@@ -279,6 +279,32 @@ def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: f
     return dataclasses.replace(preset, target_modules=pattern)
 
 
+def native_bf16() -> bool:
+    """True when the CPU advertises native bf16 arithmetic (AMX or AVX512-BF16): bf16 autocast then pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell, so stay in fp32
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast(device: torch.device, bf16: bool | None = None):
+    """The autocast context of a forward pass (training's ``TrainConfig.bf16``, generation's ``bf16``).
+
+    None: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere; True: bf16 autocast on any
+    device (on a CPU it pays off only with native bf16 arithmetic, ``native_bf16``); False: fp32.
+    Parameters stay fp32 either way.
+    """
+    if bf16 is False:
+        return torch.autocast(device.type, enabled=False)
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
 def pick_device(preference: str | None = None) -> torch.device:
     """``preference`` if given, else cuda, then mps, then cpu."""
     if preference:

@@ -13,6 +13,7 @@ Reference:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -75,7 +76,8 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
         embed_fn: the retriever's ``EmbedFn``.
         steps: dicts with ``name``, ``chunk_tokens``, ``k``, ``lexical_weight``, ``comparisons``
             (train on comparison questions?), ``p_gold`` (None: train on the retrieved context) and
-            optionally ``model`` (else ``model_name``).
+            optionally ``model`` (else ``model_name``), ``epochs`` and ``bf16`` (else ``train_cfg``'s;
+            ``bf16`` also sets generation's precision).
         model_name, lora_kwargs, train_cfg, style: the reader, as in the notebook.
 
     Returns:
@@ -97,12 +99,13 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
         va = retrieval.with_gold_context(retrieval.retrieve(chunk(val_records), embed_fn, k=step["k"],
                                                             lexical_weight=step["lexical_weight"]))
         val_ex = trivia_examples(va, tokenizer, style)
+        cfg = dataclasses.replace(train_cfg, **{key: step[key] for key in ("epochs", "bf16") if key in step})
         train(model, tokenizer, reader_examples(tr, tokenizer, style, k=step["k"], p_gold=step["p_gold"]),
-              val_ex[:48], train_cfg)
+              val_ex[:48], cfg)
         train_min = (time.time() - t0) / 60
         row = {**step, "n_train": len(tr), "train_min": round(train_min, 1),
                "val_context_recall": sum(r["context_recall"] for r in va) / len(va)}
-        preds = generate_answers(model, tokenizer, [e["prompt"] for e in val_ex], progress=False)
+        preds = generate_answers(model, tokenizer, [e["prompt"] for e in val_ex], progress=False, bf16=bool(cfg.bf16))
         for kind, got in scores_by_kind(preds, va).items():
             row[f"em_{kind}"], row[f"f1_{kind}"], row[f"n_{kind}"] = got["em"], got["f1"], got["n"]
         logger.info("%s: EM %.1f (%.1f min)", step["name"], row["em_all"], (time.time() - t0) / 60)
@@ -111,14 +114,16 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
 
 
 def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8,
-                   first_model: str = "smollm2-135m", model: str = "gemma3-270m") -> list[dict]:
+                   first_model: str = "smollm2-135m", model: str = "gemma3-270m", epochs: int = 1,
+                   bf16: bool | None = None) -> list[dict]:
     """The ablation: the first recipe on the film-disjoint split, then one change per step.
 
-    The first steps use ``first_model`` (the first version's reader); the last one swaps in ``model``
-    with everything else equal (no model step when they are the same).
+    The first steps use ``first_model`` (the first version's reader), one epoch without bf16; then
+    ``model`` swaps in with everything else equal (no model step when they are the same); a last
+    step trains ``epochs`` epochs under ``bf16`` when either differs from that.
     """
     base = {"model": first_model, "chunk_tokens": 192, "k": 1, "lexical_weight": 0.0, "comparisons": False,
-            "p_gold": None}
+            "p_gold": None, "epochs": 1, "bf16": None}
     steps = [{"name": "MiniLM top-1 chunk, single-hop training", **base}]
     steps.append({**steps[-1], "name": f"+ hybrid retrieval, top-{k} chunks of {chunk_tokens} tokens",
                   "chunk_tokens": chunk_tokens, "k": k, "lexical_weight": lexical_weight})
@@ -126,4 +131,7 @@ def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: 
     steps.append({**steps[-1], "name": f"+ RAFT contexts ({p_gold:.0%} with the evidence)", "p_gold": p_gold})
     if models.short_name(model) != models.short_name(first_model):
         steps.append({**steps[-1], "name": f"+ {models.short_name(model)} reader", "model": model})
+    if epochs != 1 or bf16:
+        steps.append({**steps[-1], "name": f"+ {epochs} epoch{'s' if epochs > 1 else ''}"
+                      + (", bf16 autocast" if bf16 else ""), "epochs": epochs, "bf16": bf16})
     return steps

@@ -23,7 +23,7 @@ from lora.io import load_adapter_state
 from cinephile import distributed
 from cinephile.batching import length_batches, pad_id_of
 from cinephile.io import save_figure, save_json
-from cinephile.models import pick_device
+from cinephile.models import autocast, pick_device
 from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0  # shuffling and dropout
     device: str | None = None  # None: cuda, then mps, then cpu
     log_every: int = 10  # optimizer steps between train-loss records
+    bf16: bool | None = None  # None: mixed precision on CUDA only; True: bf16 autocast on any device; False: fp32
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dict:
@@ -92,13 +93,6 @@ def batches(items: list[dict], batch_size: int, pad_id: int | None, *, shuffle: 
         yield collate([items[i] for i in group], pad_id)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
 def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy on the response tokens only, projecting only those positions to the vocabulary.
 
@@ -120,7 +114,7 @@ def token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: int = 8,
-                  loss_fn=token_loss) -> float:
+                  loss_fn=token_loss, bf16: bool | None = None) -> float:
     """Mean loss over ``items`` (tokenised examples), weighted as ``loss_fn`` counts its units.
 
     Under torchrun each rank scores its share of ``items`` and the sums are all-reduced.
@@ -132,7 +126,7 @@ def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: 
     total, count = 0.0, 0
     for batch in batches(items[rank::world], batch_size, pad_id, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        with _autocast(device):
+        with autocast(device, bf16):
             loss, n = loss_fn(model, batch)
         total, count = total + loss.item() * n, count + n
     total, count = distributed.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
@@ -190,7 +184,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay(steps, cfg.warmup_ratio))
     history = {"step": [], "train_loss": [], "epoch_val_loss": [], "epoch_train_loss": [],
                "best_epoch": 0,
-               "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn) if val else math.nan}
+               "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan}
     history["initial_val_loss"] = history["best_val_loss"]
     best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
     step, running = 0, []
@@ -206,7 +200,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
             n = 0
             if shard:
                 batch = {k: v.to(device) for k, v in collate([tok[j] for j in shard], pad_id).items()}
-                with _autocast(device):
+                with autocast(device, cfg.bf16):
                     mean, n = loss_fn(model, batch)
                 local = mean * n  # summed over units: normalised below by the count over all ranks
             total = distributed.all_reduce_sum(torch.tensor([local.item(), float(n)], dtype=torch.float64))
@@ -226,7 +220,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
                 history["step"].append(step)
                 history["train_loss"].append(sum(running) / len(running))
                 running = []
-        val_loss = evaluate_loss(model, val, pad_id, loss_fn=loss_fn) if val else math.nan
+        val_loss = evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan
         history["epoch_val_loss"].append(val_loss)
         history["epoch_train_loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
         logger.info("epoch %d: val loss %.4f", epoch, val_loss)

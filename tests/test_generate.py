@@ -92,3 +92,18 @@ def test_span_constraint_follows_the_context_and_accepts_the_chat_form_of_a_firs
         nxt = allowed(0, torch.tensor([7, 7, first]))
         assert after in nxt and tok.eos_token_id in nxt
         assert tok(" Holly", add_special_tokens=False)["input_ids"][0] not in nxt
+
+
+def test_bf16_generation_runs_under_bf16_autocast_and_fp32_by_default(gpt2, smol_tokenizer, monkeypatch):
+    seen = []
+    real = gpt2.generate
+
+    def spy(**kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real(**kwargs)
+    monkeypatch.setattr(gpt2, "generate", spy)
+    fp32 = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=4, progress=False)
+    assert seen == [False]
+    bf16 = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=4, progress=False, bf16=True)
+    assert seen == [False, True] and len(bf16) == len(fp32) == len(PROMPTS)
+    assert all(p.dtype == torch.float32 for p in gpt2.parameters())

@@ -1,4 +1,4 @@
-"""The reader's training data and context choice (the ablation itself is exercised by the notebook test)."""
+"""The reader's training data, context choice and ablation loop (training and generation stubbed)."""
 
 import pandas as pd
 import pytest
@@ -39,9 +39,40 @@ def test_reader_examples_use_raft_contexts_or_the_retrieved_one():
 
 def test_ablation_steps_change_one_setting_at_a_time():
     steps = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m")
-    keys = ["model", "chunk_tokens", "k", "lexical_weight", "comparisons", "p_gold"]
+    keys = ["model", "chunk_tokens", "k", "lexical_weight", "comparisons", "p_gold", "epochs", "bf16"]
     assert steps[0] == {"name": steps[0]["name"], "model": "smollm2-135m", "chunk_tokens": 192, "k": 1,
-                        "lexical_weight": 0.0, "comparisons": False, "p_gold": None}
+                        "lexical_weight": 0.0, "comparisons": False, "p_gold": None, "epochs": 1, "bf16": None}
     changed = [{k for k in keys if a[k] != b[k]} for a, b in zip(steps, steps[1:])]
     assert changed == [{"chunk_tokens", "k", "lexical_weight"}, {"comparisons"}, {"p_gold"}, {"model"}]
     assert len(ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="smollm2-135m")) == 4
+    longer = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m", epochs=2, bf16=True)
+    assert longer[:-1] == steps and {k for k in keys if longer[-1][k] != steps[-1][k]} == {"epochs", "bf16"}
+    assert longer[-1]["name"] == "+ 2 epochs, bf16 autocast"
+
+
+def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(monkeypatch):
+    """Steps without epochs / bf16 keep the notebook's TrainConfig; a step's own values reach training and generation."""
+    from cinephile import reader
+    from cinephile.train import TrainConfig
+    from tests.helpers import HashEmbedder, WhitespaceTokenizer, tiny_llama
+
+    context = "Jaws is a film directed by Steven Spielberg.\n\nThe score was composed by John Williams."
+    recs = [{"id": f"q{i}", "question": q, "answer": a, "answer_aliases": [a], "context": context, "kind": "single"}
+            for i, (q, a) in enumerate([("Who directed Jaws?", "Steven Spielberg"),
+                                        ("Who composed the score of Jaws?", "John Williams")])]
+    tok = WhitespaceTokenizer()
+    tok.chat_template = None
+    monkeypatch.setattr(reader.models, "load_base_model", lambda name: (tiny_llama(), tok))
+    seen = []
+    monkeypatch.setattr(reader, "train", lambda model, tok, train_ex, val_ex, cfg: seen.append(("train", cfg)))
+    monkeypatch.setattr(reader, "generate_answers",
+                        lambda model, tok, prompts, progress, bf16: seen.append(("generate", bf16)) or
+                        ["Steven Spielberg"] * len(prompts))
+    base = {"model": "tiny", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": True, "p_gold": None}
+    steps = [{"name": "as configured", **base}, {"name": "longer", **base, "epochs": 3, "bf16": True}]
+    table = reader.ablation(recs, recs, HashEmbedder(), steps, model_name="tiny", lora_kwargs={"r": 2},
+                            train_cfg=TrainConfig(epochs=1, lr=1e-3), style="plain")
+    assert [(kind, getattr(x, "epochs", x), getattr(x, "bf16", x)) for kind, x in seen] == [
+        ("train", 1, None), ("generate", False, False), ("train", 3, True), ("generate", True, True)]
+    assert seen[0][1].lr == seen[2][1].lr == 1e-3  # everything else from train_cfg
+    assert table["em_all"].tolist() == [50.0, 50.0] and table["n_all"].tolist() == [2, 2]

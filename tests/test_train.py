@@ -111,3 +111,49 @@ def test_response_loss_equals_full_model_loss(model_kind):
                      tokenize_example(tok, "a much longer prompt", " no way", 40)], pad_id=1)
     expected = model(**batch).loss
     torch.testing.assert_close(response_loss(model, batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_option_autocasts_the_forward_pass_and_still_trains():
+    """bf16=True runs the loss under bf16 autocast on the CPU; False and None (CPU) stay fp32."""
+    from cinephile.train import token_loss
+
+    seen = []
+
+    def spy(model, batch):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return token_loss(model, batch)
+
+    tok = CharTokenizer()
+    tok.pad_token_id = tok.eos_token_id = 1
+    for bf16, expected in [(True, True), (False, False), (None, False)]:
+        model = tiny_llama()
+        inject_lora(model, LoRAConfig.llama(r=2, alpha=4))
+        before = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+        seen.clear()
+        hist = train(model, tok, _examples(8), _examples(4),
+                     TrainConfig(epochs=1, lr=1e-2, batch_size=4, device="cpu", bf16=bf16), loss_fn=spy)
+        assert seen and set(seen) == {expected}, bf16
+        assert math.isfinite(hist["best_val_loss"])
+        after = adapter_state_dict(model)
+        assert all(v.dtype == torch.float32 for v in after.values())  # the adapters stay fp32
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("lora_B.weight"))
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from cinephile import models
+
+    real = models.Path.read_text
+
+    def fake(flags):
+        def read_text(self, *a, **k):
+            if str(self) == "/proc/cpuinfo":
+                if flags is None:
+                    raise OSError("no such file")
+                return f"processor : 0\nflags : fpu sse2 {flags}\n"
+            return real(self, *a, **k)
+        return read_text
+
+    for flags, expected in [("avx512f amx_bf16 amx_tile", True), ("avx512f avx512_bf16", True),
+                            ("avx2 avx512f", False), (None, False)]:
+        monkeypatch.setattr(models.Path, "read_text", fake(flags))
+        assert models.native_bf16() is expected, flags
