@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cinephile.chunking import split_sentences
 from cinephile.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -156,22 +157,35 @@ class CorpusIndex:
             self._bm25 = BM25Okapi([bm25_words(t) for t in self.texts])
         return self._bm25
 
-    def search(self, query: str, embed_fn: EmbedFn, k: int = 3) -> list[dict]:
+    def search(self, query: str, embed_fn: EmbedFn, k: int = 3, *, distinct: bool = True) -> list[dict]:
         """Top-k chunks for ``query``: [{"text", "score", "sources"}], best first.
 
         With ``lexical_weight > 0`` the score is the hybrid of the cosine similarity and BM25 over
-        every chunk (exact, in memory: the hybrid is meant for corpora the demo holds).
+        every chunk (exact, in memory: the hybrid is meant for corpora the demo holds). A passage
+        shared by many records is chunked with different neighbours each time, so the best hits
+        are often the same sentences; with ``distinct`` a chunk whose sentences are half or more
+        in the hits already taken is skipped, and the k hits carry k times the text.
         """
-        if self.lexical_weight <= 0:
-            scores, ids = self.search_vectors(embed_texts(embed_fn, [query]), k)
-            return [{"text": self.texts[i], "score": float(s), "sources": self.sources[i]}
-                    for s, i in zip(scores[0], ids[0]) if i >= 0]
-        from cinephile.retrieval import bm25_words, fuse_scores
-
         q = self._queries(embed_texts(embed_fn, [query]))
-        fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)), self.lexical_weight)
-        top = np.argsort(-fused, kind="stable")[:k]
-        return [{"text": self.texts[i], "score": float(fused[i]), "sources": self.sources[i]} for i in top]
+        if self.lexical_weight <= 0:
+            scores, ids = self.search_vectors(q, max(10 * k, 50) if distinct else k)  # a pool to skip from
+            ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        else:
+            from cinephile.retrieval import bm25_words, fuse_scores
+
+            fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)),
+                                self.lexical_weight)
+            ranked = [(float(fused[i]), int(i)) for i in np.argsort(-fused, kind="stable")]
+        hits, seen = [], set()
+        for score, i in ranked:
+            sentences = set(split_sentences(self.texts[i])) if distinct else set()
+            if sentences and len(sentences & seen) * 2 >= len(sentences):
+                continue
+            seen |= sentences
+            hits.append({"text": self.texts[i], "score": score, "sources": self.sources[i]})
+            if len(hits) == k:
+                break
+        return hits
 
     def save(self, path_prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``<prefix>.npy`` (embeddings) and ``<prefix>.json`` (texts, sources, embedder, dim, sha256).

@@ -179,3 +179,25 @@ def test_cached_embedder_encodes_each_text_once_and_keeps_order():
     assert seen == [["aa", "b"], ["ccc"]] and cached.name == "fake"
     assert first[:, 0].tolist() == [2, 1, 2] and again[:, 0].tolist() == [1, 3, 2]
     assert cached.cache_info() == {"texts": 3, "calls": 2}
+
+
+@pytest.mark.parametrize("lexical_weight", [0.0, 0.6])
+def test_distinct_search_skips_chunks_whose_sentences_are_already_in_the_hits(embed, lexical_weight):
+    """The same passage chunked with different neighbours must not fill all k slots (dense and hybrid)."""
+    shared = "The score of Jaws was composed by John Williams. It won the Academy Award for Best Score."
+    recs = [{"id": "a", "chunks": [shared]},
+            {"id": "b", "chunks": ["Jaws opened in June 1975. " + shared]},  # 2 of 3 sentences already taken
+            {"id": "c", "chunks": [shared + " The shark was called Bruce. It broke down often. Spielberg hid it."]},
+            {"id": "d", "chunks": ["Alien is set in space. Ridley Scott directed it."]}]
+    index = CorpusIndex.build(recs, embed)
+    index.lexical_weight = lexical_weight
+    question = "Who composed the score of Jaws?"
+    plain = [h["text"] for h in index.search(question, embed, k=4, distinct=False)]
+    assert len(plain) == 4
+    hits = index.search(question, embed, k=4)
+    texts = [h["text"] for h in hits]
+    # a and b share two sentences: whichever ranks first is kept, the other skipped (all or 2 of 3 seen);
+    # c keeps three new sentences of five; the k slots are not refilled with the skipped chunk
+    first = min(plain.index(shared), plain.index(recs[1]["chunks"][0]))
+    assert texts == [t for i, t in enumerate(plain) if t not in (shared, recs[1]["chunks"][0]) or i == first]
+    assert len(texts) == 3 and all(h["score"] >= g["score"] for h, g in zip(hits, hits[1:]))
