@@ -175,7 +175,8 @@ class CorpusIndex:
 
             fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)),
                                 self.lexical_weight)
-            ranked = [(float(fused[i]), int(i)) for i in np.argsort(-fused, kind="stable")]
+            order = np.argsort(-fused, kind="stable")
+            ranked = ((float(fused[i]), int(i)) for i in (order if distinct else order[:k]))  # read until k are taken
         hits, seen = [], set()
         for score, i in ranked:
             sentences = set(split_sentences(self.texts[i])) if distinct else set()

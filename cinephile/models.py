@@ -295,11 +295,9 @@ def autocast(device: torch.device, bf16: bool | None = None):
     device (on a CPU it pays off only with native bf16 arithmetic, ``native_bf16``); False: fp32.
     Parameters stay fp32 either way.
     """
-    if bf16 is False:
-        return torch.autocast(device.type, enabled=False)
     if bf16:
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if device.type == "cuda":
+    if bf16 is None and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast(device.type, enabled=False)

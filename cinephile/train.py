@@ -117,7 +117,8 @@ def evaluate_loss(model: nn.Module, items: list[dict], pad_id: int, batch_size: 
                   loss_fn=token_loss, bf16: bool | None = None) -> float:
     """Mean loss over ``items`` (tokenised examples), weighted as ``loss_fn`` counts its units.
 
-    Under torchrun each rank scores its share of ``items`` and the sums are all-reduced.
+    Under torchrun each rank scores its share of ``items`` and the sums are all-reduced; ``bf16`` as
+    in ``TrainConfig``.
     """
     was_training = model.training
     model.eval()

@@ -139,7 +139,7 @@ def test_bf16_option_autocasts_the_forward_pass_and_still_trains():
         assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("lora_B.weight"))
 
 
-def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
     from cinephile import models
 
     real = models.Path.read_text
