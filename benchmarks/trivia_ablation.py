@@ -7,7 +7,7 @@ scored on the same validation questions (never on the external test set). About 
 Writes results/trivia_ablation.json; ``--steps`` re-measures only some steps (indices into the step list)
 and replaces those rows of the existing file.
 
-    python benchmarks/trivia_ablation.py [--run runs/trivia] [--steps 4 5]
+    python benchmarks/trivia_ablation.py [--run runs/trivia] [--steps 5 6] [--train-pairs 50]
 """
 
 from __future__ import annotations
@@ -29,25 +29,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", default=str(ROOT / "runs" / "trivia"), help="run folder of main.ipynb")
     parser.add_argument("--data", default=str(ROOT / "Data" / "movie_trivia_qa.csv"))
     parser.add_argument("--facts", default=str(ROOT / "Data" / "film_facts.csv"))
-    parser.add_argument("--pairs", type=int, nargs=2, default=(36, 8), help="comparison pairs, train / validation")
+    parser.add_argument("--pairs", type=int, nargs=2, default=(36, 8),
+                        help="comparison pairs of the first recipe, train / validation")
+    parser.add_argument("--train-pairs", type=int, help="training pairs of the last step (main.ipynb's "
+                        "COMPARISON_PAIRS[0]; default: the run's config, else --pairs)")
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_ablation.json"))
     parser.add_argument("--steps", type=int, nargs="+", help="only these steps (0-based), merged into --out")
     args = parser.parse_args(argv)
     cfg = io.read_json(Path(args.run) / "config.json")
     records, _ = trivia.load_qa_csv(args.data)
-    train_raw, val_raw = films.film_split_with_comparisons(records, films.read_facts(args.facts),
-                                                           train_pairs=args.pairs[0], val_pairs=args.pairs[1])
-    embed_fn = index.cached_embedder(retrieval.sentence_transformer_embedder(models.load_retriever()))
+    facts = films.read_facts(args.facts)
     steps = reader.ablation_steps(chunk_tokens=cfg["chunk_tokens"], k=cfg["top_k"],
                                   lexical_weight=cfg["lexical_weight"], model=cfg["model"],
-                                  epochs=cfg["train"]["epochs"], bf16=cfg["train"].get("bf16"))
+                                  epochs=cfg["train"]["epochs"], bf16=cfg["train"].get("bf16"),
+                                  first_pairs=args.pairs[0],
+                                  train_pairs=args.train_pairs or cfg.get("comparison_pairs", args.pairs)[0])
     chosen = sorted(set(args.steps)) if args.steps else range(len(steps))
     if any(i not in range(len(steps)) for i in chosen):
         raise SystemExit(f"--steps must be indices 0..{len(steps) - 1} of: " + "; ".join(s["name"] for s in steps))
     previous = io.read_json(args.out) if args.steps and Path(args.out).is_file() else {"rows": [], "minutes": 0.0}
     lora = {k: cfg["lora"][k] for k in ("r", "alpha", "dropout")}
+    splits = {n: films.film_split_with_comparisons(records, facts, train_pairs=n, val_pairs=args.pairs[1])
+              for n in {steps[i]["train_pairs"] for i in chosen}}
+    val_raw = next(iter(splits.values()))[1]  # the same validation records whatever the training pairs
+    embed_fn = index.cached_embedder(retrieval.sentence_transformer_embedder(models.load_retriever()))
     t0 = time.time()
-    table = reader.ablation(train_raw, val_raw, embed_fn, [steps[i] for i in chosen], model_name=cfg["model"],
+    table = reader.ablation({n: train for n, (train, _) in splits.items()}, val_raw, embed_fn,
+                            [steps[i] for i in chosen], model_name=cfg["model"],
                             lora_kwargs=lora, train_cfg=TrainConfig(**cfg["train"]), style=cfg["prompt_style"])
     print(table.round(3).to_string(index=False))
     fresh = {row["name"]: row for row in table.to_dict("records")}

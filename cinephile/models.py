@@ -178,7 +178,7 @@ def _tokenizer(name: str, source: str, kwargs: dict):
 
 
 def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu"):
+                    device: str | torch.device = "cpu", attn_implementation: str | None = None):
     """Load a causal LM and its tokenizer, offline unless a hub id is named.
 
     Args:
@@ -186,6 +186,10 @@ def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.fl
             model directory.
         dtype: parameter dtype (fp32 by default: CPU training and exact merge checks).
         device: where to put the model.
+        attn_implementation: transformers' attention kernel ("eager", "sdpa"); None: "eager" for
+            Gemma 3 (transformers' advice for training it; the same answers as SDPA and within about 10%
+            of its speed on CPU at our lengths, see ``benchmarks/attention_speed.py``), transformers'
+            default for the others.
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode and the tokenizer has a pad token.
@@ -194,8 +198,10 @@ def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.fl
 
     source, kwargs = _source(name)
     tokenizer = _tokenizer(name, source, kwargs)
+    attn = attn_implementation or ("eager" if name in GEMMA3_ALIASES else None)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs,
+                                                     **({"attn_implementation": attn} if attn else {}))
     except OSError as err:
         raise _load_error(name, err) from None
     ensure_pad_token(tokenizer, model)

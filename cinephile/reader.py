@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -67,17 +67,21 @@ def choose_context(table: pd.DataFrame, *, tolerance: float = 0.02, max_tokens: 
     return {"chunk_tokens": int(best["chunk_tokens"]), "k": int(best["k"])}
 
 
-def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_fn, steps: Sequence[dict], *,
-             model_name: str, lora_kwargs: dict, train_cfg: TrainConfig, style: str) -> pd.DataFrame:
+def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dict], embed_fn,
+             steps: Sequence[dict], *, model_name: str, lora_kwargs: dict, train_cfg: TrainConfig,
+             style: str) -> pd.DataFrame:
     """Train and validate one reader per step; every step is scored on the same validation questions.
 
     Args:
-        train_records, val_records: single-hop and comparison records with ``context`` (not yet chunked).
+        train_sets: training records (single-hop and comparison, with ``context``, not yet chunked)
+            by the number of film pairs their comparison questions cover
+            (``films.film_split_with_comparisons(train_pairs=...)``).
+        val_records: validation records, the same for every step.
         embed_fn: the retriever's ``EmbedFn``.
         steps: dicts with ``name``, ``chunk_tokens``, ``k``, ``lexical_weight``, ``comparisons``
-            (train on comparison questions?), ``p_gold`` (None: train on the retrieved context) and
-            optionally ``model`` (else ``model_name``), ``epochs`` and ``bf16`` (else ``train_cfg``'s;
-            ``bf16`` also sets generation's precision).
+            (train on comparison questions?), ``train_pairs`` (which of ``train_sets``), ``p_gold``
+            (None: train on the retrieved context) and optionally ``model`` (else ``model_name``),
+            ``epochs`` and ``bf16`` (else ``train_cfg``'s; ``bf16`` also sets generation's precision).
         model_name, lora_kwargs, train_cfg, style: the reader, as in the notebook.
 
     Returns:
@@ -86,6 +90,10 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
     """
     from lora import inject_lora
 
+    missing = sorted({step["train_pairs"] for step in steps} - set(train_sets))
+    if missing:
+        raise ValueError(f"steps train on {missing} comparison pairs but train_sets has {sorted(train_sets)}; "
+                         "build those training sets with films.film_split_with_comparisons(train_pairs=...)")
     rows = []
     for step in steps:
         t0 = time.time()
@@ -93,7 +101,7 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
         model, tokenizer = models.load_base_model(name)
         inject_lora(model, models.lora_preset(name, **lora_kwargs))
         chunk = lambda recs: chunking.chunk_records(recs, tokenizer, step["chunk_tokens"])  # noqa: E731
-        use = [r for r in train_records if step["comparisons"] or r.get("kind") != "comparison"]
+        use = [r for r in train_sets[step["train_pairs"]] if step["comparisons"] or r.get("kind") != "comparison"]
         tr = retrieval.with_gold_context(retrieval.retrieve(chunk(use), embed_fn, k=step["k"],
                                                             lexical_weight=step["lexical_weight"]))
         va = retrieval.with_gold_context(retrieval.retrieve(chunk(val_records), embed_fn, k=step["k"],
@@ -115,15 +123,16 @@ def ablation(train_records: Sequence[dict], val_records: Sequence[dict], embed_f
 
 def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8,
                    first_model: str = "smollm2-135m", model: str = "gemma3-270m", epochs: int = 1,
-                   bf16: bool | None = None) -> list[dict]:
+                   bf16: bool | None = None, first_pairs: int = 36, train_pairs: int = 36) -> list[dict]:
     """The ablation: the first recipe on the film-disjoint split, then one change per step.
 
-    The first steps use ``first_model`` (the first version's reader), one epoch without bf16; then
-    ``model`` swaps in with everything else equal (no model step when they are the same); a last
-    step trains ``epochs`` epochs under ``bf16`` when either differs from that.
+    The first steps use ``first_model`` (the first version's reader), one epoch without bf16 and
+    comparison questions over ``first_pairs`` film pairs; then ``model`` swaps in with everything
+    else equal (no model step when they are the same); then a step trains ``epochs`` epochs under
+    ``bf16`` when either differs from that, and a last one ``train_pairs`` pairs when they differ.
     """
     base = {"model": first_model, "chunk_tokens": 192, "k": 1, "lexical_weight": 0.0, "comparisons": False,
-            "p_gold": None, "epochs": 1, "bf16": None}
+            "train_pairs": first_pairs, "p_gold": None, "epochs": 1, "bf16": None}
     steps = [{"name": "MiniLM top-1 chunk, single-hop training", **base}]
     steps.append({**steps[-1], "name": f"+ hybrid retrieval, top-{k} chunks of {chunk_tokens} tokens",
                   "chunk_tokens": chunk_tokens, "k": k, "lexical_weight": lexical_weight})
@@ -134,4 +143,7 @@ def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: 
     if epochs != 1 or bf16:
         steps.append({**steps[-1], "name": f"+ {epochs} epoch{'s' if epochs > 1 else ''}"
                       + (", bf16 autocast" if bf16 else ""), "epochs": epochs, "bf16": bf16})
+    if train_pairs != first_pairs:
+        steps.append({**steps[-1], "name": f"+ comparisons over {train_pairs} film pairs (not {first_pairs})",
+                      "train_pairs": train_pairs})
     return steps

@@ -158,7 +158,17 @@ def span_decoding_table(record: dict) -> str:
     return _table(["decoding (film-disjoint validation)", "EM", "F1", "n"], rows)
 
 
-RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
+def attention_table(record: dict) -> str:
+    """``results/bench_attention.json``: eager vs SDPA attention, one training step and one generation batch."""
+    med, speed = record["median_s"], record["speedup_eager_vs_sdpa"]
+    rows = [[kernel, f"{med[kernel]['train_step_s']:.2f} s", f"{med[kernel]['generate_s']:.2f} s"]
+            for kernel in ("sdpa", "eager")]
+    rows.append(["speed-up eager / SDPA", f"**{speed['train_step_s']:.2f}x**", f"**{speed['generate_s']:.2f}x**"])
+    return _table([f"attention ({record['model']}, batch {record['batch']} x {record['seq_len']} tokens)",
+                   "training step", "generate 16 tokens"], rows)
+
+
+RENDERERS = {"trivia.json": trivia_tables, "bench_attention.json": attention_table, "trivia_ablation.json": trivia_ablation_table,
              "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
              "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,

