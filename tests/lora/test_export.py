@@ -200,10 +200,6 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 @pytest.mark.slow
 def test_llama_cpp_runs_exported_adapter_like_peft(tmp_path, smollm2_tokenizer):
     """llama.cpp with our GGUF adapter shifts the logits the way PEFT does in PyTorch."""
@@ -213,6 +209,7 @@ def test_llama_cpp_runs_exported_adapter_like_peft(tmp_path, smollm2_tokenizer):
     base_gguf = smollm2_gguf()
     model = AutoModelForCausalLM.from_pretrained(base_gguf.parent, gguf_file=base_gguf.name, dtype=torch.float32)
     config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    torch.manual_seed(0)  # PEFT draws lora_A from the global generator: fix it so the test does not depend on order
     model = peft.get_peft_model(model, config).eval()
     # q/k dominate the change so a wrong RoPE row order shows; v/o add a smaller, unpermuted part
     gen = torch.Generator().manual_seed(0)
@@ -224,25 +221,27 @@ def test_llama_cpp_runs_exported_adapter_like_peft(tmp_path, smollm2_tokenizer):
     model.save_pretrained(tmp_path / "adapter")
     ids = smollm2_tokenizer("The best film by Stanley Kubrick is", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        lora_pt = model(torch.tensor([ids])).logits[0, -1].numpy()
+        lora_pt = model(torch.tensor([ids])).logits[0].numpy()
         with model.disable_adapter():
-            base_pt = model(torch.tensor([ids])).logits[0, -1].numpy()
+            base_pt = model(torch.tensor([ids])).logits[0].numpy()
 
     def cpp_logits(lora_path: Path | None) -> np.ndarray:
         kwargs = {"lora_path": str(lora_path)} if lora_path else {}
         llm = llama_cpp.Llama(model_path=str(base_gguf), logits_all=True, n_ctx=256, verbose=False, **kwargs)
         llm.eval(ids)
-        return np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+        return np.array(llm.scores[:len(ids)], dtype=np.float64)
 
     base_cpp = cpp_logits(None)
-    delta_pt = lora_pt - base_pt
-    correlations = {}
+    delta_pt = lora_pt - base_pt  # the adapter's shift of the logits at every position
+    errors = {}
     for permute in (True, False):
         out = export_gguf_adapter(tmp_path / "adapter", tmp_path / f"lora_{permute}.gguf", base_gguf=base_gguf,
                                   _permute_qk=permute)
-        correlations[permute] = pearson(cpp_logits(out) - base_cpp, delta_pt)
-    print(f"delta-logit correlation llama.cpp vs PEFT: {correlations[True]:.3f} with q/k permutation, "
-          f"{correlations[False]:.3f} without")
+        # relative error of llama.cpp's shift against PEFT's; a correlation over one position was too noisy
+        # to tell the two exports apart for every lora_A draw (measured over seeds: 0.22-0.42 vs 0.81-2.06)
+        errors[permute] = float(np.linalg.norm(cpp_logits(out) - base_cpp - delta_pt) / np.linalg.norm(delta_pt))
+    print(f"relative error of llama.cpp's logit shift vs PEFT's: {errors[True]:.3f} with q/k permutation, "
+          f"{errors[False]:.3f} without")
     assert np.abs(delta_pt).max() > 1.0  # the adapter visibly changes the logits
-    assert correlations[True] > 0.6
-    assert correlations[False] < correlations[True] - 0.3  # the q/k permutation is what makes it match
+    assert errors[True] < 0.5
+    assert errors[False] > errors[True] + 0.3  # the q/k permutation is what makes it match
