@@ -3,11 +3,11 @@
 Reads the settings main.ipynb froze (``runs/<run>/config.json``: model, prompt style, LoRA, training,
 chunk size, k, BM25 weight), rebuilds the film-disjoint split with its comparison questions, and trains
 one reader per step of ``reader.ablation_steps`` (SmolLM2-135M first, the notebook's reader last), each
-scored on the same validation questions (never on the external test set). About 95 minutes on 2 cores.
+scored on the same validation questions (never on the external test set). About 2.5 hours on 2 cores.
 Writes results/trivia_ablation.json; ``--steps`` re-measures only some steps (indices into the step list)
 and replaces those rows of the existing file.
 
-    python benchmarks/trivia_ablation.py [--run runs/trivia] [--steps 5 6] [--train-pairs 50]
+    python benchmarks/trivia_ablation.py [--run runs/trivia] [--steps 7] [--train-pairs 50] [--first-context 128 3]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="comparison pairs of the first recipe, train / validation")
     parser.add_argument("--train-pairs", type=int, help="training pairs of the last step (main.ipynb's "
                         "COMPARISON_PAIRS[0]; default: the run's config, else --pairs)")
+    parser.add_argument("--first-context", type=int, nargs=2, default=(128, 3), metavar=("CHUNK_TOKENS", "K"),
+                        help="chunk size and k of the first recipe's hybrid retrieval step")
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_ablation.json"))
     parser.add_argument("--steps", type=int, nargs="+", help="only these steps (0-based), merged into --out")
     args = parser.parse_args(argv)
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
                                   lexical_weight=cfg["lexical_weight"], model=cfg["model"],
                                   epochs=cfg["train"]["epochs"], bf16=cfg["train"].get("bf16"),
                                   first_pairs=args.pairs[0],
-                                  train_pairs=args.train_pairs or cfg.get("comparison_pairs", args.pairs)[0])
+                                  train_pairs=args.train_pairs or cfg.get("comparison_pairs", args.pairs)[0],
+                                  first_context=tuple(args.first_context))
     chosen = sorted(set(args.steps)) if args.steps else range(len(steps))
     if any(i not in range(len(steps)) for i in chosen):
         raise SystemExit(f"--steps must be indices 0..{len(steps) - 1} of: " + "; ".join(s["name"] for s in steps))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
+import torch
 
 from cinephile import chunking, models, retrieval
 from cinephile.generate import generate_answers
@@ -42,17 +43,20 @@ def context_table(records: Sequence[dict], tokenizer, embed_fn, *, sizes: Sequen
                   ks: Sequence[int] = (1, 2, 3), lexical_weight: float = 0.0) -> pd.DataFrame:
     """Recall of the fed context (``covers``) and its mean length in tokens, per chunk size and k.
 
-    Pass *training* questions only: the table chooses how much context the reader gets.
+    Pass *training* questions only: the table chooses how much context the reader gets. Each size
+    is chunked and ranked once; the context for each k is the top-k prefix of that ranking.
     """
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive chunk counts, got {list(ks)}")
     rows = []
     for size in sizes:
-        chunked = chunking.chunk_records(records, tokenizer, size)
+        ranked = retrieval.retrieve(chunking.chunk_records(records, tokenizer, size), embed_fn, k=max(ks),
+                                    lexical_weight=lexical_weight)
         for k in ks:
-            got = retrieval.retrieve(chunked, embed_fn, k=k, lexical_weight=lexical_weight)
-            lengths = [len(t) for t in tokenizer([r["retrieved_context"] for r in got],
-                                                 add_special_tokens=False)["input_ids"]]
+            contexts = [retrieval.top_k_context(r, k) for r in ranked]
+            lengths = [len(t) for t in tokenizer(contexts, add_special_tokens=False)["input_ids"]]
             rows.append({"chunk_tokens": size, "k": k,
-                         "context_recall": sum(retrieval.covers(r, r["retrieved_context"]) for r in got) / len(got),
+                         "context_recall": sum(map(retrieval.covers, ranked, contexts)) / len(ranked),
                          "context_tokens": sum(lengths) / len(lengths)})
     return pd.DataFrame(rows)
 
@@ -99,6 +103,8 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
         t0 = time.time()
         name = step.get("model", model_name)
         model, tokenizer = models.load_base_model(name)
+        cfg = dataclasses.replace(train_cfg, **{key: step[key] for key in ("epochs", "bf16") if key in step})
+        torch.manual_seed(cfg.seed)  # the adapters' initial values do not depend on the steps run before
         inject_lora(model, models.lora_preset(name, **lora_kwargs))
         chunk = lambda recs: chunking.chunk_records(recs, tokenizer, step["chunk_tokens"])  # noqa: E731
         use = [r for r in train_sets[step["train_pairs"]] if step["comparisons"] or r.get("kind") != "comparison"]
@@ -107,7 +113,6 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
         va = retrieval.with_gold_context(retrieval.retrieve(chunk(val_records), embed_fn, k=step["k"],
                                                             lexical_weight=step["lexical_weight"]))
         val_ex = trivia_examples(va, tokenizer, style)
-        cfg = dataclasses.replace(train_cfg, **{key: step[key] for key in ("epochs", "bf16") if key in step})
         train(model, tokenizer, reader_examples(tr, tokenizer, style, k=step["k"], p_gold=step["p_gold"]),
               val_ex[:48], cfg)
         train_min = (time.time() - t0) / 60
@@ -123,19 +128,23 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
 
 def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8,
                    first_model: str = "smollm2-135m", model: str = "gemma3-270m", epochs: int = 1,
-                   bf16: bool | None = None, first_pairs: int = 36, train_pairs: int = 36) -> list[dict]:
+                   bf16: bool | None = None, first_pairs: int = 36, train_pairs: int = 36,
+                   first_context: tuple[int, int] | None = None) -> list[dict]:
     """The ablation: the first recipe on the film-disjoint split, then one change per step.
 
-    The first steps use ``first_model`` (the first version's reader), one epoch without bf16 and
-    comparison questions over ``first_pairs`` film pairs; then ``model`` swaps in with everything
+    The first steps use ``first_model`` (the first version's reader), one epoch without bf16,
+    comparison questions over ``first_pairs`` film pairs and ``first_context`` (chunk tokens, k;
+    None: ``chunk_tokens``, ``k``) for the hybrid retrieval; then ``model`` swaps in with everything
     else equal (no model step when they are the same); then a step trains ``epochs`` epochs under
-    ``bf16`` when either differs from that, and a last one ``train_pairs`` pairs when they differ.
+    ``bf16`` when either differs from that, one ``train_pairs`` pairs and a last one feeds the top
+    ``k`` chunks of ``chunk_tokens`` tokens, each only when it differs from the first recipe.
     """
+    first_tokens, first_k = first_context or (chunk_tokens, k)
     base = {"model": first_model, "chunk_tokens": 192, "k": 1, "lexical_weight": 0.0, "comparisons": False,
             "train_pairs": first_pairs, "p_gold": None, "epochs": 1, "bf16": None}
     steps = [{"name": "MiniLM top-1 chunk, single-hop training", **base}]
-    steps.append({**steps[-1], "name": f"+ hybrid retrieval, top-{k} chunks of {chunk_tokens} tokens",
-                  "chunk_tokens": chunk_tokens, "k": k, "lexical_weight": lexical_weight})
+    steps.append({**steps[-1], "name": f"+ hybrid retrieval, top-{first_k} chunks of {first_tokens} tokens",
+                  "chunk_tokens": first_tokens, "k": first_k, "lexical_weight": lexical_weight})
     steps.append({**steps[-1], "name": "+ comparison questions in training", "comparisons": True})
     steps.append({**steps[-1], "name": f"+ RAFT contexts ({p_gold:.0%} with the evidence)", "p_gold": p_gold})
     if models.short_name(model) != models.short_name(first_model):
@@ -146,4 +155,7 @@ def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: 
     if train_pairs != first_pairs:
         steps.append({**steps[-1], "name": f"+ comparisons over {train_pairs} film pairs (not {first_pairs})",
                       "train_pairs": train_pairs})
+    if (chunk_tokens, k) != (first_tokens, first_k):
+        steps.append({**steps[-1], "name": f"+ top-{k} chunks of {chunk_tokens} tokens (not {first_k} of {first_tokens})",
+                      "chunk_tokens": chunk_tokens, "k": k})
     return steps

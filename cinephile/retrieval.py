@@ -75,6 +75,11 @@ def _window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> s
     return "\n\n".join(runs)
 
 
+def top_k_context(record: dict, k: int) -> str:
+    """The context of ``record``'s best ``k`` retrieved chunks (a prefix of ``retrieve``'s ranking), in document order."""
+    return _window_text(record["chunks"], [hit["chunk"] for hit in record["retrieved"][:k]], 0)
+
+
 def fuse_scores(dense: Sequence[float], lexical: Sequence[float], lexical_weight: float) -> np.ndarray:
     """Hybrid retrieval: ``(1 - w) * dense + w * lexical`` after min-max scaling each to [0, 1].
 

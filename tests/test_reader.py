@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from cinephile.reader import ablation_steps, choose_context, reader_examples
 
@@ -53,6 +54,12 @@ def test_ablation_steps_change_one_setting_at_a_time():
                           train_pairs=50)
     assert more[:-1] == longer and {k for k in keys if more[-1][k] != longer[-1][k]} == {"train_pairs"}
     assert more[-1]["train_pairs"] == 50 and more[-1]["name"] == "+ comparisons over 50 film pairs (not 36)"
+    finer = ablation_steps(chunk_tokens=48, k=6, lexical_weight=0.5, model="gemma3-270m", epochs=2, bf16=True,
+                           train_pairs=50, first_context=(128, 3))
+    assert finer[:-1] == more and {k for k in keys if finer[-1][k] != more[-1][k]} == {"chunk_tokens", "k"}
+    assert finer[-1]["name"] == "+ top-6 chunks of 48 tokens (not 3 of 128)"
+    assert ablation_steps(chunk_tokens=128, k=3, lexical_weight=0.5, model="gemma3-270m", epochs=2, bf16=True,
+                          train_pairs=50, first_context=(128, 3)) == more
 
 
 def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(monkeypatch):
@@ -67,9 +74,15 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
                                         ("Who composed the score of Jaws?", "John Williams")])]
     tok = WhitespaceTokenizer()
     tok.chat_template = None
-    monkeypatch.setattr(reader.models, "load_base_model", lambda name: (tiny_llama(), tok))
-    seen = []
-    monkeypatch.setattr(reader, "train", lambda model, tok, train_ex, val_ex, cfg: seen.append(("train", cfg)))
+    seen, inits = [], []
+    # the stub moves the global generator on by a different amount each call, as real steps would
+    monkeypatch.setattr(reader.models, "load_base_model",
+                        lambda name: (tiny_llama(), tok, torch.rand(7 * len(seen) + 1))[:2])
+
+    def fake_train(model, tok, train_ex, val_ex, cfg):
+        seen.append(("train", cfg))
+        inits.append([p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n])
+    monkeypatch.setattr(reader, "train", fake_train)
     monkeypatch.setattr(reader, "generate_answers",
                         lambda model, tok, prompts, progress, bf16: seen.append(("generate", bf16)) or
                         ["Steven Spielberg"] * len(prompts))
@@ -87,3 +100,6 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
         ("train", 1, None), ("generate", False, False), ("train", 3, True), ("generate", True, True)]
     assert seen[0][1].lr == seen[2][1].lr == 1e-3  # everything else from train_cfg
     assert table["em_all"].tolist() == [50.0, 50.0] and table["n_all"].tolist() == [2, 2]
+    # every step's adapters start from the same seeded draw, whatever ran before it
+    assert inits[0] and all(torch.equal(a, b) for a, b in zip(inits[0], inits[1]))
+

@@ -5,7 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from cinephile.retrieval import (answer_in_text, lexical_scores, plot_precision_recall, precision_recall_at_k,
-                                 recall_at_k, retrieve, sentence_transformer_embedder, split_train_val,
+                                 recall_at_k, retrieve, sentence_transformer_embedder, split_train_val, top_k_context,
                                  with_gold_context, fuse_scores, choose_lexical_weight, recall_by_retriever)
 from tests.helpers import CHUNKS, HashEmbedder, records
 
@@ -46,6 +46,15 @@ def test_retrieve_window_merges_neighbours_without_repeating_overlap(embed):
     far = retrieve([{**rec, "question": "alpha omega"}], embed, k=2, window=0)[0]
     assert sorted(best_of(far)) == [0, 3]
     assert far["retrieved_context"] == "Alpha one. Beta two.\n\nOmega end."
+
+
+def test_top_k_context_of_a_deeper_ranking_equals_retrieving_k(embed):
+    chunks = ["Alpha one. Beta two.", "Beta two. Gamma three.", "Gamma three. Delta four.", "Omega end."]
+    rec = {"id": "x", "question": "gamma delta omega", "chunks": chunks}
+    deep = retrieve([rec], embed, k=4, lexical_weight=0.5)[0]
+    for k in (1, 2, 3, 4):
+        assert top_k_context(deep, k) == retrieve([rec], embed, k=k, lexical_weight=0.5)[0]["retrieved_context"]
+    assert top_k_context(deep, 1) != top_k_context(deep, 4)
 
 
 @pytest.mark.parametrize("recs, kw, message", [
