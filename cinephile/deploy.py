@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from cinephile.io import atomic_write
 
-LLAMA_CPP_INSTALL = "pip install llama-cpp-python==0.3.36"
+LLAMA_CPP_INSTALL = "pip install llama-cpp-python==0.3.36 --config-settings=cmake.define.GGML_NATIVE=OFF"
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 CHATML_TEMPLATE = (
     "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
