@@ -247,9 +247,19 @@ def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int
     return out
 
 
+def nearest_index(values, targets) -> np.ndarray:
+    """For each target, the index of the nearest of ``values`` (the first on a tie; clipped to the range).
+
+    The one rule for the answer a cross-entropy term trains: the response text of ``as_residual`` and
+    the target of ``rating_llm.RatingLoss`` both come from it.
+    """
+    targets = np.asarray(targets, dtype=float).reshape(-1, 1)
+    return np.abs(np.asarray(values, dtype=float)[None, :] - targets).argmin(1)
+
+
 def nearest_adjustment(residual: float) -> float:
     """The answer in ADJUSTMENTS closest to ``residual`` (clipped to the range): the cross-entropy target."""
-    return ADJUSTMENTS[int(np.abs(np.array(ADJUSTMENTS) - residual).argmin())]
+    return ADJUSTMENTS[int(nearest_index(ADJUSTMENTS, [residual])[0])]
 
 
 def as_residual(examples: list[dict], to: str = "SVD++") -> list[dict]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, generate_answers
-from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING
+from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING, nearest_index
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ class RatingLoss:
         rating = batch["rating"].to(logp)
         anchor = batch["anchor"].to(logp) if self.residual else torch.zeros_like(rating)
         expected = anchor + logp.softmax(-1) @ values  # (B,)
-        target = (values[None, :] - (rating - anchor)[:, None]).abs().argmin(1)  # the answer nearest the truth
+        residual = (batch["rating"].double() - batch["anchor"].double()) if self.residual else batch["rating"].double()
+        target = torch.as_tensor(nearest_index(self.values, residual.cpu()), device=logp.device)  # as the response
         ce = -logp.gather(1, target[:, None])[:, 0] / self.lengths.to(logp)[target]
         mse = (expected - rating) ** 2
         return (mse + self.lam * ce).mean(), len(starts)

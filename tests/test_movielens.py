@@ -248,5 +248,6 @@ def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
     assert "from the SVD++ prediction" in first and "'Adjustment: +x.x' (-2.0 to +2.0)" in first
     assert rest == shown["prompt"].split("\n", 1)[1] and "SVD++ 3.79" in rest  # same features, prediction shown
     assert [ml.nearest_adjustment(r) for r in (-3.1, -0.26, 0.24, 2.7)] == [-2.0, -0.5, 0.0, 2.0]
+    assert ml.nearest_index([0.0, 0.5, 1.0], [0.25, 0.26, -4.0, 9.0]).tolist() == [0, 1, 0, 2]  # a tie: the first
     with pytest.raises(ValueError, match="has no 'SVD' prediction .* add it with with_predictions"):
         ml.as_residual([shown], "SVD")
