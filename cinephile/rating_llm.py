@@ -54,6 +54,10 @@ class Answers:
     def text(self, value: float) -> str:
         return f"{self.prefix}{value:+.1f}" if self.residual else f"{self.prefix}{value:.1f}"
 
+    def parse(self, text: str | None) -> float | None:
+        """The answer's value read from a generated text (``parse_adjustment`` or ``parse_rating``), or None."""
+        return parse_adjustment(text) if self.residual else parse_rating(text)
+
     def check_anchors(self, n: int, anchors) -> None:
         """Adjustment answers need one anchor per prompt; a ValueError that says how to pass them otherwise."""
         if self.residual and (anchors is None or len(anchors) != n):
@@ -285,8 +289,7 @@ def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int 
     answers.check_anchors(len(prompts), anchors)  # before any work
     texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
-    parse = parse_adjustment if answers.residual else parse_rating
-    values = [parse(t) for t in texts]
+    values = [answers.parse(t) for t in texts]
     if answers.residual:
         values = [None if v is None else float(answers.ratings([v], [a])[0]) for v, a in zip(values, anchors)]
     n_failed = sum(v is None for v in values)

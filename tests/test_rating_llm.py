@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from cinephile.rating_llm import (ADJUSTMENT_ANSWERS, CANDIDATES, Answers, greedy_ratings,
+from cinephile.rating_llm import (ADJUSTMENT_ANSWERS, CANDIDATES, RATING_ANSWERS, Answers, greedy_ratings,
                                   parse_adjustment, parse_rating, score_ratings)
 
 PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
@@ -145,6 +145,12 @@ def test_parse_rating(text, expected):
 ])
 def test_parse_adjustment(text, expected):
     assert parse_adjustment(text) == expected
+
+
+def test_answers_parse_with_their_own_rule():
+    texts = ["Rating: 4.5", "Adjustment: -1.5"]
+    assert [RATING_ANSWERS.parse(t) for t in texts] == [4.5, None]
+    assert [ADJUSTMENT_ANSWERS.parse(t) for t in texts] == [None, -1.5]  # the adjustment parser only its format
 
 
 def test_greedy_batched_left_padding_matches_one_by_one(model, tokenizer):
