@@ -168,8 +168,8 @@ def attention_table(record: dict) -> str:
                    "training step", "generate 16 tokens"], rows)
 
 
-RENDERERS = {"trivia.json": trivia_tables, "bench_attention.json": attention_table, "trivia_ablation.json": trivia_ablation_table,
-             "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
+RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
+             "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
              "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
              "bench_pipeline_speed.json": pipeline_speed_table}
