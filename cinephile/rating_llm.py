@@ -192,13 +192,13 @@ class RatingLoss:
         ids, mask = left_pad(prompts, self.pad_id, batch["input_ids"].device)
         logp = _score_batch(model, ids, mask, self.common, self.suffixes)  # (B, n answers) log P(answer | prompt)
         values = self.values.to(logp)
-        rating = batch["rating"].to(logp)
-        anchor = batch["anchor"].to(logp) if self.residual else torch.zeros_like(rating)
-        expected = anchor + logp.softmax(-1) @ values  # (B,)
-        residual = (batch["rating"].double() - batch["anchor"].double()) if self.residual else batch["rating"].double()
-        target = torch.as_tensor(nearest_index(self.values, residual.cpu()), device=logp.device)  # as the response
+        rating = batch["rating"].double()
+        anchor = batch["anchor"].double() if self.residual else torch.zeros_like(rating)
+        expected = anchor.to(logp) + logp.softmax(-1) @ values  # (B,)
+        # the answer nearest the truth, in float64 as the response text was chosen
+        target = torch.as_tensor(nearest_index(self.values, (rating - anchor).cpu()), device=logp.device)
         ce = -logp.gather(1, target[:, None])[:, 0] / self.lengths.to(logp)[target]
-        mse = (expected - rating) ** 2
+        mse = (expected - rating.to(logp)) ** 2
         return (mse + self.lam * ce).mean(), len(starts)
 
 

@@ -169,8 +169,8 @@ def attention_table(record: dict) -> str:
 
 
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
-             "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table, "ratings.json": ratings_tables,
-             "ratings_variants.json": variants_table, "bench_index.json": index_table,
+             "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table,
+             "ratings.json": ratings_tables, "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
              "bench_pipeline_speed.json": pipeline_speed_table}
 
