@@ -67,7 +67,11 @@ def _read_base(base_gguf: Path) -> tuple[dict[str, int], dict[str, tuple[int, ..
     """Read the hyper-parameters and tensor shapes (ne order) of a llama base GGUF."""
     if not base_gguf.is_file():
         raise FileNotFoundError(f"base GGUF {base_gguf} not found; pass the .gguf file of the base model")
-    reader = gguf.GGUFReader(base_gguf)
+    try:  # the reader maps the whole file: a truncated one fails in numpy with no hint of the cause
+        reader = gguf.GGUFReader(base_gguf)
+    except Exception as err:  # ValueError, IndexError, struct errors: whatever the cut hits
+        raise ValueError(f"base GGUF {base_gguf} is truncated or corrupt ({type(err).__name__}: {err}); "
+                         "re-create it (download or convert the base model again)") from None
     arch = reader.get_field("general.architecture")
     if arch is None or arch.contents() != "llama":
         found = None if arch is None else arch.contents()
@@ -132,6 +136,11 @@ def export_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathL
 
     Returns:
         The path of the written GGUF adapter.
+
+    Raises:
+        FileNotFoundError: missing adapter files or base GGUF.
+        ValueError: an invalid adapter, or a base GGUF that is truncated, corrupt or of another
+            model; everything is checked before ``out_path`` is written.
     """
     adapter_dir, out_path, base_gguf = Path(adapter_dir), Path(out_path), Path(base_gguf)
     dtypes = {"f32": np.float32, "f16": np.float16}

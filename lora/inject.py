@@ -8,10 +8,12 @@ a second injection is refused.
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from numbers import Integral, Real
 
 from torch import nn
 
@@ -24,6 +26,42 @@ LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
 
 
+def config_problems(r: object, alpha: object, dropout: object, target_modules: object,
+                    names: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with these LoRA settings, one sentence per field (empty when valid).
+
+    The one check of a LoRA configuration: ``LoRAConfig`` runs it on construction (so
+    ``inject_lora`` and the savers only ever see valid settings) and the adapter loaders run it
+    on the values read from a file, naming the file's own field names through ``names``.
+    """
+    def name(field: str) -> str:
+        return (names or {}).get(field, field)
+
+    def number(x: object) -> bool:
+        return isinstance(x, Real) and not isinstance(x, bool)
+
+    problems = []
+    if not (isinstance(r, Integral) and not isinstance(r, bool) and r > 0):
+        problems.append(f"{name('r')}={r!r} must be a positive integer (the adapter rank, e.g. 8 or 16)")
+    if not (number(alpha) and math.isfinite(alpha) and alpha > 0):
+        problems.append(f"{name('alpha')}={alpha!r} must be a finite number > 0 (the update is scaled by "
+                        "alpha / r; e.g. alpha = 2 * r)")
+    if not (number(dropout) and 0 <= dropout < 1):
+        problems.append(f"{name('dropout')}={dropout!r} must be a number in [0, 1) (e.g. 0.05, or 0 for none)")
+    targets = name("target_modules")
+    if isinstance(target_modules, str):
+        try:
+            re.compile(target_modules)
+        except re.error as err:
+            problems.append(f"{targets}={target_modules!r} is not a valid regular expression ({err}); pass "
+                            "a valid regex or a list of module names such as ['q_proj', 'v_proj']")
+    elif not (isinstance(target_modules, (list, tuple)) and target_modules
+              and all(isinstance(t, str) and t for t in target_modules)):
+        problems.append(f"{targets}={target_modules!r} must be a regex string or a non-empty list of module "
+                        "names such as ['q_proj', 'v_proj']")
+    return problems
+
+
 @dataclass(frozen=True)
 class LoRAConfig:
     """Where and how big the adapters are."""
@@ -34,6 +72,20 @@ class LoRAConfig:
     # Module-name suffixes ("q_proj" matches "model.layers.0.self_attn.q_proj"),
     # or one regex string matched against the full module name (re.fullmatch), as in PEFT.
     target_modules: tuple[str, ...] | str = LLAMA_ATTENTION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list):  # hashable and immutable like the rest
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        self.validate()
+        object.__setattr__(self, "r", int(self.r))  # plain Python numbers: they go to JSON as they are
+        object.__setattr__(self, "alpha", float(self.alpha))  # 16 and 16.0 save and compare alike
+        object.__setattr__(self, "dropout", float(self.dropout))
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming every invalid field, its value and the fix."""
+        problems = config_problems(self.r, self.alpha, self.dropout, self.target_modules)
+        if problems:
+            raise ValueError("invalid LoRAConfig: " + "; ".join(problems))
 
     @classmethod
     def gpt2(cls, **kwargs) -> "LoRAConfig":
@@ -92,9 +144,10 @@ def plan_injection(model: nn.Module, config: LoRAConfig) -> dict[str, nn.Module]
 
     Raises:
         RuntimeError: the model already carries LoRA layers.
-        ValueError: no module matched, or a target's weight is tied to another module.
+        ValueError: invalid config, no module matched, or a target's weight is tied to another module.
         TypeError: a matched module is neither ``nn.Linear`` nor ``Conv1D``.
     """
+    config.validate()
     if any(True for _ in lora_layers(model)):
         raise RuntimeError("model already has LoRA layers; reload the base model before injecting "
                            "again (load and inject in the same notebook cell)")
@@ -140,7 +193,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
 
     Raises:
         RuntimeError: the model already carries LoRA layers.
-        ValueError: no module matched ``config.target_modules``, or a target has tied weights.
+        ValueError: invalid config, no module matched ``config.target_modules``, or a target has tied weights.
         TypeError: a matched module is neither ``nn.Linear`` nor ``Conv1D``.
     """
     plan = plan_injection(model, config)
@@ -160,19 +213,25 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     return list(wrappers)
 
 
-def _require_lora(model: nn.Module) -> list[LoRALayer]:
+def _require_lora(model: nn.Module, action: str | None = None) -> list[LoRALayer]:
+    """The model's wrappers; ``action`` ("merge", "unmerge") is refused inside ``disable_lora``."""
     layers = [layer for _, layer in lora_layers(model)]
     if not layers:
         raise ValueError("model has no LoRA layers; call inject_lora first")
+    if action and any(layer.disabled for layer in layers):
+        raise RuntimeError(f"cannot {action} LoRA while it is disabled: the model would no longer equal its "
+                           f"base model inside the block; leave the `with disable_lora(model):` block first, "
+                           f"then call {action}_lora")
     return layers
 
 
 def merge_lora(model: nn.Module) -> None:
     """Fold every adapter into its base weight (faster inference, plain-model export).
 
-    Refused when any layer is already merged, so an update is never applied twice.
+    Refused when any layer is already merged, so an update is never applied twice, and inside
+    ``disable_lora`` (which must keep giving the base model).
     """
-    layers = _require_lora(model)
+    layers = _require_lora(model, "merge")
     if any(layer.merged for layer in layers):
         raise RuntimeError("LoRA is already merged into this model; call unmerge_lora first")
     for layer in layers:
@@ -180,8 +239,8 @@ def merge_lora(model: nn.Module) -> None:
 
 
 def unmerge_lora(model: nn.Module) -> None:
-    """Undo ``merge_lora``: subtract every adapter from its base weight."""
-    layers = _require_lora(model)
+    """Undo ``merge_lora``: subtract every adapter from its base weight (refused inside ``disable_lora``)."""
+    layers = _require_lora(model, "unmerge")
     if not all(layer.merged for layer in layers):
         raise RuntimeError("LoRA is not merged into this model; nothing to unmerge")
     for layer in layers:

@@ -7,17 +7,20 @@ PEFT layout (readable by ``peft.PeftModel.from_pretrained`` and by Ollama's ``AD
 
 Loading validates before it mutates: the file's keys and shapes are checked against the model
 (or against the layers injection would create) before LoRA is injected or a weight is copied,
-so a failed load leaves the model as it was. Writing goes through ``lora.atomic``: a temporary
-name beside the target, then one rename, so an interrupted save never leaves new weights next
-to an old config.
+so a failed load leaves the model as it was; a config is checked by the one validation of
+``lora.inject.config_problems`` (rank, alpha, dropout, target modules) whichever way it arrives.
+Writing goes through ``lora.atomic``: an adapter directory is built under a temporary name, then
+swapped in as a whole, so an interrupted save never leaves new weights next to an old config,
+nor an empty path.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -25,8 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_dir, atomic_path
-from .inject import LoRAConfig, inject_lora, lora_layers, planned_shapes
+from .atomic import atomic_dir, atomic_path, recover_dir
+from .inject import LoRAConfig, config_problems, inject_lora, lora_layers, planned_shapes
 from .layer import LoRAConv1D
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ PEFT_PREFIX = "base_model.model."
 PTH_FORMAT = "cinephile-lora-v1"
 # Files an adapter directory may hold; anything else makes save_adapter refuse to replace it.
 ADAPTER_FILES = {WEIGHTS_NAME, CONFIG_NAME, "README.md"}
+PEFT_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}  # LoRAConfig field -> adapter_config.json key
 
 
 # ----------------------------------------------------------------------------- adapter state
@@ -56,6 +60,10 @@ def _config_of(model: nn.Module) -> LoRAConfig:
     config = getattr(model, "lora_config", None)
     if config is None:
         raise ValueError("model has no lora_config; inject LoRA with lora.inject_lora")
+    if not isinstance(config, LoRAConfig):
+        raise TypeError(f"model.lora_config is a {type(config).__name__}, not a LoRAConfig; "
+                        "set it through lora.inject_lora or a loader")
+    config.validate()  # also catches fields changed after construction
     return config
 
 
@@ -118,6 +126,15 @@ def _apply(model: nn.Module, config: LoRAConfig, state: dict[str, torch.Tensor],
 def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path: str | None = None) -> Path:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` in PEFT's layout, as one unit.
 
+    Replacing an existing adapter is safe against crashes: at every instant ``out_dir`` holds
+    the complete old adapter or the complete new one, never nothing and never a mix of the two,
+    even if the save fails part way (disk full) or the process is killed. The new directory is
+    written under a temporary name, flushed to disk, then swapped in with one atomic exchange
+    (Linux ``renameat2``); elsewhere a backup of the old directory is renamed back on failure,
+    or restored by the next ``load_adapter`` / ``save_adapter`` if the process died.
+    Files get the usual permissions (0644 under umask 022), so other users and services such as
+    Ollama can read them.
+
     Args:
         model: a model with LoRA injected.
         out_dir: directory to create or replace (it may only hold adapter files).
@@ -128,6 +145,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path:
     """
     out_dir = Path(out_dir)
     config = _config_of(model)
+    recover_dir(out_dir)  # an earlier save that died between renames left the old adapter aside
     if out_dir.is_dir():
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ADAPTER_FILES)
         if foreign:
@@ -159,8 +177,19 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path:
     return out_dir
 
 
+def _peft_fields(cfg: dict) -> dict:
+    """The ``LoRAConfig`` fields of a PEFT config as written in the file (not converted)."""
+    dropout = cfg.get("lora_dropout")
+    return {"r": cfg["r"], "alpha": cfg.get("lora_alpha", cfg["r"]), "dropout": 0.0 if dropout is None else dropout,
+            "target_modules": cfg["target_modules"]}
+
+
 def read_adapter_json(adapter_dir: str | Path) -> dict:
-    """The raw ``adapter_config.json`` of a PEFT LoRA adapter, checked for the fields we need."""
+    """The raw ``adapter_config.json`` of a PEFT LoRA adapter, checked for the fields we need.
+
+    A directory left aside by a save that died part way is restored first (``lora.atomic.recover_dir``).
+    """
+    recover_dir(adapter_dir)
     path = Path(adapter_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: an adapter directory holds {CONFIG_NAME} and "
@@ -172,26 +201,24 @@ def read_adapter_json(adapter_dir: str | Path) -> dict:
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA" or "r" not in cfg or "target_modules" not in cfg:
         raise ValueError(f"{path} is not a LoRA adapter config (need a JSON object with peft_type 'LORA', "
                          "r, target_modules); re-save the adapter")
-    try:
-        ok = int(cfg["r"]) > 0 and float(cfg.get("lora_alpha", cfg["r"])) > 0
-    except (TypeError, ValueError):
-        ok = False
-    targets = cfg["target_modules"]
-    names_ok = isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
-    if not ok or not names_ok:
-        raise ValueError(f"{path} has invalid values (r={cfg['r']!r}, lora_alpha={cfg.get('lora_alpha')!r}, "
-                         f"target_modules={targets!r}); r and lora_alpha must be positive numbers and "
-                         "target_modules a string or a list of strings")
+    problems = config_problems(**_peft_fields(cfg), names=PEFT_NAMES)
+    if problems:
+        raise ValueError(f"{path} has invalid values: {'; '.join(problems)}; correct the file or save the "
+                         "adapter again")
     return cfg
 
 
 def read_adapter_config(adapter_dir: str | Path) -> LoRAConfig:
-    """Read ``adapter_config.json`` into a ``LoRAConfig`` (validating the PEFT fields)."""
+    """Read ``adapter_config.json`` into a ``LoRAConfig`` (validating the PEFT fields).
+
+    An rsLoRA adapter (``use_rslora``: PEFT scales by alpha / sqrt(r)) gets alpha x sqrt(r), so our
+    alpha / r scaling gives the same outputs.
+    """
     cfg = read_adapter_json(adapter_dir)
-    targets = cfg["target_modules"]
-    return LoRAConfig(r=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", cfg["r"])),
-                      dropout=float(cfg.get("lora_dropout") or 0.0),
-                      target_modules=targets if isinstance(targets, str) else tuple(targets))
+    values = _peft_fields(cfg)
+    alpha = float(values["alpha"]) * (math.sqrt(values["r"]) if cfg.get("use_rslora") else 1.0)
+    return LoRAConfig(r=int(values["r"]), alpha=alpha, dropout=float(values["dropout"]),
+                      target_modules=values["target_modules"])
 
 
 def read_adapter_weights(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -217,6 +244,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
     """Load a PEFT-layout adapter into ``model`` (injecting LoRA first if it has none).
 
     Everything is validated before the model changes: on any error the model is as it was.
+    An adapter that a save killed part way left beside ``adapter_dir`` is restored first.
 
     Raises:
         FileNotFoundError: the directory lacks the adapter files.
@@ -245,13 +273,16 @@ def _pth_config(cfg, path: Path) -> LoRAConfig:
     if not isinstance(cfg, dict) or "r" not in cfg or "target_modules" not in cfg:
         raise ValueError(f"{path} has no valid LoRA config (need r and target_modules); "
                          "re-save it with save_lora_weights")
-    cfg = dict(cfg)
-    if not isinstance(cfg["target_modules"], str):
-        cfg["target_modules"] = tuple(cfg["target_modules"])
-    try:
-        return LoRAConfig(**cfg)
-    except TypeError as err:
-        raise ValueError(f"{path} has an unknown LoRA config ({err}); re-save it with save_lora_weights") from None
+    known = {f.name: f.default for f in fields(LoRAConfig)}
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise ValueError(f"{path} has an unknown LoRA config (fields {unknown}); re-save it with save_lora_weights")
+    values = {**known, **cfg}
+    problems = config_problems(**values)
+    if problems:
+        raise ValueError(f"{path} has invalid values in its LoRA config: {'; '.join(problems)}; re-save it "
+                         "with save_lora_weights")
+    return LoRAConfig(**values)
 
 
 def load_lora_weights(model: nn.Module, path: str | Path) -> nn.Module:

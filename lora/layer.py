@@ -75,11 +75,17 @@ class LoRALayer(nn.Module):
         """The trainable parameters of this wrapper: ``[A, B]``."""
         return [self.lora_A.weight, self.lora_B.weight]
 
+    def _refuse_while_disabled(self, action: str) -> None:
+        if self.disabled:
+            raise RuntimeError(f"cannot {action} a disabled LoRA layer (inside disable_lora, the model must "
+                               "equal its base model); leave the `with disable_lora(model):` block first")
+
     @torch.no_grad()
     def merge(self) -> None:
         """Fold the update into the base weight. Refused when already merged."""
         if self.merged:
             raise RuntimeError("LoRA layer is already merged; merging twice would apply the update twice")
+        self._refuse_while_disabled("merge")
         w = self.base_weight()
         w.add_(self._delta_in_base_layout().to(w.dtype))
         self.merged = True
@@ -89,6 +95,7 @@ class LoRALayer(nn.Module):
         """Subtract the update from the base weight again. Refused when not merged."""
         if not self.merged:
             raise RuntimeError("LoRA layer is not merged; nothing to unmerge")
+        self._refuse_while_disabled("unmerge")
         w = self.base_weight()
         w.sub_(self._delta_in_base_layout().to(w.dtype))
         self.merged = False

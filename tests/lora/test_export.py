@@ -245,3 +245,21 @@ def test_llama_cpp_runs_exported_adapter_like_peft(tmp_path, smollm2_tokenizer):
     assert np.abs(delta_pt).max() > 1.0  # the adapter visibly changes the logits
     assert errors[True] < 0.5
     assert errors[False] > errors[True] + 0.3  # the q/k permutation is what makes it match
+
+
+@pytest.mark.parametrize("keep", [10, 50, 0.5, -1], ids=["magic", "header", "half", "last_byte"])
+def test_export_names_a_truncated_base_gguf_before_writing(tmp_path, tiny_base, keep):
+    data = tiny_base.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
+    adapter = make_adapter(tmp_path / "a", random_state())
+    with pytest.raises(ValueError, match=r"base GGUF .*cut.gguf is truncated or corrupt .*re-create it"):
+        export_gguf_adapter(adapter, tmp_path / "out" / "a.gguf", base_gguf=cut)
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+def test_export_names_a_file_that_is_not_gguf(tmp_path):
+    (tmp_path / "junk.gguf").write_bytes(b"PK\x03\x04 not a gguf file" * 10)
+    adapter = make_adapter(tmp_path / "a", random_state())
+    with pytest.raises(ValueError, match=r"base GGUF .*junk.gguf is truncated or corrupt"):
+        export_gguf_adapter(adapter, tmp_path / "a.gguf", base_gguf=tmp_path / "junk.gguf")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from lora import (LoRAConfig, LoRAConv1D, LoRALinear, adapter_parameters, disable_lora, inject_lora,
+from lora import (LoRAConfig, LoRAConv1D, LoRALinear, adapter_parameters, disable_lora, inject_lora, is_merged,
                   lora_layers, merge_lora, unmerge_lora)
 from tests.helpers import build, randomize_adapters, tiny_gpt2
 
@@ -115,3 +115,25 @@ def test_tied_lm_head_is_refused_and_the_model_left_untouched():
                                          r"\(tied embeddings\).*exclude it"):
         inject_lora(model, LoRAConfig(r=4, target_modules=r".*(c_attn|lm_head)"))
     assert not list(lora_layers(model)) and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("merged_before", [False, True], ids=["unmerged", "merged"])
+def test_merge_and_unmerge_are_refused_inside_disable_lora(model_kind, tokens, merged_before):
+    model, cfg = build(model_kind)
+    ref = model(tokens).logits
+    inject_lora(model, cfg)
+    randomize_adapters(model)
+    if merged_before:
+        merge_lora(model)
+    tuned = model(tokens).logits
+    with disable_lora(model):
+        for action, call in [("merge", merge_lora), ("unmerge", unmerge_lora)]:
+            with pytest.raises(RuntimeError, match=rf"cannot {action} LoRA while it is disabled.*leave the "
+                                                   rf"`with disable_lora\(model\):` block first"):
+                call(model)
+        layer = next(layer for _, layer in lora_layers(model))
+        with pytest.raises(RuntimeError, match="cannot merge a disabled LoRA layer.*leave the"):
+            layer.merge()
+        torch.testing.assert_close(model(tokens).logits, ref, rtol=1e-5, atol=1e-5)  # still the base model
+    assert is_merged(model) == merged_before
+    torch.testing.assert_close(model(tokens).logits, tuned, rtol=1e-5, atol=1e-5)

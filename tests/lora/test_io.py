@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from lora import (inject_lora, load_adapter, load_lora_weights, lora_layers, save_adapter,
+from lora import (LoRAConfig, inject_lora, load_adapter, load_lora_weights, lora_layers, save_adapter,
                   save_lora_weights)
 from lora.io import CONFIG_NAME, WEIGHTS_NAME
 from tests.helpers import build, randomize_adapters, tiny_gpt2
@@ -62,10 +62,11 @@ def test_peft_reads_our_adapter(model_kind, tmp_path, tokens):
     torch.testing.assert_close(peft_model(tokens).logits, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_we_read_peft_adapter(model_kind, tmp_path, tokens):
+@pytest.mark.parametrize("rslora", [False, True])
+def test_we_read_peft_adapter(model_kind, tmp_path, tokens, rslora):
     peft = pytest.importorskip("peft")
     base, cfg = build(model_kind)
-    peft_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(cfg.target_modules),
+    peft_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(cfg.target_modules), use_rslora=rslora,
                                fan_in_fan_out=model_kind == "gpt2", init_lora_weights=False)
     peft_model = peft.get_peft_model(base, peft_cfg).eval()
     expected = peft_model(tokens).logits
@@ -190,7 +191,9 @@ def test_a_failed_load_leaves_an_injected_model_unchanged(tmp_path, tokens):
     model, cfg = _tuned("llama")
     save_adapter(model, tmp_path / "a")
     cfg_path = tmp_path / "a" / CONFIG_NAME
-    cfg_path.write_text(cfg_path.read_text().replace('"lora_alpha": 8.0', '"lora_alpha": 99.0'))
+    text = cfg_path.read_text()
+    assert '"lora_alpha": 8.0' in text
+    cfg_path.write_text(text.replace('"lora_alpha": 8.0', '"lora_alpha": 99.0'))
     _corrupt_keys(tmp_path / "a")
     target, _ = _tuned("llama")
     randomize_adapters(target, seed=5)
@@ -246,3 +249,99 @@ def test_pth_without_config_and_bad_adapter_configs_are_named(tmp_path):
         (tmp_path / "c" / CONFIG_NAME).write_text(text)
         with pytest.raises(ValueError, match=message):
             read_adapter_config(tmp_path / "c")
+
+
+# ---------------------------------------------------------------- one validation of a LoRA config
+
+@pytest.mark.parametrize("fields, message", [
+    ({"r": 0}, r"r=0 must be a positive integer"),
+    ({"r": True}, r"r=True must be a positive integer"),
+    ({"alpha": 0}, r"alpha=0 must be a finite number > 0"),
+    ({"alpha": -8.0}, r"alpha=-8.0 must be a finite number > 0"),
+    ({"alpha": float("inf")}, r"alpha=inf must be a finite number > 0"),
+    ({"alpha": "16"}, r"alpha='16' must be a finite number > 0"),
+    ({"dropout": 1.0}, r"dropout=1.0 must be a number in \[0, 1\)"),
+    ({"dropout": -0.1}, r"dropout=-0.1 must be a number in \[0, 1\)"),
+    ({"target_modules": "(q_proj"}, r"target_modules='\(q_proj' is not a valid regular expression"),
+    ({"target_modules": ()}, r"target_modules=\(\) must be a regex string or a non-empty list"),
+    ({"target_modules": ("q_proj", 3)}, r"target_modules=\('q_proj', 3\) must be a regex string"),
+])
+def test_invalid_lora_config_is_refused_with_field_value_and_fix(fields, message):
+    with pytest.raises(ValueError, match="invalid LoRAConfig: " + message):
+        LoRAConfig(**{"r": 4, "alpha": 8.0, "target_modules": ("q_proj",), **fields})
+
+
+def test_a_config_changed_after_construction_is_refused_by_inject_and_save(tmp_path):
+    model, cfg = build("llama")
+    bad = LoRAConfig(r=4, alpha=8.0, target_modules=cfg.target_modules)
+    object.__setattr__(bad, "alpha", -8.0)  # frozen, but not beyond reach
+    with pytest.raises(ValueError, match="alpha=-8.0 must be a finite number > 0"):
+        inject_lora(model, bad)
+    assert not list(lora_layers(model))
+    inject_lora(model, cfg)
+    object.__setattr__(model.lora_config, "dropout", 1.5)
+    with pytest.raises(ValueError, match=r"dropout=1.5 must be a number in \[0, 1\)"):
+        save_adapter(model, tmp_path / "a")
+    with pytest.raises(ValueError, match=r"dropout=1.5 must be a number in \[0, 1\)"):
+        save_lora_weights(model, tmp_path / "w.pth")
+    assert not list(tmp_path.iterdir())
+
+
+PEFT_BAD = [
+    ({"lora_dropout": "abc"}, r"lora_dropout='abc' must be a number in \[0, 1\)"),
+    ({"lora_dropout": 1}, r"lora_dropout=1 must be a number in \[0, 1\)"),
+    ({"lora_alpha": 0}, r"lora_alpha=0 must be a finite number > 0"),
+    ({"lora_alpha": -8}, r"lora_alpha=-8 must be a finite number > 0"),
+    ({"lora_alpha": "x"}, r"lora_alpha='x' must be a finite number > 0"),
+    ({"r": "4"}, r"r='4' must be a positive integer"),
+    ({"r": 2.5}, r"r=2.5 must be a positive integer"),
+    ({"target_modules": "(q_proj"}, r"target_modules='\(q_proj' is not a valid regular expression"),
+    ({"target_modules": [1, 2]}, r"target_modules=\[1, 2\] must be a regex string or a non-empty list"),
+    ({"target_modules": []}, r"target_modules=\[\] must be a regex string or a non-empty list"),
+]
+
+
+@pytest.mark.parametrize("change, message", PEFT_BAD)
+def test_bad_adapter_config_values_name_the_file_field_value_and_fix(tmp_path, change, message):
+    model, _ = _tuned("llama")
+    save_adapter(model, tmp_path / "a")
+    path = tmp_path / "a" / CONFIG_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    fresh, _ = build("llama")
+    with pytest.raises(ValueError, match=rf"a[/\\]adapter_config.json has invalid values: {message}.*"
+                                         "correct the file or save the adapter again"):
+        load_adapter(fresh, tmp_path / "a")
+    assert not list(lora_layers(fresh))
+
+
+def test_infinite_lora_alpha_in_adapter_config_is_refused(tmp_path):
+    model, _ = _tuned("llama")
+    save_adapter(model, tmp_path / "a")
+    path = tmp_path / "a" / CONFIG_NAME
+    text = path.read_text()
+    assert '"lora_alpha": 8.0' in text
+    path.write_text(text.replace('"lora_alpha": 8.0', '"lora_alpha": 1e999'))  # json reads inf
+    with pytest.raises(ValueError, match=r"adapter_config.json has invalid values: lora_alpha=inf must be "
+                                         r"a finite number > 0 \(the update is scaled by alpha / r"):
+        load_adapter(build("llama")[0], tmp_path / "a")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"alpha": "x"}, r"alpha='x' must be a finite number > 0"),
+    ({"alpha": -1.0}, r"alpha=-1.0 must be a finite number > 0"),
+    ({"alpha": float("nan")}, r"alpha=nan must be a finite number > 0"),
+    ({"dropout": 2.0}, r"dropout=2.0 must be a number in \[0, 1\)"),
+    ({"r": 0}, r"r=0 must be a positive integer"),
+    ({"target_modules": "(q"}, r"target_modules='\(q' is not a valid regular expression"),
+])
+def test_bad_pth_config_values_name_the_file_field_value_and_fix(tmp_path, change, message):
+    model, _ = _tuned("llama")
+    save_lora_weights(model, tmp_path / "w.pth")
+    payload = torch.load(tmp_path / "w.pth", weights_only=True)
+    payload["config"].update(change)
+    torch.save(payload, tmp_path / "w.pth")
+    fresh, _ = build("llama")
+    with pytest.raises(ValueError, match=rf"w.pth has invalid values in its LoRA config: {message}.*"
+                                         "re-save it with save_lora_weights"):
+        load_lora_weights(fresh, tmp_path / "w.pth")
+    assert not list(lora_layers(fresh))
