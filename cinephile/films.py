@@ -14,6 +14,9 @@ import random
 import re
 from collections.abc import Sequence
 
+from cinephile.chunking import require_keys
+
+_FROM_QA = "load the records with trivia.load_qa_csv() (the sample's contexts, not chunked yet)"
 BLOCK_START = re.compile(r"^(?P<title>[^\n]+?)(?:, whose [^\n]*?,)? is an? (?P<year>\d{4}) ")
 
 
@@ -28,6 +31,7 @@ def film_blocks(records: Sequence[dict]) -> dict[str, list[str]]:
     Raises:
         ValueError: when a context does not open with a block start ("<Title> is a <year> ...").
     """
+    require_keys(records, ("id", "context"), what="film_blocks", fix=_FROM_QA)
     blocks: dict[str, list[str]] = {}
     for r in records:
         current = None
@@ -91,6 +95,8 @@ def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
     Returns:
         (train records, validation records).
     """
+    require_keys(records, ("id", "question", "context", ("answer_aliases", "answer")), what="film_disjoint_split",
+                 fix=_FROM_QA)
     blocks = film_blocks(records)
     with_film = [{**r, "film": r.get("film") or film_of(r, blocks)} for r in records]
     unknown = sorted({r["film"] for r in with_film} - set(blocks))
@@ -113,6 +119,9 @@ def read_facts(path) -> dict[str, dict]:
     """``film -> {"year": int, "director": str}`` from a CSV with columns film, year, director.
 
     An empty director means the film's passages do not name one: no director question is asked about it.
+
+    Raises:
+        ValueError: missing columns, a year that is not four digits, or a film listed twice.
     """
     import pandas as pd
 
@@ -124,6 +133,14 @@ def read_facts(path) -> dict[str, dict]:
     if len(bad):
         raise ValueError(f"{path}: year must be four digits, got {bad['year'].tolist()[:3]} "
                          f"for {bad['film'].tolist()[:3]}")
+    lines = {}  # film -> line numbers in the file (the header is line 1)
+    for i, film in enumerate(df["film"]):
+        lines.setdefault(film, []).append(i + 2)
+    dups = {film: n for film, n in lines.items() if len(n) > 1}
+    if dups:
+        film, n = next(iter(dups.items()))
+        raise ValueError(f"{path}: film {film!r} is listed on lines {n[0]} and {n[1]} ({len(dups)} film(s) listed "
+                         "more than once); keep one row per film")
     return {r.film: {"year": int(r.year), "director": r.director.strip()} for r in df.itertuples()}
 
 

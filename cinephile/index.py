@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cinephile.chunking import split_sentences
+from cinephile.chunking import require_keys, split_sentences
 from cinephile.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,32 @@ def embed_texts(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
     emb = np.asarray(embed_fn(texts), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(f"embed_fn returned shape {emb.shape} for {len(texts)} texts; expected ({len(texts)}, dim)")
+    bad = _non_finite_rows(emb)
+    if bad:
+        raise ValueError(f"embed_fn returned NaN or infinite values for {len(bad)} of {len(texts)} texts, first "
+                         f"text {bad[0]} ({texts[bad[0]][:60]!r}); check the embedder (its dtype, empty inputs)")
     return emb
+
+
+def _non_finite_rows(emb: np.ndarray) -> list[int]:
+    """Indices of the rows of ``emb`` holding NaN or infinity."""
+    return np.flatnonzero(~np.isfinite(emb).all(axis=1)).tolist() if emb.size else []
+
+
+def _check_weight(lexical_weight: object) -> float:
+    """``lexical_weight`` as a float in [0, 1], or a ValueError."""
+    if isinstance(lexical_weight, bool) or not isinstance(lexical_weight, (int, float, np.number)) \
+            or not 0.0 <= float(lexical_weight) <= 1.0:
+        raise ValueError(f"lexical_weight must be a number in [0, 1] (0: dense only, 1: BM25 only), "
+                         f"got {lexical_weight!r}")
+    return float(lexical_weight)
+
+
+def _check_k(k: object) -> int:
+    """``k`` as a positive int, or a ValueError (k=0 or a negative k would slice the whole ranking)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive number of chunks, got {k!r}")
+    return int(k)
 
 
 def cached_embedder(embed_fn: EmbedFn) -> EmbedFn:
@@ -95,9 +120,36 @@ class CorpusIndex:
     lexical_weight: float = 0.0
     _bm25: object = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        """Refuse embeddings that do not match the texts or hold NaN / infinity (they would score NaN)."""
+        n, shape = len(self.texts), np.shape(self.embeddings)
+        if len(shape) != 2 or shape[0] != n or len(self.sources) != n:
+            raise ValueError(f"embeddings of shape {shape} and {len(self.sources)} sources for {n} texts; "
+                             "need one embedding row and one source list per text")
+        bad = _non_finite_rows(np.asarray(self.embeddings))
+        if bad:
+            raise ValueError(f"{len(bad)} embedding rows hold NaN or infinite values, first row {bad[0]} (chunk "
+                             f"{self.texts[bad[0]][:60]!r}); re-embed the chunks (CorpusIndex.build)")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "lexical_weight":  # checked when built and whenever it is set later
+            value = _check_weight(value)
+        super().__setattr__(name, value)
+
     @classmethod
-    def build(cls, records: Sequence[dict], embed_fn: EmbedFn, *, name: str | None = None) -> CorpusIndex:
-        """Embed the distinct chunks of ``records`` (each with ``id`` and ``chunks``)."""
+    def build(cls, records: Sequence[dict], embed_fn: EmbedFn, *, name: str | None = None,
+              lexical_weight: float = 0.0) -> CorpusIndex:
+        """Embed the distinct chunks of ``records`` (each with ``id`` and ``chunks``).
+
+        Args:
+            records: chunked records (``chunking.chunk_records``).
+            embed_fn: the ``EmbedFn`` searches will use.
+            name: embedder name stored with the index (default: ``embed_fn.name``).
+            lexical_weight: see the class attributes; checked before anything is embedded.
+        """
+        lexical_weight = _check_weight(lexical_weight)
+        require_keys(records, ("id", "chunks"), what="CorpusIndex.build", fix="chunk the records first "
+                     "(chunking.chunk_records)")
         sources: dict[str, list[str]] = {}
         for r in records:
             for c in r["chunks"]:
@@ -108,7 +160,8 @@ class CorpusIndex:
             raise ValueError("no chunks to index; run chunk_records() first")
         texts = list(sources)
         name = name or getattr(embed_fn, "name", None) or getattr(embed_fn, "__name__", "unknown")
-        return cls(texts, [sources[t] for t in texts], embed_texts(embed_fn, texts), str(name))
+        return cls(texts, [sources[t] for t in texts], embed_texts(embed_fn, texts), str(name),
+                   lexical_weight=lexical_weight)
 
     def with_faiss(self, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 16,
                    seed: int = 0) -> CorpusIndex:
@@ -132,7 +185,7 @@ class CorpusIndex:
         Rows of ids are -1 where an approximate index found fewer than k chunks.
         """
         queries = self._queries(queries)
-        k = min(k, len(self.texts))
+        k = min(_check_k(k), len(self.texts))
         if self.faiss_index is not None:
             return self.faiss_index.search(queries, k)
         best_scores, best_ids = [], []
@@ -166,8 +219,9 @@ class CorpusIndex:
         are often the same sentences; with ``distinct`` a chunk whose sentences are half or more
         in the hits already taken is skipped, and the k hits carry k times the text.
         """
+        k = _check_k(k)
         q = self._queries(embed_texts(embed_fn, [query]))
-        if self.lexical_weight <= 0:
+        if self.lexical_weight == 0:
             scores, ids = self.search_vectors(q, max(10 * k, 50) if distinct else k)  # a pool to skip from
             ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         else:
@@ -224,26 +278,68 @@ class CorpusIndex:
             emb = np.load(npy, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise ValueError(f"{npy} is not a readable .npy matrix ({e}); rebuild the index") from None
-        try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-            texts, sources, embedder, dim = info["texts"], info["sources"], info["embedder"], info["dim"]
-            digest = info["sha256"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{meta} is not a valid index description ({e!r}); rebuild the index") from None
-        if emb.ndim != 2 or emb.shape[0] != len(texts) or len(sources) != len(texts) or emb.shape[1] != dim:
-            raise ValueError(f"{npy} has shape {emb.shape} but {meta} lists {len(texts)} texts of dim {dim}; "
-                             "the files do not match, rebuild the index")
-        if _digest(emb) != digest:
+        info = _read_description(meta)
+        texts, sources, dim = info["texts"], info["sources"], info["dim"]
+        if emb.ndim != 2 or emb.shape[0] != len(texts) or emb.shape[1] != dim:
+            raise ValueError(f"{npy} has shape {emb.shape} but {meta} lists {len(texts)} texts of dim {dim} "
+                             "(fields 'texts' and 'dim'); the files do not match, rebuild the index")
+        if len(sources) != len(texts):
+            raise ValueError(f"{meta}: field 'sources' has {len(sources)} entries for {len(texts)} texts; "
+                             "rebuild the index")
+        if _digest(emb) != info["sha256"]:
             raise ValueError(f"{npy} and {meta} come from different saves (checksum mismatch); "
                              "rebuild the index and save both files again")
         if "bm25_sha256" in info and info["bm25_sha256"] != _bm25_digest(texts):
             raise ValueError(f"{meta}: the BM25 part rebuilt from its texts differs from the saved one (the "
                              "tokenizer changed?); rebuild the index")
-        index = cls(texts, sources, emb.astype(np.float32), embedder,
-                    lexical_weight=float(info.get("lexical_weight", 0)))
+        try:
+            index = cls(texts, sources, emb.astype(np.float32), info["embedder"],
+                        lexical_weight=info.get("lexical_weight", 0.0))
+        except ValueError as e:
+            raise ValueError(f"{npy}: {e}") from None
         if info.get("faiss"):
             index.faiss_index, index.faiss_kind = _load_faiss(npy.with_suffix(".faiss"), info["faiss"], len(texts))
         return index
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+# field of the index description -> (is it valid?, what it must be); the optional ones may be absent
+_FIELDS = {
+    "texts": (_is_str_list, "a list of strings"),
+    "sources": (lambda v: isinstance(v, list) and all(map(_is_str_list, v)), "a list of lists of record ids"),
+    "embedder": (lambda v: isinstance(v, str), "a string"),
+    "dim": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "sha256": (lambda v: isinstance(v, str), "a string"),
+}
+_OPTIONAL_FIELDS = {
+    "lexical_weight": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+                       "a number in [0, 1]"),
+    "bm25_sha256": (lambda v: isinstance(v, str), "a string"),
+    "faiss": (lambda v: v is None or isinstance(v, dict) and v.get("kind") in ("flat", "ivf"),
+              "an object with kind 'flat' or 'ivf'"),
+}
+
+
+def _read_description(meta: Path) -> dict:
+    """The ``.json`` written by ``CorpusIndex.save``, every field of the expected type, or a ValueError naming it."""
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta} is not a valid index description ({e!r}); rebuild the index") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{meta} is not a valid index description (a JSON {type(info).__name__}, not an "
+                         "object); rebuild the index")
+    absent = [key for key in _FIELDS if key not in info]
+    if absent:
+        raise ValueError(f"{meta} is not a valid index description (no field(s) {absent}); rebuild the index")
+    for key, (valid, what) in (_FIELDS | _OPTIONAL_FIELDS).items():
+        if key in info and not valid(info[key]):
+            raise ValueError(f"{meta}: field {key!r} must be {what}, got {json.dumps(info[key])[:60]} "
+                             f"({type(info[key]).__name__}); rebuild the index (CorpusIndex.build(...).save)")
+    return info
 
 
 def _bm25_digest(texts: list[str]) -> str:

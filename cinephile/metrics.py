@@ -31,6 +31,7 @@ import pandas as pd
 
 from lora import disable_lora
 
+from cinephile.chunking import require_keys
 from cinephile.generate import generate_answers
 from cinephile.io import save_figure, write_jsonl
 from cinephile.prompts import trivia_examples
@@ -120,6 +121,8 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
     """
     if not records:
         raise ValueError("no records to score; pass at least one QA record")
+    require_keys(records, (*(("id",) if isinstance(preds, dict) else ()), ("answer_aliases", "answer")),
+                 what="score_predictions", fix="pass QA records as trivia.load_qa_csv() returns them")
     if isinstance(preds, dict):
         missing = [r["id"] for r in records if r["id"] not in preds]
         if missing:

@@ -94,6 +94,7 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
     """
     from lora import inject_lora
 
+    _check_steps(steps)
     missing = sorted({step["train_pairs"] for step in steps} - set(train_sets))
     if missing:
         raise ValueError(f"steps train on {missing} comparison pairs but train_sets has {sorted(train_sets)}; "
@@ -124,6 +125,24 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
         logger.info("%s: EM %.1f (%.1f min)", step["name"], row["em_all"], (time.time() - t0) / 60)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+_STEP_KEYS = ("name", "chunk_tokens", "k", "lexical_weight", "comparisons", "train_pairs", "p_gold")
+
+
+def _check_steps(steps: Sequence[dict]) -> None:
+    """Refuse an ablation step with a missing or out-of-range setting before the first one trains."""
+    for i, step in enumerate(steps):
+        missing = [key for key in _STEP_KEYS if key not in step]
+        if missing:
+            raise ValueError(f"ablation step {i} ({step.get('name')!r}) has no {missing}; build steps with "
+                             "ablation_steps()")
+        p_gold = step["p_gold"]
+        if not (step["k"] >= 1 and step["chunk_tokens"] >= 1 and 0 <= step["lexical_weight"] <= 1
+                and (p_gold is None or 0 <= p_gold <= 1)):
+            raise ValueError(f"ablation step {step['name']!r}: need k >= 1, chunk_tokens >= 1, lexical_weight in "
+                             f"[0, 1] and p_gold None or in [0, 1], got k={step['k']}, chunk_tokens="
+                             f"{step['chunk_tokens']}, lexical_weight={step['lexical_weight']}, p_gold={p_gold}")
 
 
 def ablation_steps(*, chunk_tokens: int, k: int, lexical_weight: float, p_gold: float = 0.8,

@@ -27,11 +27,15 @@ from matplotlib.figure import Figure
 from rank_bm25 import BM25Okapi
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from cinephile.chunking import require_keys
 from cinephile.index import EmbedFn, embed_texts
 from cinephile.io import save_figure, write_jsonl
 from cinephile.metrics import normalize_answer
 
 logger = logging.getLogger(__name__)
+
+_ANSWERS = ("evidence", "answer_aliases", "answer")  # what evidence_groups reads, first non-empty one wins
+_FROM_QA = "load them with trivia.load_qa_csv() and chunk them with chunking.chunk_records()"
 
 
 def sentence_transformer_embedder(model, *, batch_size: int = 64, show_progress: bool = False) -> EmbedFn:
@@ -124,6 +128,7 @@ def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: 
         raise ValueError(f"need k >= 1 and window >= 0, got k={k}, window={window}")
     if not 0.0 <= lexical_weight <= 1.0:
         raise ValueError(f"lexical_weight must be in [0, 1], got {lexical_weight}")
+    require_keys(records, ("id", "question"), what="retrieve", fix=_FROM_QA)
     for r in records:
         if not r.get("chunks"):
             raise ValueError(f"record {r.get('id')!r} has no chunks; run chunk_records() and drop empty contexts")
@@ -214,6 +219,8 @@ def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_sco
     """
     if not records:
         raise ValueError("recall_at_k needs at least one record")
+    _check_ks([k])
+    require_keys(records, ("chunks", _ANSWERS), what="recall_at_k", fix=_FROM_QA)
     hits = []
     for r in records:
         if scores_key not in r:
@@ -237,6 +244,9 @@ def precision_recall_at_k(records: Sequence[dict], ks: Sequence[int],
     Returns:
         DataFrame with columns k, precision, recall, n (records used), n_excluded (no relevant chunk).
     """
+    _check_ks(ks)
+    require_keys(records, ("chunks", _ANSWERS, *(("question",) if score_fn else ())), what="precision_recall_at_k",
+                 fix=_FROM_QA)
     ranked = [rel for r in records if (rel := _ranked_relevance(r, score_fn, "chunk_scores")).any()]
     excluded = len(records) - len(ranked)
     if not ranked:
@@ -247,6 +257,12 @@ def precision_recall_at_k(records: Sequence[dict], ks: Sequence[int],
              "recall": float(np.mean([rel[:k].any() for rel in ranked])), "n": len(ranked),
              "n_excluded": excluded} for k in ks]
     return pd.DataFrame(rows)
+
+
+def _check_ks(ks: Sequence[int]) -> None:
+    """Refuse an empty list of cut-offs or one below 1 (k=0 would score nothing and divide by zero)."""
+    if len(ks) == 0 or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"cut-offs k must be positive integers, got {list(ks)}")
 
 
 def plot_precision_recall(df_by_method: dict[str, pd.DataFrame], path: str | os.PathLike | None = None) -> Figure:
@@ -356,6 +372,8 @@ def with_gold_context(records: list[dict]) -> list[dict]:
     alias. It falls back to the top retrieved chunk when nothing satisfies a group (``has_gold``
     False). ``context_recall`` says whether the retrieved context holds everything needed (``covers``).
     """
+    require_keys(records, ("chunks", "chunk_scores", _ANSWERS), what="with_gold_context",
+                 fix="pass the output of retrieve()")
     out = []
     for r in records:
         gold = _gold_chunks(r)

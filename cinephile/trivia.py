@@ -134,8 +134,50 @@ def is_movie_question(question: str, answer: str = "") -> bool:
     return bool(_PLAYED_RE.search(question)) and not _SPORTS_RE.search(question)
 
 
+def _entry_fields(q: object, i: int, qa_file: Path) -> tuple[str, dict]:
+    """``(question id, Answer)`` of entry ``i`` of a QA file, or a ValueError naming what it lacks."""
+    qid = q.get("QuestionId") if isinstance(q, dict) else None
+    where = f"{qa_file}: entry {i}" + (f" (QuestionId {qid!r})" if qid is not None else "")
+    if not isinstance(q, dict):
+        raise ValueError(f"{where} is a {type(q).__name__}, not an object; the file is not TriviaQA rc JSON")
+    missing = [key for key in ("QuestionId", "Question", "Answer") if key not in q]
+    ans = q.get("Answer")
+    if not missing and (not isinstance(ans, dict) or "Value" not in ans):
+        missing = ["Answer.Value"]
+    pages = q.get("EntityPages", [])
+    if not isinstance(pages, list):
+        missing.append("EntityPages list")
+    else:
+        missing += [f"EntityPages[{j}].{key}" for j, p in enumerate(pages) for key in ("Filename", "Title")
+                    if not isinstance(p, dict) or not isinstance(p.get(key), str) or not p[key]]
+    if missing:
+        raise ValueError(f"{where} has no {', '.join(missing)}; every entry needs QuestionId, Question, "
+                         "Answer {Value, Aliases} and EntityPages [{Filename, Title}]: use the unmodified "
+                         "TriviaQA rc files")
+    return qid, ans
+
+
+def _evidence_text(folder: Path, name: str, qid: str, qa_file: Path) -> str | None:
+    """Text of evidence file ``name`` inside ``folder`` (None when it is absent).
+
+    A name that leads outside the folder (absolute, with ``..`` or through a symbolic link) is refused.
+    """
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ValueError(f"{qa_file}: question {qid!r} names evidence file {name!r}, which resolves to {path}, "
+                         f"outside the evidence folder {folder}; evidence files must lie inside it")
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"evidence file {folder / name} of question {qid!r} is not UTF-8 ({e}); "
+                         "re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8) or restore the original file") from None
+
+
 def _iter_official(root: Path, splits: Iterable[str]) -> Iterator[dict]:
     """Questions of the official rc layout, with evidence text (None when the file is missing)."""
+    evidence = root / "evidence" / "wikipedia"
     for split in splits:
         qa_file = root / "qa" / f"wikipedia-{split}.json"
         if not qa_file.is_file():
@@ -143,15 +185,15 @@ def _iter_official(root: Path, splits: Iterable[str]) -> Iterator[dict]:
                                     "qa/wikipedia-<split>.json")
         try:
             data = json.loads(qa_file.read_text(encoding="utf-8"))["Data"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{qa_file} is not a TriviaQA file with a 'Data' list: {e}") from e
-        for q in data:
-            ans = q["Answer"]
-            pages = []
-            for p in q.get("EntityPages", []):
-                f = root / "evidence" / "wikipedia" / p["Filename"]
-                pages.append((p["Title"], f.read_text(encoding="utf-8") if f.is_file() else None))
-            yield {"id": q["QuestionId"], "question": q["Question"], "value": ans["Value"],
+        if not isinstance(data, list):
+            raise ValueError(f"{qa_file} is not a TriviaQA file with a 'Data' list: 'Data' is a {type(data).__name__}")
+        for i, q in enumerate(data):
+            qid, ans = _entry_fields(q, i, qa_file)
+            pages = [(p["Title"], _evidence_text(evidence, p["Filename"], qid, qa_file))
+                     for p in q.get("EntityPages", [])]
+            yield {"id": qid, "question": q["Question"], "value": ans["Value"],
                    "aliases": ans.get("Aliases", []), "entity": ans.get("MatchedWikiEntityName") or ans["Value"],
                    "pages": pages, "split": split}
 
@@ -190,7 +232,13 @@ def build_triviaqa_csv(
         select: ``select(question, answer_entity) -> bool``; defaults to ``is_movie_question``.
 
     Returns:
-        ``{"questions_seen", "selected", "kept", "skipped": {reason: count}, "out_csv"}``.
+        ``{"questions_seen", "selected", "kept", "skipped": {reason: count}, "out_csv"}``; a question
+        whose evidence file is absent is skipped and counted.
+
+    Raises:
+        ValueError: a QA entry lacking QuestionId, Question, Answer.Value or an entity page's Filename /
+            Title; an evidence file outside ``evidence/wikipedia`` (absolute, ``..``, symbolic link) or
+            not UTF-8; no question kept. Nothing is written then.
     """
     if max_questions is not None and max_questions < 1:
         raise ValueError(f"max_questions must be a positive integer or None, got {max_questions}")

@@ -182,3 +182,29 @@ def test_split_sentences_is_linear_on_abbreviation_heavy_text():
     assert time.perf_counter() - start < 10  # a generous guard, not a timing
     assert len(split_sentences("Mr. Smith met Dr. Jones. " * 3)) == 3
     assert sum(len(c.split()) for c in chunks) == 400_000
+
+
+@pytest.mark.parametrize("run", [".", "!?", "?!.…"])
+def test_split_sentences_is_linear_in_runs_of_sentence_marks(run):
+    import time
+    marks = run * (2_000_000 // len(run))  # 2 MB of marks; quadratic splitting took 17 s on 40 KB of dots
+    text = f"It ended{marks} and began again. Then it stopped."  # no boundary after the run: lower case follows
+    start = time.perf_counter()
+    sentences = split_sentences(text)
+    chunks = chunk_text(text, WhitespaceTokenizer(), max_tokens=8, overlap_sentences=0)
+    alone = split_sentences(marks)
+    assert time.perf_counter() - start < 10  # a generous guard, not a timing
+    assert sentences == [f"It ended{marks} and began again.", "Then it stopped."]
+    assert chunks == [f"It ended{marks} and began again. Then it stopped."]
+    assert alone == [marks]
+
+
+def test_chunk_text_of_a_long_run_of_marks_splits_it_by_tokens():
+    import time
+    text = "!?" * 100_000 + " the end. The credits."
+    tok = ByteTokenizer()
+    start = time.perf_counter()
+    chunks = chunk_text(text, tok, max_tokens=64, overlap_sentences=0)
+    assert time.perf_counter() - start < 10
+    assert len(chunks) > 3000 and all(len(tok.encode(c)) <= 64 for c in chunks)
+    assert "".join(chunks).replace(" ", "") == text.replace(" ", "")  # nothing lost or repeated

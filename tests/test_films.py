@@ -119,3 +119,31 @@ def test_title_of_names_the_film_a_chunk_comes_from(sample):
     blocks = film_blocks(sample)
     assert title_of(blocks["Die Hard"][2][:150], blocks) == "Die Hard"
     assert title_of("A sentence from no film at all.", blocks) is None
+
+
+def test_read_facts_refuses_a_film_listed_twice(tmp_path):
+    from cinephile.films import read_facts
+
+    path = tmp_path / "facts.csv"
+    path.write_text("film,year,director\nJaws,1975,Steven Spielberg\nAlien,1979,Ridley Scott\n"
+                    "Jaws,1957,Someone Else\n")
+    with pytest.raises(ValueError, match=r"facts.csv: film 'Jaws' is listed on lines 2 and 4 \(1 film\(s\) listed "
+                                         r"more than once\); keep one row per film"):
+        read_facts(path)
+
+
+@pytest.mark.parametrize("key, message", [
+    ("context", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'context'; load the records with "
+                r"trivia.load_qa_csv\(\)"),
+    ("question", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'question'"),
+    ("id", r"film_disjoint_split: record 1 is missing 'id'"),
+])
+def test_film_split_names_a_record_without_a_required_key(sample, key, message):
+    from cinephile.films import film_split_with_comparisons
+
+    recs = [dict(r) for r in sample[:10]]
+    del recs[1][key]
+    with pytest.raises(ValueError, match=message):
+        film_disjoint_split(recs)
+    with pytest.raises(ValueError, match=message):
+        film_split_with_comparisons(recs, {})

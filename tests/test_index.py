@@ -201,3 +201,78 @@ def test_distinct_search_skips_chunks_whose_sentences_are_already_in_the_hits(em
     first = min(plain.index(shared), plain.index(recs[1]["chunks"][0]))
     assert texts == [t for i, t in enumerate(plain) if t not in (shared, recs[1]["chunks"][0]) or i == first]
     assert len(texts) == 3 and all(h["score"] >= g["score"] for h, g in zip(hits, hits[1:]))
+
+
+# ---------------------------------------------------------------- bad arguments and bad files
+
+@pytest.mark.parametrize("k", [0, -1, 1.5])
+def test_search_refuses_k_below_one(embed, k):
+    index = CorpusIndex.build(records(), embed)
+    with pytest.raises(ValueError, match=f"k must be a positive number of chunks, got {k}"):
+        index.search("Who composed the score?", embed, k=k)
+    with pytest.raises(ValueError, match=f"k must be a positive number of chunks, got {k}"):
+        index.search_vectors(embed(["Who composed the score?"]), k=k)
+
+
+def test_non_finite_embeddings_are_refused_naming_the_chunk(embed):
+    def broken(texts):  # NaN for the chunk about the shark
+        return np.stack([np.full(8, np.nan) if "shark" in t else np.ones(8) / np.sqrt(8) for t in texts])
+    with pytest.raises(ValueError, match=r"NaN or infinite values for 1 of 4 texts, first text 1 \('The shark"):
+        CorpusIndex.build(records(), broken)
+    good = CorpusIndex.build(records(), embed)
+    emb = good.embeddings.copy()
+    emb[2, 5] = np.inf
+    with pytest.raises(ValueError, match=r"1 embedding rows hold NaN or infinite values, first row 2 \(chunk "
+                                         r"'The score was"):
+        CorpusIndex(good.texts, good.sources, emb, good.embedder)
+    with pytest.raises(ValueError, match="NaN or infinite values for 1 of 1 texts"):
+        good.search("Who composed the score?", lambda texts: np.full((len(texts), 64), np.nan))
+
+
+@pytest.mark.parametrize("weight", [-0.5, 1.5, float("nan"), "0.5", True])
+def test_lexical_weight_outside_0_1_is_refused_when_built_and_when_set(embed, weight):
+    message = r"lexical_weight must be a number in \[0, 1\]"
+    with pytest.raises(ValueError, match=message):
+        CorpusIndex.build(records(), embed, lexical_weight=weight)
+    index = CorpusIndex.build(records(), embed, lexical_weight=0.25)
+    with pytest.raises(ValueError, match=message):
+        CorpusIndex(index.texts, index.sources, index.embeddings, lexical_weight=weight)
+    with pytest.raises(ValueError, match=message):
+        index.lexical_weight = weight
+    assert index.lexical_weight == 0.25  # the refused value was not stored
+
+
+def test_build_names_a_record_without_chunks_or_id(embed):
+    with pytest.raises(ValueError, match=r"CorpusIndex.build: record 1 \(id 'b'\) is missing 'chunks'; chunk the "
+                                         r"records first"):
+        CorpusIndex.build([records()[0], {"id": "b", "question": "q"}], embed)
+    with pytest.raises(ValueError, match="record 0 is missing 'id'"):
+        CorpusIndex.build([{"chunks": CHUNKS}], embed)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("texts", [1, 2, 3, 4], r"field 'texts' must be a list of strings, got \[1, 2, 3, 4\] \(list\)"),
+    ("sources", "a", "field 'sources' must be a list of lists of record ids"),
+    ("sources", [["a"], ["b"]], "field 'sources' has 2 entries for 4 texts"),
+    ("lexical_weight", "0.5", r"field 'lexical_weight' must be a number in \[0, 1\], got \"0.5\" \(str\)"),
+    ("lexical_weight", 3, r"field 'lexical_weight' must be a number in \[0, 1\], got 3 \(int\)"),
+    ("dim", "64", r"field 'dim' must be a positive integer, got \"64\" \(str\)"),
+    ("dim", 32, r"has shape \(4, 64\) but .* lists 4 texts of dim 32 \(fields 'texts' and 'dim'\)"),
+    ("embedder", 5, "field 'embedder' must be a string"),
+    ("faiss", "flat", "field 'faiss' must be an object with kind 'flat' or 'ivf'"),
+])
+def test_load_names_a_wrongly_typed_field_and_the_fix(tmp_path, embed, field, value, message):
+    import json
+
+    CorpusIndex.build(records(), embed).save(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx.json").read_text())
+    (tmp_path / "idx.json").write_text(json.dumps({**meta, field: value}))
+    with pytest.raises(ValueError, match=f"{message}.*rebuild the index"):
+        CorpusIndex.load(tmp_path / "idx")
+
+
+def test_load_refuses_a_description_that_is_not_an_object(tmp_path, embed):
+    CorpusIndex.build(records(), embed).save(tmp_path / "idx")
+    (tmp_path / "idx.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"idx.json is not a valid index description \(a JSON list"):
+        CorpusIndex.load(tmp_path / "idx")

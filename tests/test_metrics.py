@@ -124,3 +124,14 @@ def test_scores_and_em_by_kind():
     table = metrics.em_by_kind(lines, records)
     assert table.loc["tuned"].to_dict() == {"single": 100.0, "comparison": 100.0}
     assert table.loc["base"].to_dict() == {"single": 50.0, "comparison": 0.0}
+
+
+@pytest.mark.parametrize("preds, records, message", [
+    (["Jaws", "Up"], [{"id": "a", "answer": "Jaws"}, {"id": "b", "question": "q"}],
+     r"score_predictions: record 1 \(id 'b'\) is missing a non-empty 'answer_aliases' or 'answer'; pass QA records"),
+    (["Jaws"], [{"id": "a", "answer_aliases": [], "answer": ""}], r"record 0 \(id 'a'\) is missing a non-empty"),
+    ({"a": "Jaws"}, [{"answer": "Jaws"}], r"score_predictions: record 0 is missing 'id'"),
+])
+def test_score_predictions_names_a_record_without_answers_or_id(preds, records, message):
+    with pytest.raises(ValueError, match=message):
+        score_predictions(preds, records)

@@ -103,3 +103,22 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
     # every step's adapters start from the same seeded draw, whatever ran before it
     assert inits[0] and all(torch.equal(a, b) for a, b in zip(inits[0], inits[1]))
 
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lexical_weight": -0.5}, r"need k >= 1, .*got k=1, chunk_tokens=8, lexical_weight=-0.5, p_gold=None"),
+    ({"k": 0}, r"step 'bad': need k >= 1.*got k=0"),
+    ({"p_gold": 1.5}, r"p_gold=1.5"),
+])
+def test_ablation_checks_every_step_before_training_the_first(monkeypatch, change, message):
+    from cinephile import reader
+
+    monkeypatch.setattr(reader.models, "load_base_model", lambda name: pytest.fail("a step started"))
+    good = {"name": "good", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": False,
+            "p_gold": None, "train_pairs": 1}
+    steps = [good, {**good, "name": "bad", **change}]
+    with pytest.raises(ValueError, match=message):
+        reader.ablation({1: []}, [], None, steps, model_name="tiny", lora_kwargs={}, train_cfg=None, style="plain")
+    with pytest.raises(ValueError, match=r"ablation step 1 \('bad'\) has no \['k'\]; build steps with ablation_steps"):
+        reader.ablation({1: []}, [], None, [good, {k: v for k, v in steps[1].items() if k != "k"}],
+                        model_name="tiny", lora_kwargs={}, train_cfg=None, style="plain")

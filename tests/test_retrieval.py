@@ -320,3 +320,47 @@ def test_bm25_words_drop_stop_words():
     assert bm25_words("Who directed the film Jaws, in 1975?") == ["directed", "film", "jaws", "1975"]
     assert bm25_words("Who is it?") == []  # BM25 then scores every chunk 0 and the dense ranking decides
     assert lexical_scores("Who is it?", ["a b", "c d"]).tolist() == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- bad cut-offs and incomplete records
+
+@pytest.mark.parametrize("call", [
+    lambda: recall_at_k(scored(), 0),
+    lambda: recall_at_k(scored(), -2),
+    lambda: precision_recall_at_k(scored(), [0]),
+    lambda: precision_recall_at_k(scored(), [1, -1]),
+    lambda: precision_recall_at_k(scored(), []),
+])
+def test_cutoffs_below_one_are_refused(call):
+    with pytest.raises(ValueError, match="cut-offs k must be positive integers, got"):
+        call()
+
+
+def without(recs, index, *keys):
+    recs = [dict(r) for r in recs]
+    for key in keys:
+        recs[index].pop(key)
+    return recs
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda e: retrieve(without(records(), 1, "question"), e),
+     r"retrieve: record 1 \(id 'b'\) is missing 'question'; load them with trivia.load_qa_csv\(\)"),
+    (lambda e: retrieve(without(records(), 0, "id"), e), r"retrieve: record 0 is missing 'id'"),
+    (lambda e: with_gold_context(without(retrieve(records(), e), 1, "chunk_scores")),
+     r"with_gold_context: record 1 \(id 'b'\) is missing 'chunk_scores'; pass the output of retrieve\(\)"),
+    (lambda e: with_gold_context(without(retrieve(records(), e), 0, "answer_aliases", "answer")),
+     r"record 0 \(id 'a'\) is missing a non-empty 'evidence' or 'answer_aliases' or 'answer'"),
+    (lambda e: recall_at_k(without(scored(), 2, "answer"), 1),
+     r"recall_at_k: record 2 \(id '3'\) is missing a non-empty 'evidence' or 'answer_aliases' or 'answer'"),
+    (lambda e: precision_recall_at_k(without(scored(), 0, "chunks"), [1]),
+     r"precision_recall_at_k: record 0 \(id '1'\) is missing 'chunks'"),
+])
+def test_records_missing_a_key_are_named(embed, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(embed)
+
+
+def test_a_record_that_is_not_a_dict_is_named(embed):
+    with pytest.raises(TypeError, match="retrieve: record 1 is a str, not a dict"):
+        retrieve([records()[0], "Who composed the score?"], embed)

@@ -1,6 +1,7 @@
 """Trivia data: QA CSV loading and validation, and the TriviaQA film-question builder."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -232,3 +233,64 @@ def test_build_triviaqa_bad_source(tmp_path, TRIVIA):
     (tmp_path / "bad" / "qa" / "wikipedia-train.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not a TriviaQA file"):
         build_triviaqa_csv(tmp_path / "bad", tmp_path / "o.csv", splits=("train",))
+
+
+def raw_layout(root, entries, pages):
+    """A TriviaQA rc folder whose QA file holds ``entries`` as given; ``pages`` maps file name -> bytes."""
+    (root / "qa").mkdir(parents=True)
+    (root / "evidence" / "wikipedia").mkdir(parents=True)
+    (root / "qa" / "wikipedia-train.json").write_text(json.dumps({"Data": entries}))
+    for name, data in pages.items():
+        (root / "evidence" / "wikipedia" / name).write_bytes(data)
+    return root
+
+
+def entry(filename="Jaws.txt", **changes):
+    q = {"Question": "Who directed the film Jaws?", "QuestionId": "q1",
+         "Answer": {"Value": "Steven Spielberg", "Aliases": []},
+         "EntityPages": [{"Filename": filename, "Title": "Jaws"}]}
+    return {k: v for k, v in {**q, **changes}.items() if v is not None}
+
+
+@pytest.mark.parametrize("kind", ["absolute", "parent", "symlink"])
+def test_build_triviaqa_refuses_evidence_outside_the_evidence_folder(tmp_path, kind):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("Jaws is a private note.")
+    name = {"absolute": str(secret), "parent": "../../../secret.txt", "symlink": "link.txt"}[kind]
+    root = raw_layout(tmp_path / "tqa", [entry(name)], {})
+    if kind == "symlink":
+        (root / "evidence" / "wikipedia" / "link.txt").symlink_to(secret)
+    with pytest.raises(ValueError, match=rf"question 'q1' names evidence file '{re.escape(name)}', which resolves "
+                                         rf"to {re.escape(str(secret.resolve()))}, outside the evidence folder"):
+        build_triviaqa_csv(root, tmp_path / "out.csv", splits=("train",))
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_build_triviaqa_reads_a_symlink_that_stays_inside_the_evidence_folder(tmp_path):
+    root = raw_layout(tmp_path / "tqa", [entry("link.txt")], {"Jaws.txt": b"Jaws is a 1975 film."})
+    (root / "evidence" / "wikipedia" / "link.txt").symlink_to(root / "evidence" / "wikipedia" / "Jaws.txt")
+    assert build_triviaqa_csv(root, tmp_path / "out.csv", splits=("train",))["kept"] == 1
+    assert load_qa_csv(tmp_path / "out.csv")[0][0]["context"] == "Jaws is a 1975 film."
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"Answer": None}, r"entry 0 \(QuestionId 'q1'\) has no Answer;"),
+    ({"Answer": {"Aliases": ["x"]}}, r"entry 0 \(QuestionId 'q1'\) has no Answer.Value;"),
+    ({"QuestionId": None}, r"entry 0 has no QuestionId;"),
+    ({"Question": None}, r"entry 0 \(QuestionId 'q1'\) has no Question;"),
+    ({"EntityPages": [{"Title": "Jaws"}]}, r"entry 0 \(QuestionId 'q1'\) has no EntityPages\[0\].Filename;"),
+    ({"EntityPages": [{"Filename": "Jaws.txt"}]}, r"entry 0 \(QuestionId 'q1'\) has no EntityPages\[0\].Title;"),
+])
+def test_build_triviaqa_names_the_entry_and_the_missing_field(tmp_path, changes, message):
+    root = raw_layout(tmp_path / "tqa", [entry(**changes)], {"Jaws.txt": b"Jaws is a 1975 film."})
+    with pytest.raises(ValueError, match=r"wikipedia-train.json: " + message + ".*use the unmodified TriviaQA"):
+        build_triviaqa_csv(root, tmp_path / "out.csv", splits=("train",), select=lambda q, a: True)
+
+
+def test_build_triviaqa_names_a_non_utf8_evidence_file_and_its_question(tmp_path):
+    latin = "Jaws is a 1975 film by Spielberg – café.".encode("cp1252")
+    root = raw_layout(tmp_path / "tqa", [entry()], {"Jaws.txt": latin})
+    with pytest.raises(ValueError, match=r"evidence file .*Jaws.txt of question 'q1' is not UTF-8 .*re-encode it as "
+                                         "UTF-8"):
+        build_triviaqa_csv(root, tmp_path / "out.csv", splits=("train",))
+    assert not (tmp_path / "out.csv").exists()
