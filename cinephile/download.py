@@ -1,4 +1,4 @@
-"""Download MovieLens "latest-small" from GroupLens, checked against its published MD5.
+"""Download MovieLens "latest-small" from GroupLens, checked against its published MD5, and read its CSVs.
 
 The zip is streamed to a temporary file beside the destination, verified, extracted into a
 temporary folder and moved into place with one rename, so a crash never leaves a
@@ -21,6 +21,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -132,3 +133,46 @@ def resolve_movielens(data_dir: str | Path, *, alternatives: tuple[str | Path, .
                 logger.info("using MovieLens from %s", found)
             return found
     return ensure_movielens(data_dir, download=download)
+
+
+def read_movielens_csv(folder: str | Path, name: str) -> pd.DataFrame:
+    """Read one MovieLens CSV, indexed by line number (the header is line 1), and check its columns.
+
+    A missing, empty, non-UTF-8 or malformed file, or a missing column, raises an error naming it and the fix.
+    """
+    path = Path(folder) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is missing {name}; expected files: {', '.join(COLUMNS)} "
+                                f"(ensure_movielens downloads them from {ML_URL})")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty (no header line '{','.join(COLUMNS[name])}'); replace it with the "
+                         f"file from {ML_URL}") from None
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path} is not a valid CSV ({err}); replace it with the file from {ML_URL}") from None
+    df.index = pd.RangeIndex(2, len(df) + 2)
+    return check_columns(df, name, COLUMNS[name])
+
+
+def check_columns(df: pd.DataFrame, name: str, expected) -> pd.DataFrame:
+    """Raise a ValueError naming the first missing column of `df`; return `df` otherwise."""
+    missing = [col for col in expected if col not in df.columns]
+    if missing:
+        raise ValueError(f"{name} is missing column '{missing[0]}'; expected columns: {', '.join(expected)}")
+    return df
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8, and how to fix it."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return f"{path} could not be read as UTF-8; save it as UTF-8"
+    except UnicodeDecodeError as err:
+        offset = err.start
+    line = data.count(b"\n", 0, offset) + 1
+    return (f"{path} is not UTF-8: byte {offset} (line {line}) is 0x{data[offset]:02x}; save it as UTF-8 "
+            f"(MovieLens files are UTF-8), e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.csv")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cinephile.download import COLUMNS, ML_FOLDER, ML_URL, find_movielens_folder
+from cinephile.download import COLUMNS, ML_FOLDER, check_columns, find_movielens_folder, read_movielens_csv
 
 logger = logging.getLogger(__name__)
 
@@ -51,56 +51,109 @@ class MovieLens:
     report: dict = field(default_factory=dict)
 
 
-def clean_ratings(ratings: pd.DataFrame, known_movies: pd.Series | None = None) -> tuple[pd.DataFrame, dict]:
+def _whole(values: pd.Series) -> np.ndarray:
+    """True where a number is whole and fits int64 (NaN, inf, 2.5 and 1e30 are not)."""
+    v = values.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) < 2.0**63)
+
+
+def _drop(df: pd.DataFrame, bad, reason: str, dropped: dict, examples: dict) -> pd.DataFrame:
+    """``df`` without the ``bad`` rows, whose count (and first few index labels) go under ``reason``."""
+    bad = np.asarray(bad, dtype=bool)
+    if bad.any():
+        dropped[reason] = dropped.get(reason, 0) + int(bad.sum())
+        examples[reason] = (examples.get(reason, []) + df.index[bad].tolist())[:5]
+    return df[~bad]
+
+
+def _log_dropped(source: str, rows: int, dropped: dict, examples: dict, row_name: str) -> None:
+    if dropped:
+        where = "; ".join(f"{reason}: {row_name} {', '.join(map(str, labels))}" for reason, labels in examples.items())
+        logger.warning("%s: dropped %d of %d rows: %s (first %ss: %s)", source, sum(dropped.values()), rows,
+                       dropped, row_name, where)
+
+
+def clean_ratings(ratings: pd.DataFrame, known_movies: pd.Series | None = None, *, source: str = "ratings",
+                  row_name: str = "row") -> tuple[pd.DataFrame, dict]:
     """Drop unusable ratings and count each reason (never silently).
 
-    Dropped: ratings that are not numbers or lie outside the 0.5-5 scale, ratings of movies not in
+    Dropped: rows with a missing or non-numeric value, ids or timestamps that are not whole numbers
+    within int64 (2.5, inf, 1e30), ratings outside the 0.5-5 scale, ratings of movies not in
     ``known_movies``, and all but the latest of duplicate (userId, movieId) rows (latest timestamp,
     then the last row), so a test movie can never also sit in its own history.
+
+    Args:
+        ratings: userId, movieId, rating, timestamp (numbers or text).
+        known_movies: movieIds of movies.csv; None keeps every movie.
+        source, row_name: how the warning names the table and its index labels (``load_movielens``
+            passes the file and indexes by CSV line).
 
     Returns:
         ``(ratings, report)`` with report ``{"rows", "kept", "dropped": {reason: count}}``.
     """
     check_columns(ratings, "ratings", COLUMNS["ratings.csv"])
-    df = ratings[list(COLUMNS["ratings.csv"])].copy()
-    dropped = {}
-    for col in COLUMNS["ratings.csv"]:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    bad = df.isna().any(axis=1)
-    dropped["not a number"] = int(bad.sum())
-    df = df[~bad]
-    out = ~df["rating"].between(MIN_RATING, MAX_RATING)
-    dropped["rating outside 0.5-5"] = int(out.sum())
-    df = df[~out]
+    df = ratings[list(COLUMNS["ratings.csv"])].apply(pd.to_numeric, errors="coerce")
+    if not df.index.is_unique:
+        df = df.reset_index(drop=True)
+    dropped, examples = {}, {}
+    df = _drop(df, df.isna().any(axis=1), "not a number", dropped, examples)
+    df = _drop(df, ~(_whole(df["userId"]) & _whole(df["movieId"])), "userId or movieId not a whole number",
+               dropped, examples)
+    df = _drop(df, ~_whole(df["timestamp"]), "timestamp not a whole number of seconds", dropped, examples)
+    df = _drop(df, ~df["rating"].between(MIN_RATING, MAX_RATING), "rating outside 0.5-5", dropped, examples)
     if known_movies is not None:
-        unknown = ~df["movieId"].isin(known_movies)
-        dropped["movie missing from movies.csv"] = int(unknown.sum())
-        df = df[~unknown]
+        df = _drop(df, ~df["movieId"].isin(known_movies), "movie missing from movies.csv", dropped, examples)
     df = df.astype({"userId": "int64", "movieId": "int64", "timestamp": "int64"})
     dup = df.sort_values("timestamp", kind="stable").duplicated(["userId", "movieId"], keep="last")
-    dropped["older duplicate of (userId, movieId)"] = int(dup.sum())
-    df = df.drop(index=dup[dup].index).sort_index().reset_index(drop=True)
-    dropped = {k: v for k, v in dropped.items() if v}
-    if dropped:
-        logger.warning("ratings: dropped %d of %d rows: %s", sum(dropped.values()), len(ratings), dropped)
-    return df, {"rows": len(ratings), "kept": len(df), "dropped": dropped}
+    df = _drop(df, dup.reindex(df.index), "older duplicate of (userId, movieId)", dropped, examples)
+    _log_dropped(source, len(ratings), dropped, examples, row_name)
+    return df.reset_index(drop=True), {"rows": len(ratings), "kept": len(df), "dropped": dropped}
 
 
-def _read_csv(folder: Path, name: str) -> pd.DataFrame:
-    """Read one CSV and check that it has the expected columns."""
-    path = folder / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is missing {name}; expected files: {', '.join(COLUMNS)} "
-                                f"(ensure_movielens downloads them from {ML_URL})")
-    return check_columns(pd.read_csv(path), name, COLUMNS[name])
+def _clean_tags(tags: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Tags lower-cased and stripped; rows with unusable ids or timestamps, or no tag text, dropped and counted."""
+    df = tags[list(COLUMNS["tags.csv"])].copy()
+    for col in ("userId", "movieId", "timestamp"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["tag"] = df["tag"].where(df["tag"].notna(), "").astype(str).str.strip().str.lower()
+    dropped, examples = {}, {}
+    df = _drop(df, ~(_whole(df["userId"]) & _whole(df["movieId"]) & _whole(df["timestamp"])),
+               "userId, movieId or timestamp not a whole number", dropped, examples)
+    df = _drop(df, df["tag"] == "", "empty tag", dropped, examples)
+    df = df.astype({"userId": "int64", "movieId": "int64", "timestamp": "int64"})
+    _log_dropped("tags.csv", len(tags), dropped, examples, "line")
+    return df.reset_index(drop=True), {"rows": len(tags), "kept": len(df), "dropped": dropped}
 
 
-def check_columns(df: pd.DataFrame, name: str, expected) -> pd.DataFrame:
-    """Raise a ValueError naming the first missing column of `df`; return `df` otherwise."""
-    missing = [col for col in expected if col not in df.columns]
-    if missing:
-        raise ValueError(f"{name} is missing column '{missing[0]}'; expected columns: {', '.join(expected)}")
-    return df
+def _clean_movies(movies: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """movieId as int64, parsed titles and genre lists; refuses bad ids, repeated ids and empty titles (by line)."""
+    df = movies[list(COLUMNS["movies.csv"])].copy()
+    ids = pd.to_numeric(df["movieId"], errors="coerce")
+    if not (ok := _whole(ids)).all():
+        line = df.index[~ok][0]
+        value = str(movies.at[line, "movieId"])
+        raise ValueError(f"movies.csv line {line}: movieId {value!r} is not a whole number; fix or remove that row")
+    df["movieId"] = ids.astype("int64")
+    if (repeated := df["movieId"].duplicated(keep=False)).any():
+        movie = df.loc[repeated, "movieId"].iat[0]
+        first, second = df.index[df["movieId"] == movie][:2]
+        raise ValueError(f"movies.csv lists movieId {movie} twice, on lines {first} and {second}; "
+                         "keep one of the two rows")
+    titles = df["title"].astype("string").str.strip()
+    if (empty := titles.isna() | (titles == "")).any():
+        line = df.index[empty.to_numpy()][0]
+        raise ValueError(f"movies.csv line {line}: movie {df.at[line, 'movieId']} has an empty title; "
+                         "fill it in or remove the row")
+    parsed = [parse_title(t) for t in titles]
+    df["name"] = [name for name, _ in parsed]
+    df["year"] = pd.array([year for _, year in parsed], dtype="Int64")
+    genres = df["genres"].astype("string").fillna("")
+    df["genres"] = [[g for g in s.split("|") if g and g != "(no genres listed)"] for s in genres]
+    if (empty := (genres.str.strip() == "").to_numpy()).any():
+        logger.warning("movies.csv: %d movies have an empty genres cell (read as no genres), first on line %s",
+                       empty.sum(), df.index[empty][0])
+    return df.reset_index(drop=True), {"rows": len(df), "empty genres": int(empty.sum())}
 
 
 def parse_title(title: str) -> tuple[str, int | None]:
@@ -118,28 +171,27 @@ def parse_title(title: str) -> tuple[str, int | None]:
 def load_movielens(data_dir: str | Path) -> MovieLens:
     """Load and clean the MovieLens CSVs (never downloads; see ensure_movielens).
 
+    Ratings and tags with unusable values are dropped and counted (``clean_ratings``); a movies.csv
+    with a bad or repeated movieId or an empty title is refused, naming the line.
+
     Args:
         data_dir: folder holding ratings.csv, movies.csv and tags.csv, or its parent.
 
     Returns:
         A MovieLens whose ``report`` counts the ratings dropped by ``clean_ratings`` (unknown movies,
-        ratings off the 0.5-5 scale, older duplicates).
+        ratings off the 0.5-5 scale, older duplicates, unusable values) and holds ``tags`` (the same
+        counts for tags.csv) and ``movies`` (rows, and movies with an empty genres cell).
     """
     data_dir = Path(data_dir)
     folder = find_movielens_folder(data_dir) or (data_dir / ML_FOLDER if (data_dir / ML_FOLDER).is_dir() else data_dir)
-    ratings, movies, tags = (_read_csv(folder, name) for name in COLUMNS)
-    movies = movies[list(COLUMNS["movies.csv"])].copy()
-    parsed = [parse_title(t) for t in movies["title"]]
-    movies["name"] = [name for name, _ in parsed]
-    movies["year"] = pd.array([year for _, year in parsed], dtype="Int64")
-    movies["genres"] = [[g for g in str(s).split("|") if g and g != "(no genres listed)"] for s in movies["genres"]]
-    ratings, report = clean_ratings(ratings, movies["movieId"])
-    tags = tags[list(COLUMNS["tags.csv"])].dropna(subset=["tag"]).copy()
-    tags["tag"] = tags["tag"].astype(str).str.strip().str.lower()
-    tags = tags[tags["tag"] != ""].reset_index(drop=True)
+    ratings, movies, tags = (read_movielens_csv(folder, name) for name in COLUMNS)
+    movies, movie_report = _clean_movies(movies)
+    ratings, report = clean_ratings(ratings, movies["movieId"], source="ratings.csv", row_name="line")
+    tags, tag_report = _clean_tags(tags)
     logger.info("MovieLens: %d ratings, %d users, %d movies, %d tags",
                 len(ratings), ratings["userId"].nunique(), len(movies), len(tags))
-    return MovieLens(ratings=ratings, movies=movies, tags=tags, report=report)
+    return MovieLens(ratings=ratings, movies=movies, tags=tags, report={**report, "tags": tag_report,
+                                                                        "movies": movie_report})
 
 
 def temporal_split(ratings: pd.DataFrame, *, n_test: int = 1, n_val: int = 1, min_train: int = 5) -> pd.DataFrame:
@@ -224,6 +276,33 @@ def _render(e: dict, predictions: dict[str, float], residual_to: str | None = No
                         predictions=predictions, residual_to=residual_to)
 
 
+def check_rating_examples(examples: list[dict], *, anchor: bool = False) -> list[dict]:
+    """Refuse rating examples that cannot be trained or scored, naming the example and the field.
+
+    Each example needs a non-empty string ``prompt`` and ``response`` and a number ``rating`` on the
+    0.5-5 scale; with ``anchor`` also a number ``anchor`` (the recommender prediction of ``as_residual``).
+
+    Returns:
+        ``examples``, unchanged. Raises TypeError for a wrong type and ValueError for a bad value.
+    """
+    for i, e in enumerate(examples):
+        if not isinstance(e, dict):
+            raise TypeError(f"example {i} is a {type(e).__name__}, not a dict; build examples with build_examples")
+        for key in ("prompt", "response"):
+            if not isinstance(e.get(key), str):
+                raise TypeError(f"example {i}: {key} must be a string, got {e.get(key)!r}; "
+                                "build examples with build_examples")
+            if not e[key].strip():
+                raise ValueError(f"example {i}: {key} is empty; build examples with build_examples")
+        for key in ("rating", "anchor") if anchor else ("rating",):
+            value = e.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"example {i}: {key} must be a number, got {value!r}")
+            if not MIN_RATING <= value <= MAX_RATING:  # NaN fails too
+                raise ValueError(f"example {i}: {key} {value!r} is not a rating on the 0.5-5 scale")
+    return examples
+
+
 def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int, int], float]]) -> list[dict]:
     """Add recommender predictions to examples and re-render their prompts.
 
@@ -235,6 +314,7 @@ def with_predictions(examples: list[dict], predictions: dict[str, dict[tuple[int
     Returns:
         New examples with ``predictions`` ({name: value}) and the prompt showing them.
     """
+    check_rating_examples(examples)
     out = []
     for e in examples:
         key = (e["user_id"], e["movie_id"])
@@ -273,6 +353,7 @@ def as_residual(examples: list[dict], to: str = "SVD++") -> list[dict]:
         examples: output of ``with_predictions`` whose predictions include ``to``.
         to: the recommender the adjustment starts from.
     """
+    check_rating_examples(examples)
     out = []
     for e in examples:
         preds = e.get("predictions") or {}

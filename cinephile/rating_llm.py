@@ -25,19 +25,38 @@ from scipy.special import softmax
 from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
-from cinephile.generate import encode_prompts, generate_answers
-from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING, nearest_index
+from cinephile.generate import encode_prompts, fit_window, generate_answers
+from cinephile.models import position_window
+from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING, check_rating_examples, nearest_index
 
 logger = logging.getLogger(__name__)
 
 CANDIDATES = [k / 2 for k in range(1, 11)]  # 0.5, 1.0, ..., 5.0
 _NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
-_RATING = re.compile(r"\brating\s*[:=]?\s*(-?" + _NUM + r")", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w-])-?" + _NUM)
-_ADJUSTMENT = re.compile(r"\badjustment\s*[:=]?\s*([+-]?" + _NUM + r")", re.IGNORECASE)
+# A number-like word: sign, digits and whatever sticks to them ("4.5", "4.5.", "1e1", "4,5", "4.5.1");
+# it is read only when it is a whole number or decimal (a trailing "." or "," ends a sentence).
+_WORD = r"[+-]?\.?\d[\w.,]*"
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
+_RATING = re.compile(r"\brating\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.,+-])" + _WORD)
+_ADJUSTMENT = re.compile(r"\badjustment\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"\d,\d")  # "4,5": 4.5 or a list of 4 and 5? ambiguous
+_MINUS = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-"})  # Unicode minus signs read as "-"
 # Mentions of the scale itself, removed before looking for the rating: "out of 5", "/5", "1 to 5", "0.5-5.0".
 _SCALE = re.compile(r"(?:out of|/)\s*(?:5\.0|10|5)\b|" + _NUM + r"\s*(?:to|-|–)\s*" + _NUM, re.IGNORECASE)
+
+
+def _read_number(word: str) -> float | None:
+    """The value of a number-like word, or None unless it is a plain number ("1e1", "4.5.2" and "4,5" are not)."""
+    word = word.rstrip(".,")
+    return float(word) if _DECIMAL.fullmatch(word) else None
+
+
+def _snap(value: float | None, lo: float, hi: float) -> float | None:
+    """``value`` rounded to the nearest 0.5 (halves up), or None when absent or outside [lo, hi]."""
+    if value is None or not lo <= value <= hi:
+        return None
+    return math.floor(value * 2 + 0.5) / 2
 
 
 @dataclass(frozen=True)
@@ -172,7 +191,7 @@ class RatingLoss:
 
     Call: ``loss_fn(model, batch) -> (mean loss, n examples)`` for ``cinephile.train.train``; the
     batch needs "rating" (and "anchor" for adjustments; examples carry them) and its labels mark
-    where the answer starts.
+    where the answer starts. ``check_examples`` refuses unusable examples before training starts.
     """
 
     def __init__(self, tokenizer, lam: float = 0.1, answers: Answers = RATING_ANSWERS):
@@ -181,12 +200,21 @@ class RatingLoss:
         self.values = torch.tensor(answers.values)
         self.lengths = torch.tensor([len(self.common) + len(s) for s in self.suffixes], dtype=torch.float)
 
+    def check_examples(self, examples: list[dict]) -> list[dict]:
+        """Refuse examples this loss cannot train on (``movielens.check_rating_examples``), naming index and field."""
+        return check_rating_examples(examples, anchor=self.residual)
+
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         if "rating" not in batch:
             raise ValueError("RatingLoss needs examples with a 'rating' (MovieLens examples from build_examples)")
         if self.residual and "anchor" not in batch:
             raise ValueError("RatingLoss with adjustment answers needs examples with an 'anchor' "
                              "(MovieLens examples from movielens.as_residual)")
+        for key in ("rating", "anchor") if self.residual else ("rating",):
+            if not (finite := torch.isfinite(batch[key])).all():
+                rows = (~finite).nonzero().flatten().tolist()
+                raise ValueError(f"batch rows {rows} hold a NaN or infinite {key}; check the examples with "
+                                 "RatingLoss.check_examples before training")
         starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
         prompts = [row[:s].tolist() + self.common for row, s in zip(batch["input_ids"], starts)]
         ids, mask = left_pad(prompts, self.pad_id, batch["input_ids"].device)
@@ -223,6 +251,7 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     ids, pad_id = encode_prompts(tokenizer, prompts), pad_id_of(tokenizer)
     answers.check_anchors(len(ids), anchors)  # before any work
     common, suffixes = answer_token_ids(tokenizer, answers)
+    ids = fit_window(ids, position_window(model), len(common) + max(len(s) for s in suffixes))
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
     with _inference(model):
@@ -241,34 +270,34 @@ def parse_rating(text: str | None) -> float | None:
 
     "Rating: 3.5" -> 3.5, "rating 4" -> 4.0, "Rating: .5" -> 0.5, "I'd say 4.5/5" -> 4.5,
     "on a scale of 1 to 5 I'd say 3" -> 3.0. The number after "rating" wins; otherwise the one
-    number left once mentions of the scale ("1 to 5", "out of 5", "/5") are removed. Ambiguous
-    text ("4,5", or several candidate numbers) and values outside [0.5, 5] give None, never a guess.
+    number left once mentions of the scale ("1 to 5", "out of 5", "/5") are removed. A Unicode
+    minus is a minus sign ("Rating: −1" is -1, off the scale). Ambiguous text ("4,5", several
+    candidate numbers), numbers that do not read whole ("1e1", "4.5.2") and values outside
+    [0.5, 5] give None, never a guess.
     """
-    text = text or ""
+    text = (text or "").translate(_MINUS)
     if _DECIMAL_COMMA.search(text):
         return None
     match = _RATING.search(text)
     if match is not None:
-        value = float(match.group(1))
-    else:
-        numbers = _NUMBER.findall(_SCALE.sub(" ", text))
-        if len(set(map(float, numbers))) != 1:
-            return None
-        value = float(numbers[0])
-    if not MIN_RATING <= value <= MAX_RATING:
+        return _snap(_read_number(match.group(1)), MIN_RATING, MAX_RATING)
+    values = [_read_number(word) for word in _NUMBER.findall(_SCALE.sub(" ", text))]
+    if None in values or len(set(values)) != 1:
         return None
-    return math.floor(value * 2 + 0.5) / 2
+    return _snap(values[0], MIN_RATING, MAX_RATING)
 
 
 def parse_adjustment(text: str | None) -> float | None:
-    """Read "Adjustment: +0.5" from generated text, snapped to 0.5; None when absent or outside [-2, +2]."""
-    match = _ADJUSTMENT.search(text or "")
+    """Read "Adjustment: +0.5" from generated text, snapped to 0.5; None when absent or outside [-2, +2].
+
+    A Unicode minus is a minus sign ("Adjustment: −0.5" is -0.5); numbers that do not read whole
+    ("1e1", "0.5.1", "0,5") give None.
+    """
+    text = (text or "").translate(_MINUS)
+    match = _ADJUSTMENT.search(text)
     if match is None or _DECIMAL_COMMA.search(text):
         return None
-    value = float(match.group(1))
-    if not ADJUSTMENTS[0] <= value <= ADJUSTMENTS[-1]:
-        return None
-    return math.floor(value * 2 + 0.5) / 2
+    return _snap(_read_number(match.group(1)), ADJUSTMENTS[0], ADJUSTMENTS[-1])
 
 
 def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, batch_size: int = 8,

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def _check_train(train: pd.DataFrame) -> pd.DataFrame:
-    """Refuse empty tables, missing columns and val/test rows leaking into a fit."""
+    """Refuse empty tables, missing columns, missing ids or ratings, and val/test rows leaking into a fit."""
     missing = [c for c in ("userId", "movieId", "rating") if c not in train.columns]
     if missing:
         raise ValueError(f"train is missing column '{missing[0]}'; expected columns: userId, movieId, rating")
@@ -33,6 +33,13 @@ def _check_train(train: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("train holds val/test rows; fit on split_df[split_df['split'] == 'train'] only")
     if train.empty:
         raise ValueError("train is empty; baselines need at least one rating")
+    rating = pd.to_numeric(train["rating"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(rating) | train["userId"].isna().to_numpy() | train["movieId"].isna().to_numpy()
+    if bad.any():
+        first = train.iloc[int(np.flatnonzero(bad)[0])]
+        raise ValueError(f"train has {int(bad.sum())} rows with a missing id or a rating that is not a finite number, "
+                         f"first {first[['userId', 'movieId', 'rating']].to_dict()} (index {first.name!r}); drop them "
+                         "first (movielens.clean_ratings drops and counts them)")
     return train
 
 
@@ -141,6 +148,9 @@ def results_table(y_true, preds: dict[str, np.ndarray], baselines: pd.DataFrame 
     return table
 
 
+SURPRISE_MODELS = ("BaselineOnly", "SVD", "SVD++")  # scikit-surprise models surprise_predict fits
+
+
 def _surprise_algorithms() -> dict:
     """Fresh scikit-surprise models by name (imported lazily: an optional dependency of the baselines)."""
     try:
@@ -193,6 +203,13 @@ def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int
     """
     if folds < 1:
         raise ValueError(f"folds must be >= 1, got {folds}")
+    if unknown := [name for name in models if name not in ("bias", *SURPRISE_MODELS)]:
+        raise ValueError(f"unknown recommender {unknown[0]!r}; choose from {['bias', *SURPRISE_MODELS]}")
+    rated = set(zip(_check_train(train)["userId"], train["movieId"]))
+    if absent := [p for p in pairs.get("train", []) if tuple(p) not in rated]:
+        raise ValueError(f"training pair (user {absent[0][0]}, movie {absent[0][1]}) is not a rating in train "
+                         f"({len(absent)} such pairs): training pairs are predicted out of fold, by a fit without "
+                         "their own rating; list pairs that are not train ratings under another split (e.g. 'test')")
 
     def predict(fit_on, target):
         for name in models:

@@ -175,9 +175,36 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_pipeline_speed.json": pipeline_speed_table}
 
 
+WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
+           "bench_attention.json": "benchmarks/attention_speed.py",
+           "bench_span_decoding.json": "benchmarks/span_decoding.py",
+           "ratings.json": "llm.ipynb", "ratings_variants.json": "llm.ipynb (RUN_VARIANTS = True)",
+           "bench_index.json": "benchmarks/index_scale.py", "bench_trainer.json": "benchmarks/trainer_vs_ours.py",
+           "bench_lora_train_speed.json": "benchmarks/lora_train_speed.py",
+           "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py"}  # what writes each results file
+
+
 def render_all(folder: Path = RESULTS) -> dict[str, str]:
-    """Every table whose results file exists: file name -> markdown."""
-    return {name: render(read_json(folder / name)) for name, render in RENDERERS.items() if (folder / name).is_file()}
+    """Every table whose results file exists: file name -> markdown.
+
+    A file that lacks a key its table needs (or holds a value of the wrong kind) raises a ValueError
+    naming the file, the key and what writes the file.
+    """
+    tables = {}
+    for name, render in RENDERERS.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        record = read_json(path)
+        try:
+            tables[name] = render(record)
+        except KeyError as err:
+            raise ValueError(f"{path} has no key {err.args[0]!r}, which its table needs; regenerate the file "
+                             f"with {WRITERS[name]}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as err:
+            raise ValueError(f"{path} holds a value its table cannot show ({type(err).__name__}: {err}); "
+                             f"regenerate the file with {WRITERS[name]}") from None
+    return tables
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ opt-in cells call these functions; their tables are committed under ``results/``
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 
 import numpy as np
@@ -23,7 +24,9 @@ DEFAULTS = dict(model_name="smollm2-135m", r=16, alpha=32, dropout=0.1, layers=N
 
 
 def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
-    """Keep each user's ``per_user`` most recent training instructions (examples are in time order per user)."""
+    """Keep each user's ``per_user`` (>= 1) most recent training instructions (examples are in time order per user)."""
+    if isinstance(per_user, bool) or not isinstance(per_user, numbers.Integral) or per_user < 1:
+        raise ValueError(f"per_user must be a whole number >= 1 (instructions kept per user), got {per_user!r}")
     by_user: dict[int, list[dict]] = {}
     for e in examples:
         by_user.setdefault(e["user_id"], []).append(e)
@@ -46,13 +49,16 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     from lora import inject_lora
 
     answers, system = rating_llm.RATING_ANSWERS, RATING_SYSTEM
+    for raw in (train_raw, val_raw):  # before any work
+        movielens.check_rating_examples(raw)
+    picked = pick_per_user(train_raw, s["per_user"])
     if s["residual_to"]:
-        train_raw, val_raw = (movielens.as_residual(x, s["residual_to"]) for x in (train_raw, val_raw))
+        picked, val_raw = (movielens.as_residual(x, s["residual_to"]) for x in (picked, val_raw))
         answers, system = rating_llm.ADJUSTMENT_ANSWERS, RESIDUAL_SYSTEM
     model, tokenizer = models.load_base_model(s["model_name"])
     inject_lora(model, models.lora_preset(s["model_name"], r=int(s["r"]), alpha=s["alpha"], dropout=s["dropout"],
                                           layers=s["layers"]))
-    train_ex = chat_examples(pick_per_user(train_raw, int(s["per_user"])), tokenizer, system)
+    train_ex = chat_examples(picked, tokenizer, system)
     val_ex = chat_examples(val_raw, tokenizer, system)
     cfg = TrainConfig(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
                       max_len=int(s["max_len"]))

@@ -56,7 +56,9 @@ def test_load_drops_ratings_of_unknown_movies_and_logs_the_count(tmp_path, caplo
     assert len(data.ratings) == len(RATINGS.strip().splitlines()) - 1
     assert not data.ratings["movieId"].isin([998, 999]).any()
     assert "dropped 2 of 12 rows: {'movie missing from movies.csv': 2}" in caplog.text
-    assert data.report == {"rows": 12, "kept": 10, "dropped": {"movie missing from movies.csv": 2}}
+    assert "movie missing from movies.csv: line 12, 13" in caplog.text  # lines of ratings.csv, header is line 1
+    assert data.report == {"rows": 12, "kept": 10, "dropped": {"movie missing from movies.csv": 2},
+                           "tags": {"rows": 8, "kept": 8, "dropped": {}}, "movies": {"rows": 7, "empty genres": 0}}
 
 
 def test_load_drops_off_scale_ratings_and_keeps_the_latest_duplicate(tmp_path):
@@ -72,6 +74,83 @@ def test_load_drops_off_scale_ratings_and_keeps_the_latest_duplicate(tmp_path):
     test = df[(df["userId"] == 1) & (df["split"] == "test")]
     assert test["movieId"].tolist() == [1]  # re-rated last: the test target, and not in its own history
     assert not ((df["userId"] == 1) & (df["movieId"] == 1) & (df["split"] != "test")).any()
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("1,1,4.0,1e30", "timestamp not a whole number of seconds"),  # beyond int64
+    ("1,1,4.0,inf", "timestamp not a whole number of seconds"),
+    ("1,1,4.0,-inf", "timestamp not a whole number of seconds"),
+    ("1,1,4.0,80.5", "timestamp not a whole number of seconds"),
+    ("2.5,1,4.0,80", "userId or movieId not a whole number"),  # would merge into user 2
+    ("1,3.5,4.0,80", "userId or movieId not a whole number"),
+    ("1e30,1,4.0,80", "userId or movieId not a whole number"),
+    ("1,3,nan,80", "not a number"),
+    ("1,3,,80", "not a number"),
+    ("1,3,inf,80", "rating outside 0.5-5"),
+])
+def test_load_drops_and_counts_unusable_rating_rows(tmp_path, caplog, row, reason):
+    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+        data = load_movielens(write_folder(tmp_path, ratings=RATINGS + row + "\n"))
+    assert data.report["dropped"] == {reason: 1} and data.report["kept"] == 10
+    assert f"ratings.csv: dropped 1 of 11 rows: {{'{reason}': 1}} (first lines: {reason}: line 12)" in caplog.text
+    assert data.ratings.equals(load_movielens(write_folder(tmp_path / "clean")).ratings)
+
+
+def test_load_drops_and_counts_unusable_tags(tmp_path, caplog):
+    tags = "userId,movieId,tag,timestamp\n2,7,Classic,65\n3,7,,66\n3,7,  ,67\n3,7,fun,inf\n3,7,fun,1e30\n"
+    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+        data = load_movielens(write_folder(tmp_path, tags=tags))
+    assert data.tags["tag"].tolist() == ["classic"] and data.tags["timestamp"].tolist() == [65]
+    assert data.report["tags"] == {"rows": 5, "kept": 1, "dropped": {"userId, movieId or timestamp not a whole number": 2,
+                                                                     "empty tag": 2}}
+    assert "tags.csv: dropped 4 of 5 rows" in caplog.text and "empty tag: line 3, 4" in caplog.text
+
+
+@pytest.mark.parametrize("row, message", [
+    ('3,"Heat, again (1995)",Action', r"movies\.csv lists movieId 3 twice, on lines 4 and 9; keep one of the two rows"),
+    ("x,Heat (1995),Action", r"movies\.csv line 9: movieId 'x' is not a whole number; fix or remove that row"),
+    ("8.5,Heat (1995),Action", r"movies\.csv line 9: movieId '8\.5' is not a whole number"),
+    ("8,,Action", r"movies\.csv line 9: movie 8 has an empty title; fill it in or remove the row"),
+    ('8,"  ",Action', r"movies\.csv line 9: movie 8 has an empty title"),
+])
+def test_load_refuses_bad_movie_rows_naming_the_line(tmp_path, row, message):
+    from tests.helpers import MOVIES
+    with pytest.raises(ValueError, match=message):
+        load_movielens(write_folder(tmp_path, movies=MOVIES + row + "\n"))
+
+
+def test_load_reads_an_empty_genres_cell_as_no_genres_and_counts_it(tmp_path, caplog):
+    from tests.helpers import MOVIES
+    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+        data = load_movielens(write_folder(tmp_path, movies=MOVIES + "8,Ran (1985),\n"))
+    assert data.movies.set_index("movieId").at[8, "genres"] == []
+    assert data.report["movies"] == {"rows": 8, "empty genres": 1}
+    assert "movies.csv: 1 movies have an empty genres cell (read as no genres), first on line 9" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["ratings.csv", "movies.csv", "tags.csv"])
+def test_load_empty_file_names_it_and_the_fix(tmp_path, name):
+    folder = write_folder(tmp_path)
+    (folder / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')} is empty \(no header line '.+'\); "
+                                         r"replace it with the file from https://files\.grouplens\.org"):
+        load_movielens(folder)
+
+
+def test_load_latin1_file_names_the_byte_and_asks_for_utf8(tmp_path):
+    from tests.helpers import MOVIES
+    folder = write_folder(tmp_path)
+    data = (MOVIES + "8,Am\u00e9lie (2001),Comedy\n").encode("latin-1")
+    (folder / "movies.csv").write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(ValueError, match=rf"movies\.csv is not UTF-8: byte {offset} \(line 9\) is 0xe9; save it as UTF-8"):
+        load_movielens(folder)
+
+
+def test_load_malformed_csv_names_the_file(tmp_path):
+    folder = write_folder(tmp_path, ratings=RATINGS + '1,2,"4.0,5\n')
+    with pytest.raises(ValueError, match=r"ratings\.csv is not a valid CSV \(.+\); replace it"):
+        load_movielens(folder)
 
 
 def test_load_finds_the_folder_under_its_parent(tmp_path):
@@ -251,3 +330,26 @@ def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
     assert ml.nearest_index([0.0, 0.5, 1.0], [0.25, 0.26, -4.0, 9.0]).tolist() == [0, 1, 0, 2]  # a tie: the first
     with pytest.raises(ValueError, match="has no 'SVD' prediction .* add it with with_predictions"):
         ml.as_residual([shown], "SVD")
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ({"response": None}, TypeError, r"example 1: response must be a string, got None; build examples"),
+    ({"prompt": 3}, TypeError, r"example 1: prompt must be a string, got 3"),
+    ({"response": ""}, ValueError, r"example 1: response is empty"),
+    ({"rating": "four"}, TypeError, r"example 1: rating must be a number, got 'four'"),
+    ({"rating": float("nan")}, ValueError, r"example 1: rating nan is not a rating on the 0\.5-5 scale"),
+    ({"rating": 0.0}, ValueError, r"example 1: rating 0\.0 is not a rating on the 0\.5-5 scale"),
+])
+def test_examples_are_checked_before_use_naming_index_and_field(tiny, bad, error, message):
+    test, = build_examples(temporal_split(tiny.ratings), tiny.movies, tiny.tags, which="test")
+    assert ml.check_rating_examples([test, test]) == [test, test]
+    key = (test["user_id"], test["movie_id"])
+    shown, = ml.with_predictions([test], {"SVD++": {key: 3.79}})
+    with pytest.raises(error, match=message):
+        ml.check_rating_examples([test, {**test, **bad}])
+    with pytest.raises(error, match=message):
+        ml.with_predictions([test, {**test, **bad}], {"SVD++": {key: 3.79}})
+    with pytest.raises(error, match=message):
+        ml.as_residual([shown, {**shown, **bad}], "SVD++")
+    with pytest.raises(TypeError, match="example 0 is a str, not a dict"):
+        ml.check_rating_examples(["Rating: 4.0"])

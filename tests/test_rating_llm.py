@@ -133,15 +133,27 @@ def test_score_ratings_rejects_empty_prompts(model, tokenizer):
     ("Rating: 6", None), ("Rating: 0.2", None), ("Rating: -1", None), ("no idea", None), ("", None), (None, None),
     ("4,5", None), ("Rating: .5", 0.5), ("on a scale of 1 to 5 I'd say 3", 3.0), ("Rating: 4.5.", 4.5),
     ("I rate it 4.5 out of 5.0", 4.5), ("3 or 4", None), ("-2", None), ("Rating: 4.5.1", None),
+    ("Rating: 4, I think", 4.0), ("Rating: 4.5/5", 4.5), ("Rating: +4", 4.0), ("rating:5.0", 5.0),
 ])
 def test_parse_rating(text, expected):
     assert parse_rating(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Rating: \u22121", "Rating: \u22120.5", "\u22122", "Rating: \uff0d1",  # Unicode minus signs keep the sign
+    "Rating: 1e1", "1e1", "Rating: 1e-1", "Rating: 2E0", "I'd say 1e1",  # exponents are not ratings
+    "Rating: 4.5.2", "4.5.2", "Rating: 4,5", "Rating: 4.5stars", "Rating: 0x4",  # partial numbers
+])
+def test_parse_rating_refuses_numbers_it_cannot_read_whole(text):
+    assert parse_rating(text) is None
 
 
 @pytest.mark.parametrize("text, expected", [
     ("Adjustment: +0.5", 0.5), ("Adjustment: -1.5", -1.5), ("adjustment 0", 0.0), ("Adjustment: +0.3", 0.5),
     ("Adjustment: -2.0", -2.0), ("Adjustment: +2.5", None), ("Adjustment: -3", None), ("Rating: 4.5", None),
     ("", None), (None, None), ("Adjustment: +0,5", None), ("Adjustment: -.5", -0.5),
+    ("Adjustment: \u22120.5", -0.5), ("Adjustment: \u22121.5", -1.5), ("Adjustment: \u22123", None),
+    ("Adjustment: +1e0", None), ("Adjustment: 1e-1", None), ("Adjustment: 0.5.1", None), ("Adjustment: +0.5.", 0.5),
 ])
 def test_parse_adjustment(text, expected):
     assert parse_adjustment(text) == expected
@@ -236,3 +248,64 @@ def test_rating_loss_on_adjustments_trains_anchor_plus_expected_adjustment(model
     assert lam_loss.item() == pytest.approx(loss.item() + ce, rel=1e-4)
     with pytest.raises(ValueError, match="needs examples with an 'anchor'"):
         RatingLoss(tokenizer, answers=ADJUSTMENT_ANSWERS)(tuned, {k: v for k, v in batch.items() if k != "anchor"})
+
+
+# ---------------------------------------------------------------- examples a rating loss can train on
+
+GOOD = {"prompt": "Target movie: Heat (1995)", "response": "Rating: 4.0", "rating": 4.0}
+
+
+@pytest.mark.parametrize("bad, answers, error, message", [
+    ({"response": None}, RATING_ANSWERS, TypeError, r"example 1: response must be a string, got None"),
+    ({"rating": "four"}, RATING_ANSWERS, TypeError, r"example 1: rating must be a number, got 'four'"),
+    ({"rating": None}, RATING_ANSWERS, TypeError, r"example 1: rating must be a number, got None"),
+    ({"rating": True}, RATING_ANSWERS, TypeError, r"example 1: rating must be a number, got True"),
+    ({"rating": float("nan")}, RATING_ANSWERS, ValueError, r"example 1: rating nan is not a rating on the 0.5-5"),
+    ({"rating": 7.0}, RATING_ANSWERS, ValueError, r"example 1: rating 7.0 is not a rating on the 0.5-5"),
+    ({"prompt": "  "}, RATING_ANSWERS, ValueError, r"example 1: prompt is empty"),
+    ({"anchor": 3.0}, ADJUSTMENT_ANSWERS, None, None),
+    ({"anchor": None}, ADJUSTMENT_ANSWERS, TypeError, r"example 1: anchor must be a number, got None"),
+    ({"anchor": float("inf")}, ADJUSTMENT_ANSWERS, ValueError, r"example 1: anchor inf is not a rating"),
+])
+def test_rating_loss_checks_examples_naming_index_and_field(tokenizer, bad, answers, error, message):
+    from cinephile.rating_llm import RatingLoss
+
+    examples = [{**GOOD, "anchor": 3.5}, {**GOOD, **bad}]
+    loss_fn = RatingLoss(tokenizer, answers=answers)
+    if error is None:
+        assert loss_fn.check_examples(examples) is examples
+        return
+    with pytest.raises(error, match=message):
+        loss_fn.check_examples(examples)
+
+
+def test_rating_loss_refuses_a_batch_with_a_nan_rating(tokenizer):
+    from cinephile.rating_llm import RatingLoss
+
+    batch = {"input_ids": torch.ones(3, 4, dtype=torch.long), "labels": torch.full((3, 4), -100),
+             "rating": torch.tensor([4.0, float("nan"), 3.0])}
+    with pytest.raises(ValueError, match=r"batch rows \[1\] hold a NaN or infinite rating; check the examples"):
+        RatingLoss(tokenizer)(None, batch)
+
+
+def test_train_checks_rating_examples_before_the_model_changes(tokenizer):
+    from cinephile.rating_llm import RatingLoss
+    from cinephile.train import TrainConfig, train
+    from lora import LoRAConfig, inject_lora
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)).eval()
+    inject_lora(model, LoRAConfig.llama(r=2, alpha=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = [GOOD, {**GOOD, "rating": "four"}]
+    with pytest.raises(TypeError, match=r"example 1: rating must be a number, got 'four'"):
+        train(model, tokenizer, examples, [], TrainConfig(epochs=1, batch_size=2), loss_fn=RatingLoss(tokenizer))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_prompts_longer_than_the_window_are_scored_from_their_end(gpt2, tokenizer):
+    long_prompt = "Liked: Heat (1995); " * 40 + "Target movie: The Matrix (1999)"  # > 128 positions
+    assert len(tokenizer(long_prompt, add_special_tokens=False).input_ids) > 128
+    scored = score_ratings(gpt2, tokenizer, [long_prompt], progress=False)
+    assert np.isfinite(scored["expected"]).all()

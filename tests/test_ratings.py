@@ -49,6 +49,18 @@ def test_baselines_refuse_unfitted_and_leaky_input():
         global_mean(TRAIN.iloc[:0], TARGET)
 
 
+@pytest.mark.parametrize("column, value", [("rating", np.nan), ("rating", np.inf), ("rating", "four"),
+                                           ("userId", np.nan), ("movieId", None)])
+@pytest.mark.parametrize("fit", [lambda t: BiasBaseline().fit(t), lambda t: global_mean(t, TARGET),
+                                 lambda t: user_mean(t, TARGET)])
+def test_baselines_refuse_missing_values_instead_of_predicting_nan(column, value, fit):
+    bad = TRAIN.astype(object)
+    bad.loc[3, column] = value
+    with pytest.raises(ValueError, match=r"train has 1 rows with a missing id or a rating that is not a finite number, "
+                                         r"first .* \(index 3\); drop them first"):
+        fit(bad)
+
+
 def test_bias_baseline_beats_global_mean_on_real_test_split(shared_data):
     from cinephile.movielens import load_movielens, temporal_split
     df = temporal_split(load_movielens(shared_data / "movielens" / "ml-latest-small").ratings)
@@ -139,6 +151,25 @@ def test_training_pairs_get_out_of_fold_predictions():
     assert one_fit[(3, 30)] == pytest.approx(both_out.predict(pd.DataFrame({"userId": [3], "movieId": [30]}))[0])
     with pytest.raises(ValueError, match="folds must be >= 1"):
         recommender_predictions(train, pairs, folds=0)
+
+
+@pytest.mark.parametrize("pairs, models, message", [
+    ({"train": [(2, 10), (2, 99)]}, ("bias",), r"training pair \(user 2, movie 99\) is not a rating in train \(1 such "
+                                               r"pairs\): training pairs are predicted out of fold.*under another split"),
+    ({"train": [(9, 10)]}, ("bias",), r"training pair \(user 9, movie 10\) is not a rating in train"),
+    ({"test": [(2, 30)]}, ("bias", "KNN"), r"unknown recommender 'KNN'; choose from \['bias', 'BaselineOnly'"),
+])
+def test_recommender_predictions_refuse_bad_pairs_and_names_before_fitting(pairs, models, message, monkeypatch):
+    import cinephile.ratings as ratings_module
+
+    monkeypatch.setattr(ratings_module.BiasBaseline, "fit", lambda *a: pytest.fail("fitted before checking"))
+    with pytest.raises(ValueError, match=message):
+        recommender_predictions(TRAIN, pairs, models=models)
+
+
+def test_recommender_predictions_accept_unseen_pairs_outside_train():
+    out = recommender_predictions(TRAIN, {"train": [(1, 10)], "test": [(9, 99)]})["bias"]
+    assert out[(9, 99)] == pytest.approx(TRAIN["rating"].mean()) and (1, 10) in out
 
 
 def test_paired_bootstrap_interval():

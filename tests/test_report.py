@@ -1,0 +1,48 @@
+"""README tables from results files: a file missing a key or holding a wrong value names itself and its writer."""
+
+import json
+
+import pytest
+
+from cinephile.report import RENDERERS, WRITERS, render_all
+
+
+def write(folder, name, record):
+    (folder / name).write_text(json.dumps(record), encoding="utf-8")
+
+
+INDEX = {"rows": [{"backend": "numpy exact", "build_s": 1.0, "memory_added_mb": 10.0, "query_ms_median": 0.5,
+                   "batch_queries_per_s": 900.0, "recall_at_10": 1.0}]}
+
+
+def test_every_results_file_has_a_writer():
+    assert set(WRITERS) == set(RENDERERS)
+
+
+def test_render_all_renders_the_files_present(tmp_path):
+    write(tmp_path, "bench_index.json", INDEX)
+    assert render_all(tmp_path) == {"bench_index.json": RENDERERS["bench_index.json"](INDEX)}
+    assert "| numpy exact | 1.0 s | 10 MB | 0.50 ms | 900 queries/s | 1.000 |" in render_all(tmp_path)["bench_index.json"]
+
+
+@pytest.mark.parametrize("name, record, message", [
+    ("ratings.json", {"models": []}, r"ratings\.json has no key 'intervals', which its table needs; regenerate the "
+                                     r"file with llm\.ipynb"),
+    ("bench_index.json", {"rows": [{k: v for k, v in INDEX["rows"][0].items() if k != "build_s"}]},
+     r"bench_index\.json has no key 'build_s'.*with benchmarks/index_scale\.py"),
+    ("ratings_variants.json", {}, r"ratings_variants\.json has no key 'rows'.*llm\.ipynb \(RUN_VARIANTS = True\)"),
+    ("bench_index.json", {"rows": [{**INDEX["rows"][0], "build_s": "fast"}]},
+     r"bench_index\.json holds a value its table cannot show \(ValueError: .+\); regenerate the file with "
+     r"benchmarks/index_scale\.py"),
+    ("bench_trainer.json", [1, 2], r"bench_trainer\.json holds a value its table cannot show \(TypeError"),
+])
+def test_render_all_names_the_file_the_key_and_its_writer(tmp_path, name, record, message):
+    write(tmp_path, name, record)
+    with pytest.raises(ValueError, match=message):
+        render_all(tmp_path)
+
+
+def test_render_all_reports_invalid_json_as_such(tmp_path):
+    (tmp_path / "ratings.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ratings\.json: invalid JSON .* regenerate the file"):
+        render_all(tmp_path)
