@@ -1,9 +1,12 @@
-"""The one batching helper: index batches of similar length, and left padding for generation.
+"""Tokenised examples and their batches: prompt/response tokenisation, index batches of similar length,
+right padding for training and left padding for generation.
 
+Labels are -100 on the prompt and on padding; the response ends with exactly one EOS that is a
+target, so the model learns to stop even when the pad token is the EOS token (GPT-2, SmolLM2).
 Training, loss evaluation, answer generation and rating scoring all group items of similar
 length (less padding, the torchtune advice) through ``length_batches``; training pads on the
-right (``cinephile.train.collate``), generation on the left (``left_pad``), because a decoder
-continues from the last position.
+right (``collate``), generation on the left (``left_pad``), because a decoder continues from the
+last position.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Sequence
 import torch
 
 POOL_BATCHES = 16  # when shuffling, sort by length only inside pools of this many batches
+IGNORE = -100  # label of positions without a target (prompt, padding)
+NUMERIC = ("rating", "anchor")  # example fields collated as float tensors (rating_llm.RatingLoss)
 
 
 def pad_id_of(tokenizer) -> int:
@@ -66,3 +71,74 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[t
         ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, width - len(seq):] = 1
     return ids.to(device), mask.to(device)
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dict:
+    """``{"input_ids", "labels"}`` lists: prompt ids (label -100) + response ids + one EOS.
+
+    Prompts longer than the budget keep their end (where the question is); the response is never cut.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before training")
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(r) >= max_len:
+        raise ValueError(f"response of {len(r)} tokens does not fit max_len={max_len}; raise max_len")
+    p = p[-(max_len - len(r)):]
+    return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
+
+
+def tokenize_examples(tokenizer, examples: list[dict], max_len: int, name: str = "training") -> list[dict]:
+    """``tokenize_example`` for each ``{"prompt", "response"}`` example, numeric fields (``NUMERIC``) kept.
+
+    Raises:
+        ValueError: naming the ``name`` example (by index) that is not a dict with "prompt" and
+            "response" strings, whose response does not fit, or that leaves no token to predict.
+    """
+    out = []
+    for i, e in enumerate(examples):
+        if not isinstance(e, dict):
+            raise ValueError(f"{name} example {i} is a {type(e).__name__}, not a dict with 'prompt' and 'response'")
+        for key in ("prompt", "response"):
+            if key not in e:
+                raise ValueError(f"{name} example {i} has no {key!r}; every example needs 'prompt' and 'response'")
+            if not isinstance(e[key], str):
+                raise ValueError(f"{name} example {i}: {key!r} must be a string, got {type(e[key]).__name__}")
+        try:
+            item = tokenize_example(tokenizer, e["prompt"], e["response"], max_len)
+        except ValueError as err:
+            raise ValueError(f"{name} example {i}: {err}") from None
+        if all(label == IGNORE for label in item["labels"][1:]):  # position t predicts token t + 1
+            raise ValueError(f"{name} example {i} has no target token: its prompt and response give no tokens, "
+                             "so nothing predicts the EOS; drop the example or give it a prompt")
+        out.append({**item, **{k: e[k] for k in NUMERIC if k in e}})
+    return out
+
+
+def collate(batch: list[dict], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest item of the batch: (B, T) input_ids, attention_mask, labels."""
+    if pad_id is None:
+        raise ValueError("no pad id: the tokenizer has no pad token; call "
+                         "cinephile.models.ensure_pad_token(tokenizer) before training")
+    if not batch:
+        raise ValueError("collate needs at least one item")
+    width = max(len(item["input_ids"]) for item in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, item in enumerate(batch):
+        n = len(item["input_ids"])
+        ids[i, :n] = torch.tensor(item["input_ids"])
+        labels[i, :n] = torch.tensor(item["labels"])
+        mask[i, :n] = 1
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    for key in NUMERIC:  # numeric targets travel with their examples (rating loss)
+        if all(key in item for item in batch):
+            out[key] = torch.tensor([float(item[key]) for item in batch])
+    return out
+
+
+def batches(items: list[dict], batch_size: int, pad_id: int | None, *, shuffle: bool, seed: int = 0):
+    """Collated batches of similar length (``batching.length_batches``); order shuffled when ``shuffle``."""
+    for group in length_batches([len(it["input_ids"]) for it in items], batch_size, shuffle=shuffle, seed=seed):
+        yield collate([items[i] for i in group], pad_id)

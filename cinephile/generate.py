@@ -7,12 +7,15 @@ without special tokens, exactly as in training.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
-from cinephile.models import autocast
+from cinephile.models import autocast, position_window
+
+logger = logging.getLogger(__name__)
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -24,6 +27,26 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     if empty:
         raise ValueError(f"prompt {empty[0]} is empty; every prompt needs at least one token")
     return ids
+
+
+def fit_window(ids: list[list[int]], window: int | None, max_new_tokens: int) -> list[list[int]]:
+    """Cut each prompt to its last ``window - max_new_tokens`` tokens, so prompt and answer fit the model.
+
+    A prompt ends with the question and the answer cue, so its start (the far end of a long context)
+    is what goes; a warning counts the prompts cut. ``window`` None (no declared limit) cuts nothing.
+    """
+    if window is None:
+        return ids
+    room = window - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's {window} "
+                         "positions; lower max_new_tokens")
+    cut = sum(len(seq) > room for seq in ids)
+    if cut:
+        logger.warning("%d of %d prompts are longer than %d tokens (the model's %d positions minus "
+                       "max_new_tokens=%d); their start is cut, keeping the question and answer cue at the end",
+                       cut, len(ids), room, window, max_new_tokens)
+    return [seq[-room:] for seq in ids]
 
 
 def span_sources(tokenizer, context: str, extra: tuple[str, ...] = ("yes", "no")) -> list[list[int]]:
@@ -87,7 +110,8 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     Args:
         model: a causal LM (with or without LoRA); left in the train/eval mode it had.
         tokenizer: its tokenizer (needs a pad token: ``models.ensure_pad_token``).
-        prompts: fully formatted prompts (see ``cinephile.prompts``).
+        prompts: fully formatted prompts (see ``cinephile.prompts``); a prompt longer than the model's
+            positions minus ``max_new_tokens`` keeps its end (``fit_window``, with a warning).
         max_new_tokens: generation budget per prompt.
         batch_size: prompts per ``generate`` call (similar lengths batched together).
         stop: generation stops at this string; it is not part of the answer.
@@ -100,7 +124,7 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
         One stripped answer per prompt, in order.
     """
     pad_id = pad_id_of(tokenizer)
-    ids = encode_prompts(tokenizer, prompts)
+    ids = fit_window(encode_prompts(tokenizer, prompts), position_window(model), max_new_tokens)
     if contexts is not None and len(contexts) != len(prompts):
         raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts; pass one context per prompt")
     was_training = model.training

@@ -33,27 +33,45 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     return Path(path)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
     """Read a JSONL file written by ``write_jsonl`` (blank lines are ignored).
 
     Args:
-        path: ``.jsonl`` file.
+        path: ``.jsonl`` file, UTF-8 (a byte-order mark is accepted).
+        required: keys every record must have.
 
     Returns:
         The list of records.
+
+    Raises:
+        ValueError: naming the file and line of text that is not UTF-8, not JSON, not a JSON object,
+            or a record without a ``required`` key.
     """
-    path = Path(path)
+    path, required = Path(path), list(required)
     if not path.is_file():
         raise FileNotFoundError(f"JSONL file not found: {path}; run the notebook step that writes it")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {lineno} is not UTF-8 ({e.reason} at byte {e.start}); "
+                                 "save it as UTF-8") from None
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {lineno}: invalid JSON ({e.msg}); regenerate the file") from e
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {lineno}: expected a JSON object (one record per line), got "
+                                 f"{type(record).__name__}; regenerate the file")
+            missing = next((key for key in required if key not in record), None)
+            if missing is not None:
+                raise ValueError(f"{path} line {lineno}: the record has no {missing!r} key; every record needs "
+                                 f"{required}; regenerate the file")
+            records.append(record)
     return records
 
 
@@ -85,9 +103,13 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def make_run_dir(name: str, root: str | os.PathLike = "runs") -> Path:
-    """``runs/<name>/``, created if needed: where a notebook writes config, metrics, adapter and plots."""
-    if not name or Path(name).name != name:
-        raise ValueError(f"run name {name!r} must be a plain folder name (no '/' or '..'); e.g. 'trivia'")
+    """``runs/<name>/``, created if needed: where a notebook writes config, metrics, adapter and plots.
+
+    ``name`` must be a plain folder name: not empty, not "." or "..", no path separator, not absolute.
+    """
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or Path(name).is_absolute()):
+        raise ValueError(f"run name {name!r} must be a plain folder name (no '/', '\\' or '..'); e.g. 'trivia'")
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -226,12 +226,25 @@ def ensure_pad_token(tokenizer, model=None) -> None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def position_window(model) -> int | None:
+    """Positions the model's config declares (``n_positions`` or ``max_position_embeddings``), None if neither.
+
+    A longer input crashes GPT-2 (learned position table: "index out of range in self") and leaves
+    the range a rotary model was trained on; training and generation cut their inputs to it.
+    """
+    cfg = getattr(model, "config", None)
+    for attr in ("n_positions", "max_position_embeddings"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def model_window(model, tokenizer=None) -> int:
     """The context length the model was trained for (GPT-2: 1024, SmolLM2: 8192)."""
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
+    window = position_window(model)
+    if window is not None:
+        return window
     if tokenizer is not None and tokenizer.model_max_length < 1_000_000:
         return int(tokenizer.model_max_length)
     raise ValueError("cannot tell the model's context length; pass the window explicitly")

@@ -1,14 +1,15 @@
-"""Tokenise prompt/response pairs, collate with dynamic padding, and train LoRA adapters.
+"""Train LoRA adapters on prompt/response examples, tokenised and batched by ``cinephile.batching``.
 
-Labels are -100 on the prompt and on padding; the response ends with exactly one EOS that is a
-target, so the model learns to stop even when the pad token is the EOS token (GPT-2, SmolLM2).
 The training loop is one plain function that returns a history (minGPT / "LLMs from scratch").
+It stops with ``TrainingDiverged`` when the loss or the gradients stop being finite, and on any
+failure leaves the model in eval mode with its best adapter so far.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -21,14 +22,13 @@ from lora import adapter_parameters, adapter_state_dict, save_adapter, save_lora
 from lora.io import load_adapter_state
 
 from cinephile import distributed
-from cinephile.batching import length_batches, pad_id_of
+from cinephile.batching import (IGNORE, batches, collate, length_batches, pad_id_of, tokenize_example,
+                                tokenize_examples)
 from cinephile.io import save_figure, save_json
-from cinephile.models import autocast, pick_device
+from cinephile.models import autocast, pick_device, position_window
 from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
 logger = logging.getLogger(__name__)
-IGNORE = -100
-NUMERIC = ("rating", "anchor")  # example fields collated as float tensors (rating_llm.RatingLoss)
 
 
 @dataclass(frozen=True)
@@ -41,56 +41,49 @@ class TrainConfig:
     batch_size: int = 8  # examples per forward pass
     grad_accum: int = 1  # forward passes per optimizer step
     warmup_ratio: float = 0.1  # share of optimizer steps with linear warmup, then linear decay
-    max_len: int = 512  # longest tokenised example; longer prompts are cut from the left
+    max_len: int = 512  # longest tokenised example (at most the model's positions); longer prompts lose their start
     grad_clip: float = 1.0  # max gradient norm
     seed: int = 0  # shuffling and dropout
     device: str | None = None  # None: cuda, then mps, then cpu
     log_every: int = 10  # optimizer steps between train-loss records
     bf16: bool | None = None  # None: mixed precision on CUDA only; True: bf16 autocast on any device; False: fp32
 
+    def __post_init__(self):
+        names = ("epochs", "batch_size", "grad_accum", "log_every", "max_len", "lr", "grad_clip", "weight_decay",
+                 "warmup_ratio")
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
+        rules = {"epochs": (self.epochs >= 1, ">= 1"), "batch_size": (self.batch_size >= 1, ">= 1"),
+                 "grad_accum": (self.grad_accum >= 1, ">= 1"), "log_every": (self.log_every >= 1, ">= 1"),
+                 "max_len": (self.max_len >= 2, ">= 2 (a prompt token and the EOS)"), "lr": (self.lr > 0, "> 0"),
+                 "grad_clip": (self.grad_clip > 0, "> 0"), "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                 "warmup_ratio": (0 <= self.warmup_ratio <= 1, "between 0 and 1")}
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
-def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dict:
-    """``{"input_ids", "labels"}`` lists: prompt ids (label -100) + response ids + one EOS.
 
-    Prompts longer than the budget keep their end (where the question is); the response is never cut.
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN or infinite; ``history`` holds what was recorded until then.
+
+    ``train`` leaves the model in eval mode with its best finite adapter before raising this.
     """
-    if tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before training")
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(r) >= max_len:
-        raise ValueError(f"response of {len(r)} tokens does not fit max_len={max_len}; raise max_len")
-    p = p[-(max_len - len(r)):]
-    return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
+
+    def __init__(self, message: str, history: dict):
+        super().__init__(message)
+        self.history = history
 
 
-def collate(batch: list[dict], pad_id: int | None) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest item of the batch: (B, T) input_ids, attention_mask, labels."""
-    if pad_id is None:
-        raise ValueError("no pad id: the tokenizer has no pad token; call "
-                         "cinephile.models.ensure_pad_token(tokenizer) before training")
-    if not batch:
-        raise ValueError("collate needs at least one item")
-    width = max(len(item["input_ids"]) for item in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, item in enumerate(batch):
-        n = len(item["input_ids"])
-        ids[i, :n] = torch.tensor(item["input_ids"])
-        labels[i, :n] = torch.tensor(item["labels"])
-        mask[i, :n] = 1
-    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    for key in NUMERIC:  # numeric targets travel with their examples (rating loss)
-        if all(key in item for item in batch):
-            out[key] = torch.tensor([float(item[key]) for item in batch])
-    return out
-
-
-def batches(items: list[dict], batch_size: int, pad_id: int | None, *, shuffle: bool, seed: int = 0):
-    """Collated batches of similar length (``batching.length_batches``); order shuffled when ``shuffle``."""
-    for group in length_batches([len(it["input_ids"]) for it in items], batch_size, shuffle=shuffle, seed=seed):
-        yield collate([items[i] for i in group], pad_id)
+def fit_max_len(model: nn.Module, max_len: int) -> int:
+    """``max_len``, capped (with a warning) at the positions the model's config declares."""
+    window = position_window(model)
+    if window is not None and max_len > window:
+        logger.warning("max_len=%d is more than the model's %d positions; examples are cut to %d tokens",
+                       max_len, window, window)
+        return window
+    return max_len
 
 
 def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
@@ -149,32 +142,39 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     (``cinephile.launch``) each rank takes its share of every global batch of
     ``batch_size x world size`` examples and the adapter gradients are summed across ranks
     (``cinephile.distributed``): the same update as one process with that batch size.
+    On any failure (an error, Ctrl-C, divergence) the model is put back in eval mode with the best
+    adapter so far (the last completed epoch without validation; the initial one if none), which is
+    logged, and the error is raised again.
 
     Args:
         model: a model with LoRA injected (only adapter parameters are optimised).
         tokenizer: its tokenizer (must have a pad and an EOS token).
         train_examples / val_examples: dicts with "prompt" and "response" (and "rating", "anchor"
             for a rating loss).
-        cfg: the training configuration.
+        cfg: the training configuration; ``max_len`` is capped at the model's positions (warning).
         loss_fn: ``loss_fn(model, batch) -> (mean loss, units)``; the default is ``token_loss``
             (e.g. ``rating_llm.RatingLoss`` trains the expected rating on its squared error).
 
     Returns:
         History: ``{"step", "train_loss", "epoch_val_loss", "best_epoch", "best_val_loss", ...}``.
+
+    Raises:
+        ValueError: a malformed example (named by index, checked before the model changes).
+        TrainingDiverged: the loss or the gradients became NaN or infinite.
     """
     if not train_examples:
         raise ValueError("no training examples; check the data split (is the training set empty?)")
-    if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
-        raise ValueError(f"epochs, batch_size and grad_accum must be >= 1, got {cfg.epochs}, {cfg.batch_size}, "
-                         f"{cfg.grad_accum}")
     pad_id = pad_id_of(tokenizer)
+    max_len = fit_max_len(model, cfg.max_len)
+    check = getattr(loss_fn, "check_examples", None)  # a task loss checks its own fields (e.g. RatingLoss)
+    if check is not None:
+        check(train_examples)
+        check(val_examples)
+    tok = tokenize_examples(tokenizer, train_examples, max_len, "training")
+    val = tokenize_examples(tokenizer, val_examples, max_len, "validation")
     device = pick_device(cfg.device)
     model.to(device)
     torch.manual_seed(cfg.seed)
-    def tokenized(examples):
-        return [{**tokenize_example(tokenizer, e["prompt"], e["response"], cfg.max_len),
-                 **{k: e[k] for k in NUMERIC if k in e}} for e in examples]
-    tok, val = tokenized(train_examples), tokenized(val_examples)
     params = adapter_parameters(model)
     distributed.broadcast_parameters(params)
     rank, world = distributed.rank_world()
@@ -188,50 +188,80 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
                "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan}
     history["initial_val_loss"] = history["best_val_loss"]
     best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
-    step, running = 0, []
+
+    def diverged(what: str, value: float, epoch: int, step: int) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch}, optimizer step {step}: {what} is {value} (learning rate "
+            f"{sched.get_last_lr()[0]:.2e}, peak {cfg.lr:.2e}); the adapter is restored to {restored(history)}; "
+            f"lower TrainConfig.lr (e.g. {cfg.lr / 10:.1e}) or train in fp32 (bf16=False)", history)
+
+    if val and not math.isfinite(history["initial_val_loss"]):
+        raise diverged("the validation loss before training", history["initial_val_loss"], 0, 0)
+    epoch, step, running = 0, 0, []
     bar = tqdm(total=steps, desc="train", unit="step", disable=rank != 0)
     lengths = [len(it["input_ids"]) for it in tok]
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_losses = []
-        groups = length_batches(lengths, global_batch, shuffle=True, seed=cfg.seed + epoch)
-        for i, shard in enumerate(group[rank::world] for group in groups):
-            group = min(cfg.grad_accum, n_batches - i // cfg.grad_accum * cfg.grad_accum)  # batches in this step
-            local = torch.zeros((), device=device)  # a rank left without examples adds nothing
-            n = 0
-            if shard:
-                batch = {k: v.to(device) for k, v in collate([tok[j] for j in shard], pad_id).items()}
-                with autocast(device, cfg.bf16):
-                    mean, n = loss_fn(model, batch)
-                local = mean * n  # summed over units: normalised below by the count over all ranks
-            total = distributed.all_reduce_sum(torch.tensor([local.item(), float(n)], dtype=torch.float64))
-            if n:
-                (local / (total[1].item() * group)).backward()
-            running.append(total[0].item() / max(total[1].item(), 1))
-            epoch_losses.append(running[-1])
-            if (i + 1) % cfg.grad_accum and i + 1 < n_batches:
-                continue
-            distributed.sum_gradients(params)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{running[-1]:.3f}", epoch=epoch)
-            if step % cfg.log_every == 0 or step == steps:
-                history["step"].append(step)
-                history["train_loss"].append(sum(running) / len(running))
-                running = []
-        val_loss = evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan
-        history["epoch_val_loss"].append(val_loss)
-        history["epoch_train_loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
-        logger.info("epoch %d: val loss %.4f", epoch, val_loss)
-        if not val or val_loss < history["best_val_loss"]:
-            history["best_epoch"], history["best_val_loss"] = epoch, val_loss
-            best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
-    bar.close()
-    load_adapter_state(model, best, "best checkpoint")
-    model.eval()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            epoch_losses = []
+            groups = length_batches(lengths, global_batch, shuffle=True, seed=cfg.seed + epoch)
+            for i, shard in enumerate(group[rank::world] for group in groups):
+                group = min(cfg.grad_accum, n_batches - i // cfg.grad_accum * cfg.grad_accum)  # batches in this step
+                local = torch.zeros((), device=device)  # a rank left without examples adds nothing
+                n = 0
+                if shard:
+                    batch = {k: v.to(device) for k, v in collate([tok[j] for j in shard], pad_id).items()}
+                    with autocast(device, cfg.bf16):
+                        mean, n = loss_fn(model, batch)
+                    local = mean * n  # summed over units: normalised below by the count over all ranks
+                total = distributed.all_reduce_sum(torch.tensor([local.item(), float(n)], dtype=torch.float64))
+                running.append(total[0].item() / max(total[1].item(), 1))
+                if not math.isfinite(running[-1]):  # every rank sees the same sum, so every rank stops
+                    raise diverged("the training loss", running[-1], epoch, step + 1)
+                if n:
+                    (local / (total[1].item() * group)).backward()
+                epoch_losses.append(running[-1])
+                if (i + 1) % cfg.grad_accum and i + 1 < n_batches:
+                    continue
+                distributed.sum_gradients(params)
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if not torch.isfinite(norm):
+                    raise diverged("the gradient norm", norm.item(), epoch, step + 1)
+                opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{running[-1]:.3f}", epoch=epoch)
+                if step % cfg.log_every == 0 or step == steps:
+                    history["step"].append(step)
+                    history["train_loss"].append(sum(running) / len(running))
+                    running = []
+            val_loss = evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan
+            if val and not math.isfinite(val_loss):
+                raise diverged("the validation loss", val_loss, epoch, step)
+            history["epoch_val_loss"].append(val_loss)
+            history["epoch_train_loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
+            logger.info("epoch %d: val loss %.4f", epoch, val_loss)
+            if not val or val_loss < history["best_val_loss"]:
+                history["best_epoch"], history["best_val_loss"] = epoch, val_loss
+                best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+    except BaseException as err:
+        if not isinstance(err, TrainingDiverged):
+            logger.error("training stopped at epoch %d (%s); the adapter is restored to %s",
+                         epoch, type(err).__name__, restored(history))
+        raise
+    finally:
+        bar.close()
+        load_adapter_state(model, best, "best checkpoint")
+        model.eval()
     return history
+
+
+def restored(history: dict) -> str:
+    """Which adapter ``train`` keeps, in words: its best epoch so far, or the initial state."""
+    if history["best_epoch"] == 0:
+        return "its initial state (before training)"
+    loss = history["best_val_loss"]
+    return f"the end of epoch {history['best_epoch']}" + ("" if math.isnan(loss) else f" (validation loss {loss:.4f})")
 
 
 def save_run(model: nn.Module, run_dir, *, weights_name: str, config: dict) -> dict:
@@ -257,6 +287,7 @@ def choose_prompt_style(model, tokenizer, records: list[dict], max_len: int = 10
     if not records:
         raise ValueError("choose_prompt_style needs at least one record")
     styles = [PLAIN] + ([CHAT] if getattr(tokenizer, "chat_template", None) else [])
+    max_len = fit_max_len(model, max_len)
     rows = []
     for style in styles:
         items = [tokenize_example(tokenizer, e["prompt"], e["response"], max_len)

@@ -107,3 +107,25 @@ def test_bf16_generation_runs_under_bf16_autocast_and_fp32_by_default(gpt2, smol
     bf16 = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=4, progress=False, bf16=True)
     assert seen == [False, True] and len(bf16) == len(fp32) == len(PROMPTS)
     assert all(p.dtype == torch.float32 for p in gpt2.parameters())
+
+
+@pytest.fixture(scope="module")
+def short_gpt2(smol_tokenizer):
+    """A GPT-2 with only 64 positions: a longer prompt would index past its position table."""
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def test_prompts_longer_than_the_window_keep_their_end(short_gpt2, smol_tokenizer, caplog):
+    tok = smol_tokenizer
+    long = "Context: " + "Jaws was filmed on Martha's Vineyard. " * 20 + "\nQuestion: Who directed Jaws?\nAnswer:"
+    assert len(tok(long, add_special_tokens=False)["input_ids"]) > 64
+    got = generate_answers(short_gpt2, tok, [long, "Hi"], max_new_tokens=6, stop="\n\n\n", progress=False)
+    kept = tok(long, add_special_tokens=False)["input_ids"][-(64 - 6):]  # the end: question and answer cue
+    out = short_gpt2.generate(torch.tensor([kept]), attention_mask=torch.ones(1, len(kept), dtype=torch.long),
+                              max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert got[0] == tok.decode(out[0, len(kept):], skip_special_tokens=True).split("\n\n\n")[0].strip()
+    assert "1 of 2 prompts are longer than 58 tokens" in caplog.text
+    with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room for a prompt in the model's 64 positions"):
+        generate_answers(short_gpt2, tok, ["Hi"], max_new_tokens=64, progress=False)

@@ -134,3 +134,32 @@ def test_read_json_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: invalid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"a": 1}\n{"a": "caf\xe9"}\n', r"x.jsonl line 2 is not UTF-8 .*save it as UTF-8"),
+    (b'{"a": 1}\n3\n', r"x.jsonl line 2: expected a JSON object \(one record per line\), got int"),
+    (b'{"a": 1}\n["a", 1]\n', r"x.jsonl line 2: expected a JSON object \(one record per line\), got list"),
+    (b'{"a": 1}\n\n{"a": 2\n', r"x.jsonl line 3: invalid JSON"),
+])
+def test_read_jsonl_names_the_file_and_line_of_a_bad_record(tmp_path, content, message):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_jsonl(path)
+
+
+def test_read_jsonl_accepts_a_byte_order_mark_and_checks_required_keys(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes('{"a": "é"}\n{"a": 2, "b": 3}\n'.encode("utf-8-sig"))
+    assert read_jsonl(path, required=("a",)) == [{"a": "é"}, {"a": 2, "b": 3}]
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    with pytest.raises(ValueError, match=r"bom.jsonl line 2: the record has no 'a' key; .*regenerate the file"):
+        read_jsonl(path, required=("a",))
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../escape", "a/b", "a\\b", "/tmp/abs"])
+def test_make_run_dir_refuses_anything_but_a_plain_folder_name(tmp_path, name):
+    with pytest.raises(ValueError, match="must be a plain folder name"):
+        make_run_dir(name, root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

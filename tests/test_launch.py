@@ -116,3 +116,84 @@ def test_two_gloo_processes_train_the_same_adapter_as_one_process(setup):
     rank_logs = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
     assert set(rank_logs) == {"0", "1"}
     assert "adapter written to" in rank_logs["0"] and "adapter written to" not in rank_logs["1"]
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"lora": None}, r"cfg.json: lora must be an object, got None; e.g. \"lora\": \{\"r\": 16"),
+    ({"lora": {"rank": 4}}, r"cfg.json: unknown lora keys \['rank'\]; allowed: \['alpha', 'dropout'"),
+    ({"lora": {"r": "4"}}, r"cfg.json: lora.r must be an integer, got '4'"),
+    ({"lora": {"layers": [1, "2"]}}, r"cfg.json: lora.layers must be null or a list of block indices"),
+    ({"train_config": {"epochs": "2"}}, r"cfg.json: train_config.epochs must be an integer, got '2'; e.g. "
+                                        r"\"epochs\": 2"),
+    ({"train_config": {"lr": None}}, r"cfg.json: train_config.lr must be a number, got None"),
+    ({"train_config": {"epochs": 0}}, r"cfg.json: TrainConfig.epochs must be >= 1, got 0"),
+    ({"train_config": None}, r"cfg.json: train_config must be an object, got None"),
+    ({"limit": -1}, r"cfg.json: limit must be null \(every example\) or an integer >= 1, got -1"),
+    ({"limit": 0}, r"cfg.json: limit must be null \(every example\) or an integer >= 1, got 0"),
+    ({"limit": True}, r"cfg.json: limit must be null or an integer, got True"),
+    ({"task": "chess"}, r"cfg.json: task must be one of \['ratings', 'trivia'\], got 'chess'"),
+    ({"loss": "rating"}, r"cfg.json: loss 'rating' needs task 'ratings'"),
+    ({"rating_lambda": "0.1"}, r"cfg.json: rating_lambda must be a number, got '0.1'"),
+    ({"val": 3}, r"cfg.json: val must be null or a string, got 3"),
+    ({"model": None}, r"cfg.json: model must be a string, got None"),
+])
+def test_config_values_of_the_wrong_type_are_refused_with_the_file_and_key(tmp_path, given, message):
+    (tmp_path / "cfg.json").write_text(json.dumps(given))
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "cfg.json")
+
+
+@pytest.mark.parametrize("text", ["null", '"train.json"', "[1, 2]", "3"])
+def test_a_config_that_is_not_an_object_is_refused(tmp_path, text):
+    (tmp_path / "cfg.json").write_text(text)
+    with pytest.raises(ValueError, match=r"cfg.json must hold a JSON object with keys from \['context_key'"):
+        load_config(tmp_path / "cfg.json")
+
+
+TRIVIA = {"id": "q1", "question": "Who directed Jaws?", "answer": "Steven Spielberg", "retrieved_context": "Jaws."}
+RATING = {"prompt": "Target movie: Heat (1995)", "response": "Rating: 4.0", "rating": 4.0}
+ADJUSTMENT = {**RATING, "response": "Adjustment: +0.5", "anchor": 3.5}
+
+
+@pytest.mark.parametrize("config, train_rows, val_rows, message", [
+    ({}, [TRIVIA, {k: v for k, v in TRIVIA.items() if k != "question"}], [TRIVIA],
+     r"train.jsonl line 2: the record has no 'question' key; every record needs "
+     r"\['id', 'question', 'answer', 'retrieved_context'\]"),
+    ({}, [TRIVIA], [TRIVIA, 7], r"val.jsonl line 2: expected a JSON object"),
+    ({"context_key": "context"}, [TRIVIA], [TRIVIA], r"train.jsonl line 1: the record has no 'context' key"),
+    ({"task": "ratings"}, [RATING, {"prompt": "x"}], [RATING], r"train.jsonl line 2: the record has no 'response'"),
+    ({"task": "ratings", "loss": "rating"}, [RATING], [{"prompt": "x", "response": "Rating: 1.0"}],
+     r"val.jsonl line 1: the record has no 'rating' key"),
+    ({"task": "ratings", "loss": "rating"}, [RATING], [ADJUSTMENT],
+     r"train.jsonl holds rating examples but .*val.jsonl holds adjustment examples"),
+    ({"task": "ratings"}, [ADJUSTMENT], [RATING],
+     r"train.jsonl holds adjustment examples but .*val.jsonl holds rating examples"),
+    ({}, [], [TRIVIA], r"train.jsonl holds no records"),
+    ({"val": "missing.jsonl"}, [TRIVIA], [TRIVIA], r"missing.jsonl"),
+])
+def test_data_files_are_checked_before_any_model_loads(tmp_path, monkeypatch, config, train_rows, val_rows, message):
+    from cinephile import launch
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data files were checked")
+    monkeypatch.setattr(launch.models, "load_base_model", no_model)
+    write_jsonl(tmp_path / "train.jsonl", train_rows)
+    write_jsonl(tmp_path / "val.jsonl", val_rows)
+    full = {**load_config(None), "train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.jsonl"),
+            "out": str(tmp_path / "out"), **config}
+    if "missing" in full["val"]:
+        full["val"] = str(tmp_path / "missing.jsonl")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        launch.run(full)
+    assert not (tmp_path / "out").exists()
+
+
+def test_limit_keeps_the_first_rows_and_a_bad_limit_is_refused_before_loading(tmp_path, monkeypatch):
+    from cinephile import launch
+
+    write_jsonl(tmp_path / "train.jsonl", [{**TRIVIA, "id": f"q{i}"} for i in range(4)])
+    config = {**load_config(None), "train": str(tmp_path / "train.jsonl"), "val": None, "limit": 3}
+    assert [r["id"] for r in launch.read_data(config)["train"]] == ["q0", "q1", "q2"]
+    monkeypatch.setattr(launch.models, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(ValueError, match=r"config: limit must be null \(every example\) or an integer >= 1, got -1"):
+        launch.run({**config, "limit": -1})

@@ -167,3 +167,15 @@ def test_bundled_gemma3_loads_offline_and_generates(monkeypatch):
     out = model.generate(ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:])
     assert models.load_tokenizer("gemma3-270m")("Jaws").input_ids == tok("Jaws").input_ids
+
+
+def test_position_window_reads_the_config_and_is_none_without_one():
+    from transformers import PretrainedConfig
+
+    from tests.helpers import tiny_gpt2, tiny_llama
+
+    assert models.position_window(tiny_gpt2()) == 64 and models.position_window(tiny_llama()) == 64
+
+    class NoWindow(torch.nn.Module):
+        config = PretrainedConfig()
+    assert models.position_window(NoWindow()) is None
