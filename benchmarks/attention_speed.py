@@ -37,7 +37,8 @@ def main() -> None:
     from cinephile import models
     from cinephile.generate import generate_answers
     from cinephile.io import save_json
-    from cinephile.train import collate, response_loss
+    from cinephile.batching import collate
+    from cinephile.train import response_loss
     from lora import inject_lora
 
     torch.manual_seed(0)

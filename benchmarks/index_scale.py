@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cinephile.index import CorpusIndex  # noqa: E402
+from cinephile.trivia.index import CorpusIndex  # noqa: E402
 from cinephile.io import save_json  # noqa: E402
 
 

@@ -29,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cinephile import chunking, models, prompts, retrieval, trivia  # noqa: E402
-from cinephile.train import batches, response_loss, tokenize_example  # noqa: E402
+from cinephile import embedding, models  # noqa: E402
+from cinephile.trivia import chunking, data, reader, retrieval  # noqa: E402
+from cinephile.batching import batches, tokenize_example  # noqa: E402
+from cinephile.train import response_loss  # noqa: E402
 from lora import LoRAConfig, adapter_parameters, inject_lora  # noqa: E402
 
 
@@ -76,7 +78,7 @@ def epoch_toy(examples, batch_size: int, steps: int, micro: int) -> tuple[float,
 
 def retrieval_speed(chunked, embedder) -> tuple[float, float]:
     """Seconds for batched retrieval and for one encode call per record."""
-    embed_fn = retrieval.sentence_transformer_embedder(embedder, batch_size=64)
+    embed_fn = embedding.sentence_transformer_embedder(embedder, batch_size=64)
     t0 = time.perf_counter()
     retrieval.retrieve(chunked, embed_fn, k=1)
     batched = time.perf_counter() - t0
@@ -97,13 +99,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_pipeline_speed.json"))
     args = ap.parse_args()
 
-    records, _ = trivia.load_qa_csv(args.csv)
+    records, _ = data.load_qa_csv(args.csv)
     _, tok = models.load_base_model()
     chunked = chunking.chunk_records(records, tok, 192)
     embedder = models.load_retriever()
     batched_s, per_record_s = retrieval_speed(chunked, embedder)
-    retrieved = retrieval.retrieve(chunked, retrieval.sentence_transformer_embedder(embedder), k=1)
-    examples = prompts.trivia_examples(retrieved[: args.examples], tok, "chat")
+    retrieved = retrieval.retrieve(chunked, embedding.sentence_transformer_embedder(embedder), k=1)
+    examples = reader.trivia_examples(retrieved[: args.examples], tok, "chat")
     n_tokens = [len(tokenize_example(tok, e["prompt"], e["response"], 1024)["input_ids"]) for e in examples]
     print(f"{len(examples)} examples, {np.mean(n_tokens):.0f} tokens on average (max {max(n_tokens)})")
 

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cinephile import io, metrics, models
+    from cinephile import io, models
+    from cinephile.trivia import evaluate
     from lora import load_lora_weights
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,13 +40,13 @@ def main(argv: list[str] | None = None) -> dict:
     load_lora_weights(model, weights)
     free = ("tuned + retrieved context", True, "retrieved_context")
     t0 = time.time()
-    table = metrics.evaluate_qa(model, tokenizer, records, config["prompt_style"], rows=[free, metrics.SPAN_ROW],
+    table = evaluate.evaluate_qa(model, tokenizer, records, config["prompt_style"], rows=[free, evaluate.SPAN_ROW],
                                 predictions_path=Path(args.run) / "predictions_span_decoding.jsonl")
     lines = io.read_jsonl(Path(args.run) / "predictions_span_decoding.jsonl")
     result = {"model": config["model"], "n": len(records), "cores": os.cpu_count(),
               "rows": table.to_dict("records"),
-              "em_diff": metrics.paired_difference(lines, metrics.SPAN_ROW[0], free[0]),
-              "f1_diff": metrics.paired_difference(lines, metrics.SPAN_ROW[0], free[0], key="f1"),
+              "em_diff": evaluate.paired_difference(lines, evaluate.SPAN_ROW[0], free[0]),
+              "f1_diff": evaluate.paired_difference(lines, evaluate.SPAN_ROW[0], free[0], key="f1"),
               "minutes": (time.time() - t0) / 60}
     print(table.round(1).to_string(index=False))
     print("span - free, EM:", {k: round(v, 1) if isinstance(v, float) else v for k, v in result["em_diff"].items()})

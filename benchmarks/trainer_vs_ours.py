@@ -39,8 +39,8 @@ LR, BATCH, WARMUP = 2e-4, 8, 0.1
 
 def data(n_train: int, n_val: int, tokenizer):
     from cinephile.io import read_jsonl
-    from cinephile.prompts import trivia_examples
-    from cinephile.train import tokenize_example
+    from cinephile.trivia.reader import trivia_examples
+    from cinephile.batching import tokenize_example
 
     def items(path, n):
         examples = trivia_examples(read_jsonl(path)[:n], tokenizer, "chat")
@@ -66,7 +66,7 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     import torch
 
     from cinephile import models
-    from cinephile.train import TrainConfig, evaluate_loss, train
+    from cinephile.train import evaluate_loss, train, TrainConfig
     from lora import LoRAConfig, inject_lora
 
     model, tok = models.load_base_model()

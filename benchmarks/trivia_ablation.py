@@ -1,8 +1,8 @@
-"""The trivia reader's ablation outside the notebook: the same ``reader.ablation`` call as main.ipynb's opt-in cell.
+"""The trivia reader's ablation outside the notebook: the same ``pipeline.ablation`` call as main.ipynb's opt-in cell.
 
 Reads the settings main.ipynb froze (``runs/<run>/config.json``: model, prompt style, LoRA, training,
 chunk size, k, BM25 weight), rebuilds the film-disjoint split with its comparison questions, and trains
-one reader per step of ``reader.ablation_steps`` (SmolLM2-135M first, the notebook's reader last), each
+one reader per step of ``pipeline.ablation_steps`` (SmolLM2-135M first, the notebook's reader last), each
 scored on the same validation questions (never on the external test set). About 2.5 hours on 2 cores.
 Writes results/trivia_ablation.json; ``--steps`` re-measures only some steps (indices into the step list)
 and replaces those rows of the existing file.
@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cinephile import films, index, io, models, reader, retrieval, trivia
+    from cinephile import embedding, io, models
     from cinephile.train import TrainConfig
+    from cinephile.trivia import data, films, pipeline, splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "runs" / "trivia"), help="run folder of main.ipynb")
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", help="only these steps (0-based), merged into --out")
     args = parser.parse_args(argv)
     cfg = io.read_json(Path(args.run) / "config.json")
-    records, _ = trivia.load_qa_csv(args.data)
+    records, _ = data.load_qa_csv(args.data)
     facts = films.read_facts(args.facts)
-    steps = reader.ablation_steps(chunk_tokens=cfg["chunk_tokens"], k=cfg["top_k"],
+    steps = pipeline.ablation_steps(chunk_tokens=cfg["chunk_tokens"], k=cfg["top_k"],
                                   lexical_weight=cfg["lexical_weight"], model=cfg["model"],
                                   epochs=cfg["train"]["epochs"], bf16=cfg["train"].get("bf16"),
                                   first_pairs=args.pairs[0],
@@ -52,12 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--steps must be indices 0..{len(steps) - 1} of: " + "; ".join(s["name"] for s in steps))
     previous = io.read_json(args.out) if args.steps and Path(args.out).is_file() else {"rows": [], "minutes": 0.0}
     lora = {k: cfg["lora"][k] for k in ("r", "alpha", "dropout")}
-    splits = {n: films.film_split_with_comparisons(records, facts, train_pairs=n, val_pairs=args.pairs[1])
+    by_pairs = {n: splits.film_split_with_comparisons(records, facts, train_pairs=n, val_pairs=args.pairs[1])
               for n in {steps[i]["train_pairs"] for i in chosen}}
-    val_raw = next(iter(splits.values()))[1]  # the same validation records whatever the training pairs
-    embed_fn = index.cached_embedder(retrieval.sentence_transformer_embedder(models.load_retriever()))
+    val_raw = next(iter(by_pairs.values()))[1]  # the same validation records whatever the training pairs
+    embed_fn = embedding.cached_embedder(embedding.sentence_transformer_embedder(models.load_retriever()))
     t0 = time.time()
-    table = reader.ablation({n: train for n, (train, _) in splits.items()}, val_raw, embed_fn,
+    table = pipeline.ablation({n: train for n, (train, _) in by_pairs.items()}, val_raw, embed_fn,
                             [steps[i] for i in chosen], model_name=cfg["model"],
                             lora_kwargs=lora, train_cfg=TrainConfig(**cfg["train"]), style=cfg["prompt_style"])
     print(table.round(3).to_string(index=False))

@@ -18,7 +18,7 @@ import torch
 
 POOL_BATCHES = 16  # when shuffling, sort by length only inside pools of this many batches
 IGNORE = -100  # label of positions without a target (prompt, padding)
-NUMERIC = ("rating", "anchor")  # example fields collated as float tensors (rating_llm.RatingLoss)
+NUMERIC = ("rating", "anchor")  # example fields collated as float tensors (scoring.RatingLoss)
 
 
 def pad_id_of(tokenizer) -> int:

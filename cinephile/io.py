@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lora.atomic import atomic_write
+from lora.atomic import atomic_dir, atomic_path, atomic_write
 
-__all__ = ["atomic_write", "write_jsonl", "read_jsonl", "save_json", "save_figure", "make_run_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "require_keys", "write_jsonl", "read_jsonl", "save_json", "save_figure", "make_run_dir"]
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
@@ -113,3 +113,30 @@ def make_run_dir(name: str, root: str | os.PathLike = "runs") -> Path:
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def require_keys(records: Sequence[dict], keys: Sequence[str | tuple[str, ...]], *, what: str, fix: str) -> None:
+    """Refuse records that lack a key the caller reads, before any work is done.
+
+    Shared by every trivia stage that takes records (chunking, retrieval, the index, the film
+    split and the metrics); this module imports nothing from the package, so all of them can.
+
+    Args:
+        records: the records, dicts.
+        keys: required keys; a tuple of keys means one of them with a non-empty value (e.g.
+            ``("answer_aliases", "answer")``).
+        what: the calling function, for the message.
+        fix: what produces valid records, for the message.
+
+    Raises:
+        TypeError: a record is not a dict.
+        ValueError: naming the first incomplete record (position and id), its missing keys and ``fix``.
+    """
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise TypeError(f"{what}: record {i} is a {type(r).__name__}, not a dict; {fix}")
+        missing = [repr(k) if isinstance(k, str) else f"a non-empty {' or '.join(map(repr, k))}" for k in keys
+                   if (k not in r if isinstance(k, str) else not any(r.get(a) for a in k))]
+        if missing:
+            name = f" (id {r['id']!r})" if "id" in r else ""
+            raise ValueError(f"{what}: record {i}{name} is missing {', '.join(missing)}; {fix}")

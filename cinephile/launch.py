@@ -20,10 +20,17 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
+from lora import inject_lora, save_adapter
+
 from cinephile import distributed, models
 from cinephile.io import read_jsonl, save_json
-from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM, chat_examples, trivia_examples
+from cinephile.prompts import chat_examples
+from cinephile.ratings.scoring import (ADJUSTMENT_ANSWERS, RATING_ANSWERS, RATING_SYSTEM, RESIDUAL_SYSTEM,
+                                      RatingLoss)
 from cinephile.train import TrainConfig, token_loss, train
+from cinephile.trivia.reader import trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,7 @@ DEFAULT_CONFIG = {
     "out": "runs/launch",
     "style": "chat",  # trivia prompt style: "chat" or "plain"
     "context_key": "retrieved_context",  # trivia: the record field fed as context
-    "loss": "token",  # "token" (cross-entropy) or "rating" (rating_llm.RatingLoss; ratings task)
+    "loss": "token",  # "token" (cross-entropy) or "rating" (scoring.RatingLoss; ratings task)
     "rating_lambda": 0.1,
     "limit": None,  # null: every training example; N >= 1: only the first N
     "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "layers": None, "mlp": False},
@@ -142,7 +149,7 @@ def check_config(config: dict, source: str = "config") -> None:
 
 
 def adjusts(rows: list[dict], path: str = "the examples") -> bool:
-    """True when MovieLens rows answer adjustments to a recommender (``movielens.as_residual``: they carry an anchor)."""
+    """True when MovieLens rows answer adjustments to a recommender (``instructions.as_residual``: they carry an anchor)."""
     kinds = {"anchor" in r for r in rows}
     if len(kinds) > 1:
         raise ValueError(f"{path} mixes rating examples and adjustment examples (with 'anchor'); write it again "
@@ -194,10 +201,6 @@ def examples_for(config: dict, tokenizer, path: str) -> list[dict]:
 
 def run(config: dict) -> dict:
     """Train as ``config`` says (under torchrun: data-parallel); rank 0 writes the artifacts."""
-    from lora import inject_lora, save_adapter
-
-    import torch
-
     check_config(config)
     data = read_data(config)  # every error in the config or the data shows before the model loads
     device = distributed.init_from_env()
@@ -209,7 +212,6 @@ def run(config: dict) -> dict:
     train_ex = examples_from(config, tokenizer, data["train"], config["train"])
     val_ex = examples_from(config, tokenizer, data["val"], config["val"]) if data["val"] else []
     if config["loss"] == "rating":
-        from cinephile.rating_llm import ADJUSTMENT_ANSWERS, RATING_ANSWERS, RatingLoss
         answers = ADJUSTMENT_ANSWERS if adjusts(train_ex, config["train"]) else RATING_ANSWERS
         loss_fn = RatingLoss(tokenizer, lam=config["rating_lambda"], answers=answers)
     else:

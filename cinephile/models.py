@@ -24,6 +24,10 @@ from pathlib import Path
 
 import torch
 
+from lora import LoRAConfig
+
+from cinephile.io import atomic_dir, atomic_path
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_ALIASES = ("smollm2-135m", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -71,7 +75,6 @@ def gemma3_gguf_path(folder: str | os.PathLike | None = None) -> Path:
     Args:
         folder: the cache folder (default ``cache_dir()``).
     """
-    from lora.atomic import atomic_path
 
     try:
         pkg = importlib.import_module(GEMMA3_PACKAGE)
@@ -116,7 +119,6 @@ def gemma3_dequantized_dir(folder: str | os.PathLike | None = None) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lora.atomic import atomic_dir
 
     target = Path(folder or cache_dir()) / "gemma3-270m-fp32"
     if (target / "config.json").is_file():
@@ -278,7 +280,6 @@ def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: f
     Returns:
         A ``lora.LoRAConfig``.
     """
-    from lora import LoRAConfig
 
     if targets == "auto":
         preset = (LoRAConfig.gpt2(r=r, alpha=alpha, dropout=dropout) if "gpt2" in str(model_name).lower()

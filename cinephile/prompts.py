@@ -8,18 +8,6 @@ from __future__ import annotations
 
 PLAIN = "plain"
 CHAT = "chat"
-TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
-TRIVIA_SYSTEM = "You answer movie trivia questions with a short phrase."
-RATING_SYSTEM = "You predict movie ratings. Reply only with 'Rating: x.x'."
-RESIDUAL_SYSTEM = ("You adjust a recommender's movie rating prediction for this user. "
-                   "Reply only with 'Adjustment: +x.x'.")
-
-
-def trivia_user_text(question: str, context: str | None) -> str:
-    """The user's turn: instruction, optional context, question."""
-    if context:
-        return f"{TRIVIA_INSTRUCTION}\n\nContext: {context.strip()}\n\nQuestion: {question.strip()}"
-    return f"{TRIVIA_INSTRUCTION}\n\nQuestion: {question.strip()}"
 
 
 def format_prompt(user_text: str, tokenizer=None, *, style: str = PLAIN, system: str | None = None,
@@ -51,20 +39,6 @@ def format_prompt(user_text: str, tokenizer=None, *, style: str = PLAIN, system:
 def format_response(answer: str, *, style: str = PLAIN) -> str:
     """The target text: plain prompts end with "Answer:", so the answer starts with a space."""
     return (" " if style == PLAIN else "") + answer.strip()
-
-
-def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | None = "retrieved_context") -> dict:
-    """``{"id", "prompt", "response"}`` for a QA record; ``context_key=None`` gives closed-book."""
-    context = record.get(context_key) if context_key else None
-    prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style,
-                           system=TRIVIA_SYSTEM if style == CHAT else None)
-    return {"id": record["id"], "prompt": prompt, "response": format_response(record["answer"], style=style)}
-
-
-def trivia_examples(records: list[dict], tokenizer, style: str,
-                    context_key: str | None = "retrieved_context") -> list[dict]:
-    """``trivia_example`` for every record (training or evaluation prompts)."""
-    return [trivia_example(r, tokenizer, style=style, context_key=context_key) for r in records]
 
 
 def chat_examples(examples: list[dict], tokenizer, system: str | None = None) -> list[dict]:

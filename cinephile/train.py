@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -22,11 +21,9 @@ from lora import adapter_parameters, adapter_state_dict, save_adapter, save_lora
 from lora.io import load_adapter_state
 
 from cinephile import distributed
-from cinephile.batching import (IGNORE, batches, collate, length_batches, pad_id_of, tokenize_example,
-                                tokenize_examples)
+from cinephile.batching import IGNORE, batches, collate, length_batches, pad_id_of, tokenize_examples
 from cinephile.io import save_figure, save_json
 from cinephile.models import autocast, pick_device, position_window
-from cinephile.prompts import CHAT, PLAIN, trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +150,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
             for a rating loss).
         cfg: the training configuration; ``max_len`` is capped at the model's positions (warning).
         loss_fn: ``loss_fn(model, batch) -> (mean loss, units)``; the default is ``token_loss``
-            (e.g. ``rating_llm.RatingLoss`` trains the expected rating on its squared error).
+            (e.g. ``scoring.RatingLoss`` trains the expected rating on its squared error).
 
     Returns:
         History: ``{"step", "train_loss", "epoch_val_loss", "best_epoch", "best_val_loss", ...}``.
@@ -274,27 +271,6 @@ def save_run(model: nn.Module, run_dir, *, weights_name: str, config: dict) -> d
     return {"weights": save_lora_weights(model, run_dir / weights_name),
             "adapter": save_adapter(model, run_dir / "adapter"),
             "config": save_json(run_dir / "config.json", config)}
-
-
-def choose_prompt_style(model, tokenizer, records: list[dict], max_len: int = 1024) -> tuple[str, pd.DataFrame]:
-    """Measure the base model's loss on the answers under each prompt format; the lowest wins.
-
-    The chat template is tried only when the tokenizer has one (instruct models).
-
-    Returns:
-        ``(style, table)``: the chosen style and a DataFrame of style, answer_loss.
-    """
-    if not records:
-        raise ValueError("choose_prompt_style needs at least one record")
-    styles = [PLAIN] + ([CHAT] if getattr(tokenizer, "chat_template", None) else [])
-    max_len = fit_max_len(model, max_len)
-    rows = []
-    for style in styles:
-        items = [tokenize_example(tokenizer, e["prompt"], e["response"], max_len)
-                 for e in trivia_examples(records, tokenizer, style)]
-        rows.append({"style": style, "answer_loss": evaluate_loss(model, items, pad_id_of(tokenizer))})
-    table = pd.DataFrame(rows).sort_values("answer_loss").reset_index(drop=True)
-    return str(table.loc[0, "style"]), table
 
 
 def plot_history(history: dict, path=None):

@@ -10,7 +10,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cinephile.io import make_run_dir, read_jsonl, save_figure, save_json, write_jsonl  # noqa: E402
+from cinephile.io import make_run_dir, read_jsonl, save_figure, save_json, write_jsonl
 from lora.atomic import atomic_dir, atomic_write, clean_stale_tmp  # noqa: E402
 
 

@@ -39,7 +39,7 @@ def test_config_errors_name_the_fix(tmp_path):
 
 def test_ratings_examples_take_the_system_prompt_of_their_target(tmp_path, smol_tokenizer):
     from cinephile.launch import examples_for
-    from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM
+    from cinephile.ratings.scoring import RATING_SYSTEM, RESIDUAL_SYSTEM
 
     rating = {"prompt": "Target movie: Heat (1995)", "response": "Rating: 4.0", "rating": 4.0}
     adjustment = {**rating, "response": "Adjustment: +0.5", "anchor": 3.6}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from cinephile.prompts import CHAT, PLAIN, format_prompt, format_response, trivia_example
+from cinephile.prompts import CHAT, format_prompt, format_response, PLAIN
+from cinephile.trivia.reader import trivia_example
 
 
 class ChatTok:

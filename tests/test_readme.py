@@ -2,7 +2,7 @@
 
 import pytest
 
-from cinephile.report import RENDERERS, RESULTS, attention_table, render_all, trainer_table
+from cinephile.report import attention_table, render_all, RENDERERS, RESULTS, trainer_table
 from tests.conftest import ROOT
 
 

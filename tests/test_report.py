@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cinephile.report import RENDERERS, WRITERS, render_all
+from cinephile.report import render_all, RENDERERS, WRITERS
 
 
 def write(folder, name, record):

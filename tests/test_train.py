@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from cinephile.train import IGNORE, TrainConfig, batches, collate, evaluate_loss, tokenize_example, train
+from cinephile.batching import batches, collate, IGNORE, tokenize_example
+from cinephile.train import evaluate_loss, train, TrainConfig
 from lora import LoRAConfig, adapter_state_dict, inject_lora
 from tests.helpers import CharTokenizer, tiny_llama
 

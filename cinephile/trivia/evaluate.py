@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -31,30 +29,12 @@ import pandas as pd
 
 from lora import disable_lora
 
-from cinephile.chunking import require_keys
 from cinephile.generate import generate_answers
-from cinephile.io import save_figure, write_jsonl
-from cinephile.prompts import trivia_examples
+from cinephile.io import require_keys, save_figure, write_jsonl
+from cinephile.trivia.matching import covers, normalize_answer
+from cinephile.trivia.reader import trivia_examples
 
 logger = logging.getLogger(__name__)
-
-_PUNCTUATION = frozenset(string.punctuation + "".join(["‘", "’", "´", "`"]))
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(s: str) -> str:
-    """Normalise an answer string exactly as the official TriviaQA script does.
-
-    Args:
-        s: raw answer or prediction.
-
-    Returns:
-        The lower-cased string without punctuation, articles and extra whitespace.
-    """
-    text = s.replace("_", " ").lower()
-    text = "".join(" " if ch in _PUNCTUATION else ch for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split()).strip()
 
 
 def _as_aliases(aliases: str | Sequence[str]) -> list[str]:
@@ -122,7 +102,7 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
     if not records:
         raise ValueError("no records to score; pass at least one QA record")
     require_keys(records, (*(("id",) if isinstance(preds, dict) else ()), ("answer_aliases", "answer")),
-                 what="score_predictions", fix="pass QA records as trivia.load_qa_csv() returns them")
+                 what="score_predictions", fix="pass QA records as data.load_qa_csv() returns them")
     if isinstance(preds, dict):
         missing = [r["id"] for r in records if r["id"] not in preds]
         if missing:
@@ -253,14 +233,13 @@ def error_analysis(lines: Sequence[dict], records: Sequence[dict], *, row: str =
 
     - normalisation: the prediction is right but scored wrong (it contains an alias or an alias
       contains it, after normalisation), e.g. an extra word or a missing alias;
-    - retrieval miss: the fed context does not hold what the question needs (``retrieval.covers``);
+    - retrieval miss: the fed context does not hold what the question needs (``matching.covers``);
     - reading miss: the context holds it and the reader answered something else.
 
     Returns:
         ``(counts, examples)``: a DataFrame kind / n / share of the failures, and per kind up to
         ``n_examples`` dicts (id, question, answer, prediction).
     """
-    from cinephile.retrieval import covers
 
     by_id = {r["id"]: r for r in records}
     failed = [x for x in lines if x["row"] == row and not x["em"]]

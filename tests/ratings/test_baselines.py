@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from cinephile.ratings import (BiasBaseline, baseline_table, global_mean, interval_table, item_mean, paired_bootstrap,
-                               plot_predictions, rating_metrics, recommender_predictions, surprise_predict, user_mean)
+from cinephile.ratings.baselines import baseline_table, BiasBaseline, global_mean, item_mean, recommender_predictions, surprise_predict, user_mean
+from cinephile.ratings.evaluate import interval_table, paired_bootstrap, plot_predictions, rating_metrics
 
 # ---------------------------------------------------------------- baselines
 
@@ -62,7 +62,7 @@ def test_baselines_refuse_missing_values_instead_of_predicting_nan(column, value
 
 
 def test_bias_baseline_beats_global_mean_on_real_test_split(shared_data):
-    from cinephile.movielens import load_movielens, temporal_split
+    from cinephile.ratings.data import load_movielens, temporal_split
     df = temporal_split(load_movielens(shared_data / "movielens" / "ml-latest-small").ratings)
     train, test = df[df["split"] == "train"], df[df["split"] == "test"]
     rmse = {name: rating_metrics(test["rating"], pred)["rmse"] for name, pred in [
@@ -114,7 +114,7 @@ def test_plot_predictions_writes_a_figure_atomically(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_split(shared_data):
-    from cinephile.movielens import load_movielens, temporal_split
+    from cinephile.ratings.data import load_movielens, temporal_split
     return temporal_split(load_movielens(shared_data / "movielens" / "ml-latest-small").ratings)
 
 
@@ -160,7 +160,7 @@ def test_training_pairs_get_out_of_fold_predictions():
     ({"test": [(2, 30)]}, ("bias", "KNN"), r"unknown recommender 'KNN'; choose from \['bias', 'BaselineOnly'"),
 ])
 def test_recommender_predictions_refuse_bad_pairs_and_names_before_fitting(pairs, models, message, monkeypatch):
-    import cinephile.ratings as ratings_module
+    import cinephile.ratings.baselines as ratings_module
 
     monkeypatch.setattr(ratings_module.BiasBaseline, "fit", lambda *a: pytest.fail("fitted before checking"))
     with pytest.raises(ValueError, match=message):

@@ -3,9 +3,9 @@
 
 import pytest
 
-import cinephile.chunking as chunking
-from cinephile.chunking import chunk_budget, chunk_records, chunk_text, split_sentences
-from cinephile.trivia import load_qa_csv
+import cinephile.trivia.chunking as chunking
+from cinephile.trivia.chunking import chunk_budget, chunk_records, chunk_text, split_sentences
+from cinephile.trivia.data import load_qa_csv
 from tests.helpers import ByteTokenizer, WhitespaceTokenizer
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from cinephile import metrics
-from cinephile.metrics import exact_match, f1_score, normalize_answer, score_predictions
+from cinephile.trivia import evaluate
+from cinephile.trivia.evaluate import exact_match, f1_score, score_predictions
+from cinephile.trivia.matching import normalize_answer
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -73,7 +74,7 @@ def test_score_predictions_errors():
 
 
 def test_paired_difference_by_hand():
-    from cinephile.metrics import paired_difference
+    from cinephile.trivia.evaluate import paired_difference
 
     lines = ([{"row": "tuned", "id": i, "em": 1.0} for i in range(10)]
              + [{"row": "base", "id": i, "em": float(i < 5)} for i in range(10)])
@@ -87,7 +88,7 @@ def test_paired_difference_by_hand():
 
 
 def test_error_analysis_sorts_failures_into_three_kinds():
-    from cinephile.metrics import error_analysis
+    from cinephile.trivia.evaluate import error_analysis
 
     recs = [{"id": "a", "question": "Who?", "answer": "Bonnie Bedelia", "answer_aliases": ["Bonnie Bedelia"],
              "retrieved_context": "Holly is played by Bonnie Bedelia."},
@@ -113,15 +114,15 @@ def test_scores_and_em_by_kind():
     records = [{"id": "a", "answer": "x", "answer_aliases": ["x"], "kind": "single"},
                {"id": "b", "answer": "y", "answer_aliases": ["y"], "kind": "comparison"},
                {"id": "c", "answer": "z", "answer_aliases": ["z"]}]  # no kind: single-hop
-    got = metrics.scores_by_kind(["x", "no", "no"], records)
+    got = evaluate.scores_by_kind(["x", "no", "no"], records)
     assert got["all"]["em"] == pytest.approx(100 / 3)
     assert got["single"] == {"em": 50.0, "f1": 50.0, "n": 2}
     assert got["comparison"]["em"] == 0.0 and got["comparison"]["n"] == 1
     with pytest.raises(ValueError, match="one prediction per record"):
-        metrics.scores_by_kind(["x"], records)
+        evaluate.scores_by_kind(["x"], records)
     lines = [{"row": row, "id": r["id"], "prediction": p} for row, preds in (("tuned", "xyz"), ("base", "x--"))
              for r, p in zip(records, preds)]
-    table = metrics.em_by_kind(lines, records)
+    table = evaluate.em_by_kind(lines, records)
     assert table.loc["tuned"].to_dict() == {"single": 100.0, "comparison": 100.0}
     assert table.loc["base"].to_dict() == {"single": 50.0, "comparison": 0.0}
 

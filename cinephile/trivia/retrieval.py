@@ -14,7 +14,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -27,35 +26,14 @@ from matplotlib.figure import Figure
 from rank_bm25 import BM25Okapi
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from cinephile.chunking import require_keys
-from cinephile.index import EmbedFn, embed_texts
-from cinephile.io import save_figure, write_jsonl
-from cinephile.metrics import normalize_answer
+from cinephile.embedding import EmbedFn, embed_texts
+from cinephile.io import require_keys, save_figure, write_jsonl
+from cinephile.trivia.matching import ANSWER_KEYS, answer_in_text, covers, evidence_groups, relevant
+from cinephile.trivia.splits import split_train_val
 
 logger = logging.getLogger(__name__)
 
-_ANSWERS = ("evidence", "answer_aliases", "answer")  # what evidence_groups reads, first non-empty one wins
-_FROM_QA = "load them with trivia.load_qa_csv() and chunk them with chunking.chunk_records()"
-
-
-def sentence_transformer_embedder(model, *, batch_size: int = 64, show_progress: bool = False) -> EmbedFn:
-    """Wrap a ``SentenceTransformer`` as an ``EmbedFn`` returning normalised float32 rows.
-
-    Args:
-        model: a loaded ``sentence_transformers.SentenceTransformer``.
-        batch_size: encoding batch size.
-        show_progress: show the encoder's progress bar.
-
-    Returns:
-        ``embed(texts) -> np.ndarray`` of shape (len(texts), dim); ``embed.name`` names the model.
-    """
-    def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                            convert_to_numpy=True, show_progress_bar=show_progress).astype(np.float32)
-
-    tok = getattr(model, "tokenizer", None)
-    embed.name = str(getattr(tok, "name_or_path", "") or type(model).__name__)
-    return embed
+_FROM_QA = "load them with data.load_qa_csv() and chunk them with chunking.chunk_records()"
 
 
 def _merge(a: str, b: str) -> str:
@@ -66,7 +44,7 @@ def _merge(a: str, b: str) -> str:
     return a + " " + b
 
 
-def _window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> str:
+def window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> str:
     """Selected chunks widened by +-window neighbours, merged, in document order."""
     keep = sorted({j for i in picked for j in range(max(0, i - window), min(len(chunks), i + window + 1))})
     runs, prev = [], None
@@ -81,7 +59,7 @@ def _window_text(chunks: Sequence[str], picked: Sequence[int], window: int) -> s
 
 def top_k_context(record: dict, k: int) -> str:
     """The context of ``record``'s best ``k`` retrieved chunks (a prefix of ``retrieve``'s ranking), in document order."""
-    return _window_text(record["chunks"], [hit["chunk"] for hit in record["retrieved"][:k]], 0)
+    return window_text(record["chunks"], [hit["chunk"] for hit in record["retrieved"][:k]], 0)
 
 
 def fuse_scores(dense: Sequence[float], lexical: Sequence[float], lexical_weight: float) -> np.ndarray:
@@ -142,7 +120,7 @@ def retrieve(records: Sequence[dict], embed_fn: EmbedFn, *, k: int = 1, window: 
         if lexical_weight > 0:
             scores = fuse_scores(scores, lexical_scores(r["question"], r["chunks"]), lexical_weight)
         top = np.argsort(-scores, kind="stable")[:k]
-        out.append({**r, "retrieved_context": _window_text(r["chunks"], top.tolist(), window),
+        out.append({**r, "retrieved_context": window_text(r["chunks"], top.tolist(), window),
                     "retrieved": [{"chunk": int(i), "score": float(scores[i])} for i in top],
                     "chunk_scores": scores.astype(float).tolist()})
     return out
@@ -173,24 +151,6 @@ def lexical_scores(question: str, chunks: Sequence[str]) -> np.ndarray:
     return np.asarray(BM25Okapi([bm25_words(c) for c in chunks]).get_scores(bm25_words(question)), dtype=float)
 
 
-def _norm_aliases(aliases: Sequence[str]) -> list[str]:
-    return [f" {n} " for n in map(normalize_answer, aliases) if n]
-
-
-def answer_in_text(aliases: Sequence[str], text: str) -> bool:
-    """Whether any normalised alias occurs in the normalised text on word boundaries.
-
-    Args:
-        aliases: accepted answers.
-        text: passage.
-
-    Returns:
-        True if some alias is found.
-    """
-    padded = f" {normalize_answer(text)} "
-    return any(a in padded for a in _norm_aliases(aliases))
-
-
 def _ranked_relevance(record: dict, score_fn, scores_key: str) -> np.ndarray:
     """Whether each chunk satisfies an evidence group (an answer alias), ordered from best to worst score."""
     if score_fn is not None:
@@ -199,7 +159,7 @@ def _ranked_relevance(record: dict, score_fn, scores_key: str) -> np.ndarray:
         scores = record[scores_key]
     else:
         raise ValueError(f"record {record.get('id')!r} has no {scores_key!r}; run retrieve() first or pass score_fn")
-    rel = np.array([_relevant(record, c) for c in record["chunks"]], dtype=bool)
+    rel = np.array([relevant(record, c) for c in record["chunks"]], dtype=bool)
     return rel[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
 
 
@@ -220,12 +180,12 @@ def recall_at_k(records: Sequence[dict], k: int, *, scores_key: str = "chunk_sco
     if not records:
         raise ValueError("recall_at_k needs at least one record")
     _check_ks([k])
-    require_keys(records, ("chunks", _ANSWERS), what="recall_at_k", fix=_FROM_QA)
+    require_keys(records, ("chunks", ANSWER_KEYS), what="recall_at_k", fix=_FROM_QA)
     hits = []
     for r in records:
         if scores_key not in r:
             raise ValueError(f"record {r.get('id')!r} has no {scores_key!r}; run retrieve() first")
-        hits.append(covers(r, "\n\n".join(r["chunks"][i] for i in _score_order(r, scores_key)[:k])))
+        hits.append(covers(r, "\n\n".join(r["chunks"][i] for i in score_order(r, scores_key)[:k])))
     return float(np.mean(hits))
 
 
@@ -245,7 +205,7 @@ def precision_recall_at_k(records: Sequence[dict], ks: Sequence[int],
         DataFrame with columns k, precision, recall, n (records used), n_excluded (no relevant chunk).
     """
     _check_ks(ks)
-    require_keys(records, ("chunks", _ANSWERS, *(("question",) if score_fn else ())), what="precision_recall_at_k",
+    require_keys(records, ("chunks", ANSWER_KEYS, *(("question",) if score_fn else ())), what="precision_recall_at_k",
                  fix=_FROM_QA)
     ranked = [rel for r in records if (rel := _ranked_relevance(r, score_fn, "chunk_scores")).any()]
     excluded = len(records) - len(ranked)
@@ -289,29 +249,6 @@ def plot_precision_recall(df_by_method: dict[str, pd.DataFrame], path: str | os.
     return fig
 
 
-def split_train_val(records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Deterministic split by hashed id: stable when records are reordered or added.
-
-    Args:
-        records: records with unique ``id``.
-        val_fraction: expected share of validation records, in (0, 1).
-        seed: changes the split.
-
-    Returns:
-        ``(train, val)`` lists, each in input order.
-    """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    ids = [str(r["id"]) for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError("records have duplicate ids; the split is by id, so ids must be unique")
-    train, val = [], []
-    for r, i in zip(records, ids):
-        u = int(hashlib.md5(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
-        (val if u < val_fraction else train).append(r)
-    return train, val
-
-
 def choose_lexical_weight(records: Sequence[dict], embed_fn: EmbedFn, *,
                           weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                           k: int = 1) -> tuple[float, pd.DataFrame]:
@@ -326,36 +263,14 @@ def choose_lexical_weight(records: Sequence[dict], embed_fn: EmbedFn, *,
     return float(table.loc[table[f"recall@{k}"].idxmax(), "lexical_weight"]), table
 
 
-def evidence_groups(record: dict) -> list[list[str]]:
-    """What a context must hold to answer ``record``: groups of strings, each satisfied by any one of them.
-
-    A single-hop question needs one of its answer aliases; a record with ``evidence`` (e.g. a
-    comparison of two films, whose answer "yes" or a film title proves nothing) needs every
-    evidence string, such as both films' release years.
-    """
-    if record.get("evidence"):
-        return [[e] for e in record["evidence"]]
-    return [list(record.get("answer_aliases") or [record["answer"]])]
-
-
-def covers(record: dict, text: str) -> bool:
-    """Whether ``text`` holds everything ``record`` needs (every group of ``evidence_groups``)."""
-    return all(answer_in_text(group, text) for group in evidence_groups(record))
-
-
-def _relevant(record: dict, chunk: str) -> bool:
-    """Whether ``chunk`` satisfies at least one evidence group of ``record``."""
-    return any(answer_in_text(g, chunk) for g in evidence_groups(record))
-
-
-def _score_order(record: dict, scores_key: str = "chunk_scores") -> list[int]:
+def score_order(record: dict, scores_key: str = "chunk_scores") -> list[int]:
     """Chunk indices from best to worst score (ties keep chunk order)."""
     return sorted(range(len(record["chunks"])), key=lambda i: -record[scores_key][i])
 
 
-def _gold_chunks(record: dict) -> list[int]:
+def gold_chunks(record: dict) -> list[int]:
     """Per evidence group, the best-scoring chunk that satisfies it (duplicates removed; may be empty)."""
-    order = _score_order(record)
+    order = score_order(record)
     picked = []
     for group in evidence_groups(record):
         hit = next((i for i in order if answer_in_text(group, record["chunks"][i])), None)
@@ -372,54 +287,15 @@ def with_gold_context(records: list[dict]) -> list[dict]:
     alias. It falls back to the top retrieved chunk when nothing satisfies a group (``has_gold``
     False). ``context_recall`` says whether the retrieved context holds everything needed (``covers``).
     """
-    require_keys(records, ("chunks", "chunk_scores", _ANSWERS), what="with_gold_context",
+    require_keys(records, ("chunks", "chunk_scores", ANSWER_KEYS), what="with_gold_context",
                  fix="pass the output of retrieve()")
     out = []
     for r in records:
-        gold = _gold_chunks(r)
-        text = _window_text(r["chunks"], gold or _score_order(r)[:1], 0)
+        gold = gold_chunks(r)
+        text = window_text(r["chunks"], gold or score_order(r)[:1], 0)
         has_gold = len(gold) == len(evidence_groups(r)) and covers(r, text)
         out.append({**r, "gold_context": text, "has_gold": has_gold,
                     "context_recall": covers(r, r.get("retrieved_context", ""))})
-    return out
-
-
-def raft_context(record: dict, k: int, *, with_gold: bool) -> str:
-    """A training context in the manner of RAFT (Zhang et al. 2024): k chunks, with or without the evidence.
-
-    ``with_gold=True``: the k best-scoring chunks, where chunks that hold a missing evidence group
-    replace the lowest-scored ones, so the context covers the question among retrieved distractors.
-    ``with_gold=False``: the k best-scoring chunks that satisfy no evidence group (distractors only),
-    which teaches the reader that a context need not hold the answer.
-    Chunks are joined in document order, as ``retrieve`` does.
-    """
-    if k < 1:
-        raise ValueError(f"need k >= 1, got {k}")
-    order = _score_order(record)
-    if not with_gold:
-        plain = [i for i in order if not _relevant(record, record["chunks"][i])]
-        return _window_text(record["chunks"], (plain or order)[:k], 0)
-    picked, gold = order[:k], _gold_chunks(record)
-    for g in gold:
-        if g not in picked:
-            spare = [i for i in reversed(picked) if i not in gold]
-            if not spare:
-                break
-            picked[picked.index(spare[0])] = g
-    return _window_text(record["chunks"], picked, 0)
-
-
-def raft_records(records: Sequence[dict], k: int, *, p_gold: float = 0.8, seed: int = 0) -> list[dict]:
-    """Training records whose ``train_context`` is ``raft_context`` with the evidence for a ``p_gold`` share.
-
-    The draw is seeded per record id, so the same records always get the same contexts.
-    """
-    if not 0.0 <= p_gold <= 1.0:
-        raise ValueError(f"p_gold must be in [0, 1], got {p_gold}")
-    out = []
-    for r in records:
-        u = int(hashlib.md5(f"raft:{seed}:{r['id']}".encode()).hexdigest()[:8], 16) / 2**32
-        out.append({**r, "train_context": raft_context(r, k, with_gold=u < p_gold)})
     return out
 
 

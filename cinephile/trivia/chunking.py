@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
+
+from cinephile.io import require_keys
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +41,6 @@ _BOUNDARY = re.compile(r"(?<![.!?…])[.!?…]+[\"'”’)\]]*\s+(?=[\"'“‘(\
 _WORD = re.compile(r"\S+")
 _LOOKBACK = 64  # characters searched backwards for the word before a period (keeps splitting linear)
 _UNKNOWN_MAX_LENGTH = 1_000_000  # HF uses ~1e30 as "no limit known"
-
-
-def require_keys(records: Sequence[dict], keys: Sequence[str | tuple[str, ...]], *, what: str, fix: str) -> None:
-    """Refuse records that lack a key the caller reads, before any work is done.
-
-    Shared by every trivia stage that takes records (chunking, retrieval, the index, the film
-    split and the metrics); this module imports nothing from the package, so all of them can.
-
-    Args:
-        records: the records, dicts.
-        keys: required keys; a tuple of keys means one of them with a non-empty value (e.g.
-            ``("answer_aliases", "answer")``).
-        what: the calling function, for the message.
-        fix: what produces valid records, for the message.
-
-    Raises:
-        TypeError: a record is not a dict.
-        ValueError: naming the first incomplete record (position and id), its missing keys and ``fix``.
-    """
-    for i, r in enumerate(records):
-        if not isinstance(r, Mapping):
-            raise TypeError(f"{what}: record {i} is a {type(r).__name__}, not a dict; {fix}")
-        missing = [repr(k) if isinstance(k, str) else f"a non-empty {' or '.join(map(repr, k))}" for k in keys
-                   if (k not in r if isinstance(k, str) else not any(r.get(a) for a in k))]
-        if missing:
-            name = f" (id {r['id']!r})" if "id" in r else ""
-            raise ValueError(f"{what}: record {i}{name} is missing {', '.join(missing)}; {fix}")
 
 
 def _is_false_boundary(text: str, m: re.Match) -> bool:
@@ -256,7 +231,7 @@ def chunk_records(records: Sequence[dict], tokenizer, max_tokens: int, *, overla
     Returns:
         New records without ``context``, with ``chunks`` (list[str]) and ``n_context_tokens``.
     """
-    require_keys(records, ("id", "context"), what="chunk_records", fix="load records with trivia.load_qa_csv()")
+    require_keys(records, ("id", "context"), what="chunk_records", fix="load records with data.load_qa_csv()")
     for r in records:
         if not isinstance(r["context"], str) or not r["context"].strip():
             raise ValueError(f"record {r.get('id')!r} has no context to chunk; drop it or fill its context")

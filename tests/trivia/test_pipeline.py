@@ -1,41 +1,10 @@
-"""The reader's training data, context choice and ablation loop (training and generation stubbed)."""
+"""The ablation loop: one reader per step on the same validation questions (training and generation stubbed)."""
 
-import pandas as pd
 import pytest
 import torch
 
-from cinephile.reader import ablation_steps, choose_context, reader_examples
-
-
-class Tok:
-    chat_template = None
-
-
-def test_choose_context_takes_the_shortest_within_tolerance_of_the_best():
-    table = pd.DataFrame([
-        {"chunk_tokens": 128, "k": 1, "context_recall": 0.60, "context_tokens": 125},
-        {"chunk_tokens": 128, "k": 3, "context_recall": 0.90, "context_tokens": 370},
-        {"chunk_tokens": 192, "k": 2, "context_recall": 0.91, "context_tokens": 380},
-        {"chunk_tokens": 192, "k": 3, "context_recall": 0.95, "context_tokens": 560},
-        {"chunk_tokens": 256, "k": 3, "context_recall": 0.99, "context_tokens": 760},
-    ])
-    assert choose_context(table, tolerance=0.02, max_tokens=600) == {"chunk_tokens": 192, "k": 3}
-    assert choose_context(table, tolerance=0.05, max_tokens=600) == {"chunk_tokens": 128, "k": 3}
-    assert choose_context(table, tolerance=0.0, max_tokens=1000) == {"chunk_tokens": 256, "k": 3}
-    with pytest.raises(ValueError, match="raise max_tokens"):
-        choose_context(table, max_tokens=100)
-
-
-def test_reader_examples_use_raft_contexts_or_the_retrieved_one():
-    rec = {"id": "r1", "question": "Who directed Jaws?", "answer": "Steven Spielberg",
-           "answer_aliases": ["Steven Spielberg"], "chunks": ["Jaws is by Steven Spielberg.", "Rocky boxes."],
-           "chunk_scores": [0.2, 0.9], "retrieved_context": "Rocky boxes."}
-    plain = reader_examples([rec], Tok(), "plain", k=1, p_gold=None)[0]
-    assert "Rocky boxes." in plain["prompt"] and "Spielberg" not in plain["prompt"]
-    gold = reader_examples([rec], Tok(), "plain", k=1, p_gold=1.0)[0]
-    assert "Jaws is by Steven Spielberg." in gold["prompt"] and "Rocky" not in gold["prompt"]
-    assert gold["response"] == " Steven Spielberg"
-    assert "Spielberg" not in reader_examples([rec], Tok(), "plain", k=1, p_gold=0.0)[0]["prompt"]
+from cinephile.trivia import pipeline
+from cinephile.trivia.pipeline import ablation_steps
 
 
 def test_ablation_steps_change_one_setting_at_a_time():
@@ -64,7 +33,6 @@ def test_ablation_steps_change_one_setting_at_a_time():
 
 def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(monkeypatch):
     """Steps without epochs / bf16 keep the notebook's TrainConfig; a step's own values reach training and generation."""
-    from cinephile import reader
     from cinephile.train import TrainConfig
     from tests.helpers import HashEmbedder, WhitespaceTokenizer, tiny_llama
 
@@ -76,14 +44,14 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
     tok.chat_template = None
     seen, inits = [], []
     # the stub moves the global generator on by a different amount each call, as real steps would
-    monkeypatch.setattr(reader.models, "load_base_model",
+    monkeypatch.setattr(pipeline.models, "load_base_model",
                         lambda name: (tiny_llama(), tok, torch.rand(7 * len(seen) + 1))[:2])
 
     def fake_train(model, tok, train_ex, val_ex, cfg):
         seen.append(("train", cfg))
         inits.append([p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n])
-    monkeypatch.setattr(reader, "train", fake_train)
-    monkeypatch.setattr(reader, "generate_answers",
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    monkeypatch.setattr(pipeline, "generate_answers",
                         lambda model, tok, prompts, progress, bf16: seen.append(("generate", bf16)) or
                         ["Steven Spielberg"] * len(prompts))
     base = {"model": "tiny", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": True, "p_gold": None,
@@ -92,9 +60,9 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
              {"name": "longer", **base, "epochs": 3, "bf16": True, "train_pairs": 2}]
     kwargs = dict(model_name="tiny", lora_kwargs={"r": 2}, train_cfg=TrainConfig(epochs=1, lr=1e-3), style="plain")
     with pytest.raises(ValueError, match=r"steps train on \[2\] comparison pairs but train_sets has \[1\]"):
-        reader.ablation({1: recs}, recs, HashEmbedder(), steps, **kwargs)
+        pipeline.ablation({1: recs}, recs, HashEmbedder(), steps, **kwargs)
     assert not seen  # checked before any training
-    table = reader.ablation({1: recs[:1], 2: recs}, recs, HashEmbedder(), steps, **kwargs)
+    table = pipeline.ablation({1: recs[:1], 2: recs}, recs, HashEmbedder(), steps, **kwargs)
     assert table["n_train"].tolist() == [1, 2]  # each step trains on its own pair count's records
     assert [(kind, getattr(x, "epochs", x), getattr(x, "bf16", x)) for kind, x in seen] == [
         ("train", 1, None), ("generate", False, False), ("train", 3, True), ("generate", True, True)]
@@ -104,21 +72,18 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
     assert inits[0] and all(torch.equal(a, b) for a, b in zip(inits[0], inits[1]))
 
 
-
 @pytest.mark.parametrize("change, message", [
     ({"lexical_weight": -0.5}, r"need k >= 1, .*got k=1, chunk_tokens=8, lexical_weight=-0.5, p_gold=None"),
     ({"k": 0}, r"step 'bad': need k >= 1.*got k=0"),
     ({"p_gold": 1.5}, r"p_gold=1.5"),
 ])
 def test_ablation_checks_every_step_before_training_the_first(monkeypatch, change, message):
-    from cinephile import reader
-
-    monkeypatch.setattr(reader.models, "load_base_model", lambda name: pytest.fail("a step started"))
+    monkeypatch.setattr(pipeline.models, "load_base_model", lambda name: pytest.fail("a step started"))
     good = {"name": "good", "chunk_tokens": 8, "k": 1, "lexical_weight": 0.5, "comparisons": False,
             "p_gold": None, "train_pairs": 1}
     steps = [good, {**good, "name": "bad", **change}]
     with pytest.raises(ValueError, match=message):
-        reader.ablation({1: []}, [], None, steps, model_name="tiny", lora_kwargs={}, train_cfg=None, style="plain")
+        pipeline.ablation({1: []}, [], None, steps, model_name="tiny", lora_kwargs={}, train_cfg=None, style="plain")
     with pytest.raises(ValueError, match=r"ablation step 1 \('bad'\) has no \['k'\]; build steps with ablation_steps"):
-        reader.ablation({1: []}, [], None, [good, {k: v for k, v in steps[1].items() if k != "k"}],
+        pipeline.ablation({1: []}, [], None, [good, {k: v for k, v in steps[1].items() if k != "k"}],
                         model_name="tiny", lora_kwargs={}, train_cfg=None, style="plain")

@@ -5,10 +5,11 @@ import logging
 import pandas as pd
 import pytest
 
-from cinephile import movielens as ml
+from cinephile.ratings import instructions
 from cinephile.io import read_jsonl, write_jsonl
-from cinephile.movielens import (MAX_DISLIKED, MAX_LIKED, build_examples, build_prompt, load_movielens, parse_title,
-                                 temporal_split)
+from cinephile.ratings.download import ML_FOLDER
+from cinephile.ratings.data import load_movielens, parse_title, temporal_split
+from cinephile.ratings.instructions import build_examples, build_prompt, MAX_DISLIKED, MAX_LIKED
 
 from tests.helpers import RATINGS, write_folder
 
@@ -51,7 +52,7 @@ def test_parse_title(title, expected):
 
 def test_load_drops_ratings_of_unknown_movies_and_logs_the_count(tmp_path, caplog):
     folder = write_folder(tmp_path, ratings=RATINGS + "1,999,4.0,80\n2,998,3.0,90\n")
-    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+    with caplog.at_level(logging.WARNING, logger="cinephile.ratings.data"):
         data = load_movielens(folder)
     assert len(data.ratings) == len(RATINGS.strip().splitlines()) - 1
     assert not data.ratings["movieId"].isin([998, 999]).any()
@@ -89,7 +90,7 @@ def test_load_drops_off_scale_ratings_and_keeps_the_latest_duplicate(tmp_path):
     ("1,3,inf,80", "rating outside 0.5-5"),
 ])
 def test_load_drops_and_counts_unusable_rating_rows(tmp_path, caplog, row, reason):
-    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+    with caplog.at_level(logging.WARNING, logger="cinephile.ratings.data"):
         data = load_movielens(write_folder(tmp_path, ratings=RATINGS + row + "\n"))
     assert data.report["dropped"] == {reason: 1} and data.report["kept"] == 10
     assert f"ratings.csv: dropped 1 of 11 rows: {{'{reason}': 1}} (first lines: {reason}: line 12)" in caplog.text
@@ -98,7 +99,7 @@ def test_load_drops_and_counts_unusable_rating_rows(tmp_path, caplog, row, reaso
 
 def test_load_drops_and_counts_unusable_tags(tmp_path, caplog):
     tags = "userId,movieId,tag,timestamp\n2,7,Classic,65\n3,7,,66\n3,7,  ,67\n3,7,fun,inf\n3,7,fun,1e30\n"
-    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+    with caplog.at_level(logging.WARNING, logger="cinephile.ratings.data"):
         data = load_movielens(write_folder(tmp_path, tags=tags))
     assert data.tags["tag"].tolist() == ["classic"] and data.tags["timestamp"].tolist() == [65]
     assert data.report["tags"] == {"rows": 5, "kept": 1, "dropped": {"userId, movieId or timestamp not a whole number": 2,
@@ -121,7 +122,7 @@ def test_load_refuses_bad_movie_rows_naming_the_line(tmp_path, row, message):
 
 def test_load_reads_an_empty_genres_cell_as_no_genres_and_counts_it(tmp_path, caplog):
     from tests.helpers import MOVIES
-    with caplog.at_level(logging.WARNING, logger="cinephile.movielens"):
+    with caplog.at_level(logging.WARNING, logger="cinephile.ratings.data"):
         data = load_movielens(write_folder(tmp_path, movies=MOVIES + "8,Ran (1985),\n"))
     assert data.movies.set_index("movieId").at[8, "genres"] == []
     assert data.report["movies"] == {"rows": 8, "empty genres": 1}
@@ -154,7 +155,7 @@ def test_load_malformed_csv_names_the_file(tmp_path):
 
 
 def test_load_finds_the_folder_under_its_parent(tmp_path):
-    write_folder(tmp_path / ml.ML_FOLDER)
+    write_folder(tmp_path / ML_FOLDER)
     assert len(load_movielens(tmp_path).movies) == 7
 
 
@@ -183,7 +184,7 @@ def test_load_real_data_matches_its_readme_counts(real_dir):
 # ---------------------------------------------------------------- split
 
 def test_split_leaves_last_out_and_keeps_small_users_in_train(tiny, caplog):
-    with caplog.at_level(logging.INFO, logger="cinephile.movielens"):
+    with caplog.at_level(logging.INFO, logger="cinephile.ratings.data"):
         df = temporal_split(tiny.ratings)
     got = df.set_index(["userId", "movieId"])["split"]
     assert got[(1, 7)] == "test" and got[(1, 6)] == "val"
@@ -271,8 +272,8 @@ def test_real_train_examples_are_capped_deterministic_and_use_only_the_past(real
         assert k == e["n_history"]
         assert e["user_mean"] == pytest.approx(user["rating"][:k].mean(), abs=1e-4)
         window = user.iloc[max(0, k - 20):k].iloc[::-1]  # default history_size, most recent first
-        assert e["liked"] == [shown[m] for m in window.loc[window["rating"] >= 4.0, "movieId"]][:ml.MAX_LIKED]
-        assert e["disliked"] == [shown[m] for m in window.loc[window["rating"] <= 2.0, "movieId"]][:ml.MAX_DISLIKED]
+        assert e["liked"] == [shown[m] for m in window.loc[window["rating"] >= 4.0, "movieId"]][:instructions.MAX_LIKED]
+        assert e["disliked"] == [shown[m] for m in window.loc[window["rating"] <= 2.0, "movieId"]][:instructions.MAX_DISLIKED]
         assert e["prompt"] == e["prompt"].strip() and e["response"] == f"Rating: {e['rating']:.1f}"
 
 
@@ -320,16 +321,16 @@ def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
     df = temporal_split(tiny.ratings)
     test, = build_examples(df, tiny.movies, tiny.tags, which="test")  # true rating 4.5
     key = (test["user_id"], test["movie_id"])
-    shown, = ml.with_predictions([test], {"bias": {key: 3.0}, "SVD++": {key: 3.79}})
-    res, = ml.as_residual([shown], "SVD++")
+    shown, = instructions.with_predictions([test], {"bias": {key: 3.0}, "SVD++": {key: 3.79}})
+    res, = instructions.as_residual([shown], "SVD++")
     assert res["anchor"] == 3.79 and res["rating"] == 4.5 and res["response"] == "Adjustment: +0.5"  # 0.71 -> +0.5
     first, rest = res["prompt"].split("\n", 1)
     assert "from the SVD++ prediction" in first and "'Adjustment: +x.x' (-2.0 to +2.0)" in first
     assert rest == shown["prompt"].split("\n", 1)[1] and "SVD++ 3.79" in rest  # same features, prediction shown
-    assert [ml.nearest_adjustment(r) for r in (-3.1, -0.26, 0.24, 2.7)] == [-2.0, -0.5, 0.0, 2.0]
-    assert ml.nearest_index([0.0, 0.5, 1.0], [0.25, 0.26, -4.0, 9.0]).tolist() == [0, 1, 0, 2]  # a tie: the first
+    assert [instructions.nearest_adjustment(r) for r in (-3.1, -0.26, 0.24, 2.7)] == [-2.0, -0.5, 0.0, 2.0]
+    assert instructions.nearest_index([0.0, 0.5, 1.0], [0.25, 0.26, -4.0, 9.0]).tolist() == [0, 1, 0, 2]  # a tie: the first
     with pytest.raises(ValueError, match="has no 'SVD' prediction .* add it with with_predictions"):
-        ml.as_residual([shown], "SVD")
+        instructions.as_residual([shown], "SVD")
 
 
 @pytest.mark.parametrize("bad, error, message", [
@@ -342,14 +343,14 @@ def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
 ])
 def test_examples_are_checked_before_use_naming_index_and_field(tiny, bad, error, message):
     test, = build_examples(temporal_split(tiny.ratings), tiny.movies, tiny.tags, which="test")
-    assert ml.check_rating_examples([test, test]) == [test, test]
+    assert instructions.check_rating_examples([test, test]) == [test, test]
     key = (test["user_id"], test["movie_id"])
-    shown, = ml.with_predictions([test], {"SVD++": {key: 3.79}})
+    shown, = instructions.with_predictions([test], {"SVD++": {key: 3.79}})
     with pytest.raises(error, match=message):
-        ml.check_rating_examples([test, {**test, **bad}])
+        instructions.check_rating_examples([test, {**test, **bad}])
     with pytest.raises(error, match=message):
-        ml.with_predictions([test, {**test, **bad}], {"SVD++": {key: 3.79}})
+        instructions.with_predictions([test, {**test, **bad}], {"SVD++": {key: 3.79}})
     with pytest.raises(error, match=message):
-        ml.as_residual([shown, {**shown, **bad}], "SVD++")
+        instructions.as_residual([shown, {**shown, **bad}], "SVD++")
     with pytest.raises(TypeError, match="example 0 is a str, not a dict"):
-        ml.check_rating_examples(["Rating: 4.0"])
+        instructions.check_rating_examples(["Rating: 4.0"])

@@ -21,35 +21,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cinephile.chunking import require_keys, split_sentences
-from cinephile.io import atomic_write
+from cinephile.embedding import EmbedFn, embed_texts, non_finite_rows
+from cinephile.io import atomic_write, require_keys
+from cinephile.trivia.chunking import split_sentences
+from cinephile.trivia.retrieval import bm25_words, fuse_scores
 
 logger = logging.getLogger(__name__)
-
-EmbedFn = Callable[[list[str]], np.ndarray]
-
-
-def embed_texts(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
-    """``embed_fn(texts)`` as float32 (len(texts), dim), or a ValueError naming the wrong shape."""
-    emb = np.asarray(embed_fn(texts), dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(texts):
-        raise ValueError(f"embed_fn returned shape {emb.shape} for {len(texts)} texts; expected ({len(texts)}, dim)")
-    bad = _non_finite_rows(emb)
-    if bad:
-        raise ValueError(f"embed_fn returned NaN or infinite values for {len(bad)} of {len(texts)} texts, first "
-                         f"text {bad[0]} ({texts[bad[0]][:60]!r}); check the embedder (its dtype, empty inputs)")
-    return emb
-
-
-def _non_finite_rows(emb: np.ndarray) -> list[int]:
-    """Indices of the rows of ``emb`` holding NaN or infinity."""
-    return np.flatnonzero(~np.isfinite(emb).all(axis=1)).tolist() if emb.size else []
 
 
 def _check_weight(lexical_weight: object) -> float:
@@ -66,30 +49,6 @@ def _check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive number of chunks, got {k!r}")
     return int(k)
-
-
-def cached_embedder(embed_fn: EmbedFn) -> EmbedFn:
-    """``embed_fn`` that encodes each distinct text once per session (settings search re-embeds the same chunks).
-
-    Returns:
-        An ``EmbedFn`` with the same ``name``; ``cache_info()`` gives ``{"texts", "calls"}``.
-    """
-    cache: dict[str, np.ndarray] = {}
-    calls = [0]
-
-    def embed(texts: list[str]) -> np.ndarray:
-        texts = list(texts)
-        new = [t for t in dict.fromkeys(texts) if t not in cache]
-        if new:
-            calls[0] += 1
-            cache.update(zip(new, embed_texts(embed_fn, new)))
-        if not texts:
-            return embed_texts(embed_fn, texts)
-        return np.stack([cache[t] for t in texts])
-
-    embed.name = getattr(embed_fn, "name", getattr(embed_fn, "__name__", "unknown"))
-    embed.cache_info = lambda: {"texts": len(cache), "calls": calls[0]}
-    return embed
 
 
 @dataclass
@@ -126,7 +85,7 @@ class CorpusIndex:
         if len(shape) != 2 or shape[0] != n or len(self.sources) != n:
             raise ValueError(f"embeddings of shape {shape} and {len(self.sources)} sources for {n} texts; "
                              "need one embedding row and one source list per text")
-        bad = _non_finite_rows(np.asarray(self.embeddings))
+        bad = non_finite_rows(np.asarray(self.embeddings))
         if bad:
             raise ValueError(f"{len(bad)} embedding rows hold NaN or infinite values, first row {bad[0]} (chunk "
                              f"{self.texts[bad[0]][:60]!r}); re-embed the chunks (CorpusIndex.build)")
@@ -206,7 +165,6 @@ class CorpusIndex:
         if self._bm25 is None:
             from rank_bm25 import BM25Okapi
 
-            from cinephile.retrieval import bm25_words
             self._bm25 = BM25Okapi([bm25_words(t) for t in self.texts])
         return self._bm25
 
@@ -225,7 +183,6 @@ class CorpusIndex:
             scores, ids = self.search_vectors(q, max(10 * k, 50) if distinct else k)  # a pool to skip from
             ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         else:
-            from cinephile.retrieval import bm25_words, fuse_scores
 
             fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)),
                                 self.lexical_weight)
@@ -344,7 +301,6 @@ def _read_description(meta: Path) -> dict:
 
 def _bm25_digest(texts: list[str]) -> str:
     """Checksum of the BM25 index's input: the tokenised corpus."""
-    from cinephile.retrieval import bm25_words
 
     return hashlib.sha256(json.dumps([bm25_words(t) for t in texts]).encode()).hexdigest()
 
@@ -420,23 +376,3 @@ def _digest(emb: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32).tobytes()).hexdigest()
 
 
-def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedFn, *, style: str,
-           k: int = 1, bf16: bool | None = False) -> dict:
-    """Answer a free-form question from the chunks of the whole corpus (the demo); ``bf16`` as in generation.
-
-    Returns:
-        ``{"question", "answer", "score", "source", "passages"}``: the generated answer, the top
-        chunk's score, the ids of up to three records that chunk comes from, and the k chunks read.
-    """
-    from cinephile.generate import generate_answers
-    from cinephile.prompts import trivia_example
-
-    if not question or not question.strip():
-        raise ValueError("the question is empty; ask a question about a film")
-    hits = index.search(question, embed_fn, k=k)
-    record = {"id": "demo", "question": question, "answer": "",
-              "retrieved_context": "\n\n".join(h["text"] for h in hits)}
-    prompt = trivia_example(record, tokenizer, style=style)["prompt"]
-    pred = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16)[0]
-    return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3],
-            "passages": [h["text"] for h in hits]}

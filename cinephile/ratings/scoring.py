@@ -3,7 +3,7 @@
 A language model's rating is scored, not sampled: each of the 10 candidate answers
 "Rating: 0.5" ... "Rating: 5.0" gets its total log-probability after the prompt, a softmax
 over the 10 gives a distribution, and its expected value is the prediction. With the residual
-target (``movielens.as_residual``) the answers are "Adjustment: -2.0" ... "Adjustment: +2.0" and the
+target (``instructions.as_residual``) the answers are "Adjustment: -2.0" ... "Adjustment: +2.0" and the
 prediction is the recommender's rating (the example's ``anchor``) plus the expected adjustment.
 Greedy decoding plus parsing is kept for comparison; its parse failures are counted, never filled in.
 
@@ -27,9 +27,14 @@ from tqdm.auto import tqdm
 from cinephile.batching import left_pad, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, fit_window, generate_answers
 from cinephile.models import position_window
-from cinephile.movielens import ADJUSTMENTS, MAX_RATING, MIN_RATING, check_rating_examples, nearest_index
+from cinephile.ratings.data import MAX_RATING, MIN_RATING
+from cinephile.ratings.instructions import ADJUSTMENTS, check_rating_examples, nearest_index
 
 logger = logging.getLogger(__name__)
+
+RATING_SYSTEM = "You predict movie ratings. Reply only with 'Rating: x.x'."
+RESIDUAL_SYSTEM = ("You adjust a recommender's movie rating prediction for this user. "
+                   "Reply only with 'Adjustment: +x.x'.")
 
 CANDIDATES = [k / 2 for k in range(1, 11)]  # 0.5, 1.0, ..., 5.0
 _NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
@@ -81,7 +86,7 @@ class Answers:
         """Adjustment answers need one anchor per prompt; a ValueError that says how to pass them otherwise."""
         if self.residual and (anchors is None or len(anchors) != n):
             raise ValueError("adjustment answers need one anchor (the recommender's prediction) per prompt; pass "
-                             "anchors=[e['anchor'] for e in examples] (examples from movielens.as_residual)")
+                             "anchors=[e['anchor'] for e in examples] (examples from instructions.as_residual)")
 
     def ratings(self, values, anchors=None) -> np.ndarray:
         """Ratings from answer values: themselves, or ``anchors`` + values clipped to [0.5, 5]."""
@@ -201,7 +206,7 @@ class RatingLoss:
         self.lengths = torch.tensor([len(self.common) + len(s) for s in self.suffixes], dtype=torch.float)
 
     def check_examples(self, examples: list[dict]) -> list[dict]:
-        """Refuse examples this loss cannot train on (``movielens.check_rating_examples``), naming index and field."""
+        """Refuse examples this loss cannot train on (``instructions.check_rating_examples``), naming index and field."""
         return check_rating_examples(examples, anchor=self.residual)
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -209,7 +214,7 @@ class RatingLoss:
             raise ValueError("RatingLoss needs examples with a 'rating' (MovieLens examples from build_examples)")
         if self.residual and "anchor" not in batch:
             raise ValueError("RatingLoss with adjustment answers needs examples with an 'anchor' "
-                             "(MovieLens examples from movielens.as_residual)")
+                             "(MovieLens examples from instructions.as_residual)")
         for key in ("rating", "anchor") if self.residual else ("rating",):
             if not (finite := torch.isfinite(batch[key])).all():
                 rows = (~finite).nonzero().flatten().tolist()

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cinephile.retrieval import (answer_in_text, lexical_scores, plot_precision_recall, precision_recall_at_k,
-                                 recall_at_k, retrieve, sentence_transformer_embedder, split_train_val, top_k_context,
-                                 with_gold_context, fuse_scores, choose_lexical_weight, recall_by_retriever)
+from cinephile.embedding import sentence_transformer_embedder
+from cinephile.trivia.matching import answer_in_text
+from cinephile.trivia.retrieval import choose_lexical_weight, fuse_scores, lexical_scores, plot_precision_recall, precision_recall_at_k, recall_at_k, recall_by_retriever, retrieve, top_k_context, with_gold_context
+from cinephile.trivia.splits import split_train_val
 from tests.helpers import CHUNKS, HashEmbedder, records
 
 @pytest.fixture
@@ -237,7 +238,7 @@ def test_retrieve_with_lexical_weight_1_equals_bm25(embed):
 
 
 def test_retrieve_and_split_follows_given_validation_ids(tmp_path, embed):
-    from cinephile.retrieval import retrieve_and_split
+    from cinephile.trivia.retrieval import retrieve_and_split
 
     train, val, recall = retrieve_and_split(records(), embed, val_ids={"b"}, lexical_weight=0.5, out_dir=tmp_path)
     assert [r["id"] for r in train] == ["a"] and [r["id"] for r in val] == ["b"]
@@ -257,7 +258,7 @@ def comparison():
 
 
 def test_evidence_recall_needs_every_string():
-    from cinephile.retrieval import covers, evidence_groups
+    from cinephile.trivia.matching import covers, evidence_groups
 
     rec = comparison()
     assert evidence_groups(rec) == [["1975"], ["1979"]]
@@ -277,7 +278,8 @@ def test_gold_context_joins_one_chunk_per_evidence_string_in_document_order():
 
 
 def test_raft_context_with_and_without_the_evidence():
-    from cinephile.retrieval import covers, raft_context
+    from cinephile.trivia.matching import covers
+    from cinephile.trivia.reader import raft_context
 
     rec = comparison()
     with_gold = raft_context(rec, 2, with_gold=True)
@@ -294,7 +296,8 @@ def test_raft_context_with_and_without_the_evidence():
 
 
 def test_raft_records_share_is_seeded_and_bounded():
-    from cinephile.retrieval import covers, raft_records
+    from cinephile.trivia.matching import covers
+    from cinephile.trivia.reader import raft_records
 
     recs = [{**comparison(), "id": f"c{i}"} for i in range(400)]
     assert all(covers(r, r["train_context"]) for r in raft_records(recs, 2, p_gold=1.0))
@@ -316,7 +319,7 @@ def test_recall_by_retriever_counts_every_record(embed):
 
 
 def test_bm25_words_drop_stop_words():
-    from cinephile.retrieval import bm25_words
+    from cinephile.trivia.retrieval import bm25_words
     assert bm25_words("Who directed the film Jaws, in 1975?") == ["directed", "film", "jaws", "1975"]
     assert bm25_words("Who is it?") == []  # BM25 then scores every chunk 0 and the dense ranking decides
     assert lexical_scores("Who is it?", ["a b", "c d"]).tolist() == [0.0, 0.0]
@@ -345,7 +348,7 @@ def without(recs, index, *keys):
 
 @pytest.mark.parametrize("call, message", [
     (lambda e: retrieve(without(records(), 1, "question"), e),
-     r"retrieve: record 1 \(id 'b'\) is missing 'question'; load them with trivia.load_qa_csv\(\)"),
+     r"retrieve: record 1 \(id 'b'\) is missing 'question'; load them with data.load_qa_csv\(\)"),
     (lambda e: retrieve(without(records(), 0, "id"), e), r"retrieve: record 0 is missing 'id'"),
     (lambda e: with_gold_context(without(retrieve(records(), e), 1, "chunk_scores")),
      r"with_gold_context: record 1 \(id 'b'\) is missing 'chunk_scores'; pass the output of retrieve\(\)"),

@@ -1,11 +1,8 @@
-"""The trivia reader's training data and its ablation on the film-disjoint validation split.
+"""The trivia pipeline's multi-reader runs: the ablation on the film-disjoint validation split.
 
-``reader_examples`` turns retrieved training records into prompts the way the reader will see
-them at test time (RAFT: k retrieved chunks, some without the evidence). ``context_table``
-measures how much context the reader needs (chunk size x k) on training questions; ``ablation``
-trains one adapter per step (each step changes one thing against the last) and scores it on the
-validation split only. The notebook's opt-in cell calls ``ablation``; its table is committed under
-``results/``.
+``ablation`` trains one adapter per step (each step changes one thing against the last) and scores
+it on the validation split only. The notebook's opt-in cell and ``benchmarks/trivia_ablation.py``
+call it; its table is committed under ``results/``.
 
 Reference:
     Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG".
@@ -21,54 +18,16 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from cinephile import chunking, models, retrieval
+from lora import inject_lora
+
+from cinephile import models
 from cinephile.generate import generate_answers
-from cinephile.metrics import scores_by_kind
-from cinephile.prompts import trivia_examples
 from cinephile.train import TrainConfig, train
+from cinephile.trivia import chunking, retrieval
+from cinephile.trivia.evaluate import scores_by_kind
+from cinephile.trivia.reader import reader_examples, trivia_examples
 
 logger = logging.getLogger(__name__)
-
-
-def reader_examples(records: Sequence[dict], tokenizer, style: str, *, k: int, p_gold: float | None = 0.8,
-                    seed: int = 0) -> list[dict]:
-    """Training prompts: RAFT contexts (``retrieval.raft_records``), or the retrieved context when ``p_gold`` is None."""
-    if p_gold is None:
-        return trivia_examples(list(records), tokenizer, style)
-    return trivia_examples(retrieval.raft_records(records, k, p_gold=p_gold, seed=seed), tokenizer, style,
-                           "train_context")
-
-
-def context_table(records: Sequence[dict], tokenizer, embed_fn, *, sizes: Sequence[int] = (128, 192, 256),
-                  ks: Sequence[int] = (1, 2, 3), lexical_weight: float = 0.0) -> pd.DataFrame:
-    """Recall of the fed context (``covers``) and its mean length in tokens, per chunk size and k.
-
-    Pass *training* questions only: the table chooses how much context the reader gets. Each size
-    is chunked and ranked once; the context for each k is the top-k prefix of that ranking.
-    """
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive chunk counts, got {list(ks)}")
-    rows = []
-    for size in sizes:
-        ranked = retrieval.retrieve(chunking.chunk_records(records, tokenizer, size), embed_fn, k=max(ks),
-                                    lexical_weight=lexical_weight)
-        for k in ks:
-            contexts = [retrieval.top_k_context(r, k) for r in ranked]
-            lengths = [len(t) for t in tokenizer(contexts, add_special_tokens=False)["input_ids"]]
-            rows.append({"chunk_tokens": size, "k": k,
-                         "context_recall": sum(map(retrieval.covers, ranked, contexts)) / len(ranked),
-                         "context_tokens": sum(lengths) / len(lengths)})
-    return pd.DataFrame(rows)
-
-
-def choose_context(table: pd.DataFrame, *, tolerance: float = 0.02, max_tokens: int = 700) -> dict:
-    """The shortest context (mean tokens) whose recall is within ``tolerance`` of the best under ``max_tokens``."""
-    fits = table[table["context_tokens"] <= max_tokens]
-    if fits.empty:
-        raise ValueError(f"no chunk size / k keeps the context under {max_tokens} tokens; raise max_tokens")
-    good = fits[fits["context_recall"] >= fits["context_recall"].max() - tolerance]
-    best = good.sort_values(["context_tokens", "chunk_tokens"]).iloc[0]
-    return {"chunk_tokens": int(best["chunk_tokens"]), "k": int(best["k"])}
 
 
 def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dict], embed_fn,
@@ -79,7 +38,7 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
     Args:
         train_sets: training records (single-hop and comparison, with ``context``, not yet chunked)
             by the number of film pairs their comparison questions cover
-            (``films.film_split_with_comparisons(train_pairs=...)``).
+            (``splits.film_split_with_comparisons(train_pairs=...)``).
         val_records: validation records, the same for every step.
         embed_fn: the retriever's ``EmbedFn``.
         steps: dicts with ``name``, ``chunk_tokens``, ``k``, ``lexical_weight``, ``comparisons``
@@ -92,13 +51,11 @@ def ablation(train_sets: Mapping[int, Sequence[dict]], val_records: Sequence[dic
         One row per step: its settings, n_train, train minutes, validation EM / F1 overall and per
         kind (single-hop, comparison), and the recall of the fed validation context.
     """
-    from lora import inject_lora
-
     _check_steps(steps)
     missing = sorted({step["train_pairs"] for step in steps} - set(train_sets))
     if missing:
         raise ValueError(f"steps train on {missing} comparison pairs but train_sets has {sorted(train_sets)}; "
-                         "build those training sets with films.film_split_with_comparisons(train_pairs=...)")
+                         "build those training sets with splits.film_split_with_comparisons(train_pairs=...)")
     rows = []
     for step in steps:
         t0 = time.time()

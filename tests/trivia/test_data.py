@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cinephile.trivia import QA_COLUMNS, build_triviaqa_csv, is_movie_question, load_qa_csv
+from cinephile.trivia.data import build_triviaqa_csv, is_movie_question, load_qa_csv, QA_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cinephile.sweeps import pick_per_user, reference_rows, train_and_validate
+from cinephile.ratings.sweeps import pick_per_user, reference_rows, train_and_validate
 
 
 def test_pick_per_user_keeps_each_users_latest_instructions():

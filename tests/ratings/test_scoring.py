@@ -6,8 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from cinephile.rating_llm import (ADJUSTMENT_ANSWERS, CANDIDATES, RATING_ANSWERS, Answers, greedy_ratings,
-                                  parse_adjustment, parse_rating, score_ratings)
+from cinephile.ratings.scoring import ADJUSTMENT_ANSWERS, Answers, CANDIDATES, greedy_ratings, parse_adjustment, parse_rating, RATING_ANSWERS, score_ratings
 
 PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
            "Target movie: The Matrix (1999)\nAnswer with 'Rating: x.x'.", "Target movie: Toy Story (1995)"]
@@ -104,7 +103,7 @@ def test_score_ratings_is_one_forward_pass_and_restores_train_mode(model, tokeni
 
 def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
     from cinephile.batching import left_pad
-    from cinephile.rating_llm import _score_batch
+    from cinephile.ratings.scoring import _score_batch
     prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
     common, suffixes = [66, 674], [[5], [6, 7], [6, 8], [9, 10, 11], [9, 10, 12]]
     batch, mask = left_pad([p + common for p in prompts], 0, "cpu")
@@ -197,16 +196,17 @@ def test_greedy_counts_parse_failures_instead_of_filling_them(model, tokenizer, 
 def test_rating_loss_matches_score_ratings_and_trains_the_expected_value(model, tokenizer):
     import copy
 
-    from cinephile.train import TrainConfig, evaluate_loss, tokenize_example, train
+    from cinephile.batching import tokenize_example
+    from cinephile.train import evaluate_loss, train, TrainConfig
     from lora import LoRAConfig, inject_lora
-    from cinephile.rating_llm import RatingLoss
+    from cinephile.ratings.scoring import RatingLoss
 
     tuned = copy.deepcopy(model)
     inject_lora(tuned, LoRAConfig.llama(r=4, alpha=8))
     examples = [{"prompt": p, "response": f"Rating: {r:.1f}", "rating": r} for p, r in zip(PROMPTS, [4.5, 1.0, 3.0])]
     loss_fn = RatingLoss(tokenizer, lam=0.0)
     items = [{**tokenize_example(tokenizer, e["prompt"], e["response"], 128), "rating": e["rating"]} for e in examples]
-    from cinephile.train import collate
+    from cinephile.batching import collate
     batch = collate(items, tokenizer.pad_token_id)
     loss, n = loss_fn(tuned, batch)
     expected = score_ratings(tuned, tokenizer, PROMPTS, progress=False)["expected"]
@@ -224,8 +224,8 @@ def test_rating_loss_matches_score_ratings_and_trains_the_expected_value(model, 
 def test_rating_loss_on_adjustments_trains_anchor_plus_expected_adjustment(model, tokenizer):
     import copy
 
-    from cinephile.rating_llm import RatingLoss
-    from cinephile.train import collate, tokenize_example
+    from cinephile.ratings.scoring import RatingLoss
+    from cinephile.batching import collate, tokenize_example
     from lora import LoRAConfig, inject_lora
 
     tuned = copy.deepcopy(model)
@@ -268,7 +268,7 @@ GOOD = {"prompt": "Target movie: Heat (1995)", "response": "Rating: 4.0", "ratin
     ({"anchor": float("inf")}, ADJUSTMENT_ANSWERS, ValueError, r"example 1: anchor inf is not a rating"),
 ])
 def test_rating_loss_checks_examples_naming_index_and_field(tokenizer, bad, answers, error, message):
-    from cinephile.rating_llm import RatingLoss
+    from cinephile.ratings.scoring import RatingLoss
 
     examples = [{**GOOD, "anchor": 3.5}, {**GOOD, **bad}]
     loss_fn = RatingLoss(tokenizer, answers=answers)
@@ -280,7 +280,7 @@ def test_rating_loss_checks_examples_naming_index_and_field(tokenizer, bad, answ
 
 
 def test_rating_loss_refuses_a_batch_with_a_nan_rating(tokenizer):
-    from cinephile.rating_llm import RatingLoss
+    from cinephile.ratings.scoring import RatingLoss
 
     batch = {"input_ids": torch.ones(3, 4, dtype=torch.long), "labels": torch.full((3, 4), -100),
              "rating": torch.tensor([4.0, float("nan"), 3.0])}
@@ -289,8 +289,8 @@ def test_rating_loss_refuses_a_batch_with_a_nan_rating(tokenizer):
 
 
 def test_train_checks_rating_examples_before_the_model_changes(tokenizer):
-    from cinephile.rating_llm import RatingLoss
-    from cinephile.train import TrainConfig, train
+    from cinephile.ratings.scoring import RatingLoss
+    from cinephile.train import train, TrainConfig
     from lora import LoRAConfig, inject_lora
 
     torch.manual_seed(0)

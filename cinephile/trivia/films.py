@@ -14,9 +14,9 @@ import random
 import re
 from collections.abc import Sequence
 
-from cinephile.chunking import require_keys
+from cinephile.io import require_keys
 
-_FROM_QA = "load the records with trivia.load_qa_csv() (the sample's contexts, not chunked yet)"
+_FROM_QA = "load the records with data.load_qa_csv() (the sample's contexts, not chunked yet)"
 BLOCK_START = re.compile(r"^(?P<title>[^\n]+?)(?:, whose [^\n]*?,)? is an? (?P<year>\d{4}) ")
 
 
@@ -63,18 +63,6 @@ def film_of(record: dict, blocks: dict[str, list[str]]) -> str:
     return holding[0]
 
 
-def split_films(films: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
-    """A seeded random ``val_fraction`` of the films for validation (at least one), the rest for training."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    ordered = sorted(set(films))
-    if len(ordered) < 2:
-        raise ValueError(f"a film-disjoint split needs at least 2 films, got {len(ordered)}")
-    random.Random(seed).shuffle(ordered)
-    n_val = max(1, round(val_fraction * len(ordered)))
-    return set(ordered[n_val:]), set(ordered[:n_val])
-
-
 def rebuild_context(record: dict, blocks: dict[str, list[str]], pool: Sequence[str], *, seed: int = 0) -> str:
     """The record's own film block plus as many distractor blocks as its context had, drawn from ``pool``."""
     own = record["film"]
@@ -84,35 +72,6 @@ def rebuild_context(record: dict, blocks: dict[str, list[str]], pool: Sequence[s
     chosen = rng.sample(candidates, min(max(n_other, 0), len(candidates))) + [own]
     rng.shuffle(chosen)
     return "\n\n".join(p for film in chosen for p in blocks[film])
-
-
-def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
-                        seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Split by film and rebuild each context from blocks of its own side only.
-
-    Records get a ``film`` (kept when present, else ``film_of``) and a rebuilt ``context``.
-
-    Returns:
-        (train records, validation records).
-    """
-    require_keys(records, ("id", "question", "context", ("answer_aliases", "answer")), what="film_disjoint_split",
-                 fix=_FROM_QA)
-    blocks = film_blocks(records)
-    with_film = [{**r, "film": r.get("film") or film_of(r, blocks)} for r in records]
-    unknown = sorted({r["film"] for r in with_film} - set(blocks))
-    if unknown:
-        raise ValueError(f"films {unknown[:3]} have no passage block in any context; fix the 'film' column")
-    train_films, val_films = split_films([r["film"] for r in with_film], val_fraction=val_fraction, seed=seed)
-    # distractors: films of the same side, including films that only ever appear as distractors
-    spare = sorted(set(blocks) - train_films - val_films)
-    train_pool = train_films | set(spare[len(spare) // 5:])
-    val_pool = val_films | set(spare[:len(spare) // 5])
-    out = ([], [])
-    for r in with_film:
-        side = r["film"] in val_films
-        out[side].append({**r, "context": rebuild_context(r, blocks, sorted(val_pool if side else train_pool),
-                                                          seed=seed)})
-    return out
 
 
 def read_facts(path) -> dict[str, dict]:
@@ -207,28 +166,6 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
                             "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b],
                             "kind": "comparison", "context": "\n\n".join(p for f in chosen for p in blocks[f])})
     return records
-
-
-def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict], *, val_fraction: float = 0.2,
-                                seed: int = 0, train_pairs: int = 36, val_pairs: int = 8,
-                                distractors: int = 1) -> tuple[list[dict], list[dict]]:
-    """``film_disjoint_split`` plus ``comparison_records`` on each side (pairs never cross the split).
-
-    Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
-    same side's films, so no validation-film paragraph reaches training.
-
-    Returns:
-        (train records, validation records), single-hop first.
-    """
-    train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed)
-    blocks = film_blocks(records)
-    out = []
-    for side, n_pairs, prefix in ((train, train_pairs, "cmp-train-"), (val, val_pairs, "cmp-val-")):
-        films = sorted({r["film"] for r in side})
-        extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=prefix, distractors=distractors,
-                                   seed=seed) if n_pairs else []
-        out.append([{**r, "kind": "single"} for r in side] + extra)
-    return out[0], out[1]
 
 
 def title_of(text: str, blocks: dict[str, list[str]]) -> str | None:

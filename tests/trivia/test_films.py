@@ -2,8 +2,9 @@
 
 import pytest
 
-from cinephile.films import BLOCK_START, film_blocks, film_disjoint_split, film_of, paragraphs, split_films
-from cinephile.trivia import load_qa_csv
+from cinephile.trivia.films import BLOCK_START, film_blocks, film_of, paragraphs
+from cinephile.trivia.splits import film_disjoint_split, split_films
+from cinephile.trivia.data import load_qa_csv
 from tests.conftest import ROOT
 
 
@@ -57,7 +58,7 @@ def test_split_and_block_errors():
 
 
 def test_film_facts_are_stated_by_the_passages(sample):
-    from cinephile.films import read_facts
+    from cinephile.trivia.films import read_facts
 
     blocks = film_blocks(sample)
     facts = read_facts(ROOT / "Data" / "film_facts.csv")
@@ -69,7 +70,7 @@ def test_film_facts_are_stated_by_the_passages(sample):
 
 
 def test_comparison_questions_stay_on_one_side_and_are_right(sample):
-    from cinephile.films import comparison_records, read_facts
+    from cinephile.trivia.films import comparison_records, read_facts
 
     blocks, facts = film_blocks(sample), read_facts(ROOT / "Data" / "film_facts.csv")
     train, val = film_disjoint_split(sample, seed=0)
@@ -92,8 +93,9 @@ def test_comparison_questions_stay_on_one_side_and_are_right(sample):
 
 
 def test_comparison_contexts_state_their_evidence_and_the_split_keeps_pairs_on_one_side(sample):
-    from cinephile.films import film_split_with_comparisons, read_facts
-    from cinephile.retrieval import covers
+    from cinephile.trivia.films import read_facts
+    from cinephile.trivia.splits import film_split_with_comparisons
+    from cinephile.trivia.matching import covers
 
     facts = read_facts(ROOT / "Data" / "film_facts.csv")
     train, val = film_split_with_comparisons(sample, facts, train_pairs=36, val_pairs=8, seed=0)
@@ -114,7 +116,7 @@ def test_comparison_contexts_state_their_evidence_and_the_split_keeps_pairs_on_o
 
 
 def test_title_of_names_the_film_a_chunk_comes_from(sample):
-    from cinephile.films import title_of
+    from cinephile.trivia.films import title_of
 
     blocks = film_blocks(sample)
     assert title_of(blocks["Die Hard"][2][:150], blocks) == "Die Hard"
@@ -122,7 +124,7 @@ def test_title_of_names_the_film_a_chunk_comes_from(sample):
 
 
 def test_read_facts_refuses_a_film_listed_twice(tmp_path):
-    from cinephile.films import read_facts
+    from cinephile.trivia.films import read_facts
 
     path = tmp_path / "facts.csv"
     path.write_text("film,year,director\nJaws,1975,Steven Spielberg\nAlien,1979,Ridley Scott\n"
@@ -134,12 +136,12 @@ def test_read_facts_refuses_a_film_listed_twice(tmp_path):
 
 @pytest.mark.parametrize("key, message", [
     ("context", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'context'; load the records with "
-                r"trivia.load_qa_csv\(\)"),
+                r"data.load_qa_csv\(\)"),
     ("question", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'question'"),
     ("id", r"film_disjoint_split: record 1 is missing 'id'"),
 ])
 def test_film_split_names_a_record_without_a_required_key(sample, key, message):
-    from cinephile.films import film_split_with_comparisons
+    from cinephile.trivia.splits import film_split_with_comparisons
 
     recs = [dict(r) for r in sample[:10]]
     del recs[1][key]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cinephile.index import CorpusIndex
+from cinephile.trivia.index import CorpusIndex
 from tests.helpers import CHUNKS, HashEmbedder, records
 
 
@@ -135,7 +135,7 @@ def test_faiss_errors_name_the_fix():
 # ---------------------------------------------------------------- hybrid (BM25 + dense)
 
 def test_hybrid_weight_zero_and_one_equal_each_retriever(embed):
-    from cinephile.retrieval import lexical_scores
+    from cinephile.trivia.retrieval import lexical_scores
 
     index = CorpusIndex.build(records(), embed)
     question = "Which island do the swimmers visit?"
@@ -165,7 +165,7 @@ def test_hybrid_index_saves_its_weight_and_checks_its_bm25_part(tmp_path, embed)
 
 
 def test_cached_embedder_encodes_each_text_once_and_keeps_order():
-    from cinephile.index import cached_embedder
+    from cinephile.embedding import cached_embedder
 
     seen = []
 

@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 
-from cinephile import download as dl
-from cinephile.download import ensure_movielens
-from cinephile.movielens import load_movielens
+from cinephile.ratings import download
+from cinephile.ratings.download import ensure_movielens
+from cinephile.ratings.data import load_movielens
 from tests.helpers import write_folder
 
 
@@ -21,11 +21,11 @@ class FakeResponse(io.BytesIO):
 
 
 def zip_bytes(tmp_path) -> bytes:
-    src = write_folder(tmp_path / "src" / dl.ML_FOLDER)
+    src = write_folder(tmp_path / "src" / download.ML_FOLDER)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for f in sorted(src.iterdir()):
-            zf.write(f, f"{dl.ML_FOLDER}/{f.name}")
+            zf.write(f, f"{download.ML_FOLDER}/{f.name}")
     return buf.getvalue()
 
 
@@ -41,19 +41,19 @@ def serve(monkeypatch, responses: dict):
 
 def test_download_verifies_published_md5_and_keeps_readme(tmp_path, monkeypatch):
     data = zip_bytes(tmp_path)
-    calls = serve(monkeypatch, {dl.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
-                                dl.ML_URL: data})
+    calls = serve(monkeypatch, {download.ML_MD5_URL: f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode(),
+                                download.ML_URL: data})
     dest = tmp_path / "data"
     folder = ensure_movielens(dest)
-    assert folder == dest / dl.ML_FOLDER and calls == [dl.ML_MD5_URL, dl.ML_URL]
+    assert folder == dest / download.ML_FOLDER and calls == [download.ML_MD5_URL, download.ML_URL]
     assert (folder / "README.txt").read_text() == "licence text"
-    assert sorted(p.name for p in dest.iterdir()) == [dl.ML_FOLDER]  # no temp files left
+    assert sorted(p.name for p in dest.iterdir()) == [download.ML_FOLDER]  # no temp files left
     assert len(load_movielens(folder).ratings) == 10
     assert ensure_movielens(dest) == folder and len(calls) == 2  # second call: no network
 
 
 def test_download_checksum_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
-    serve(monkeypatch, {dl.ML_URL: zip_bytes(tmp_path)})
+    serve(monkeypatch, {download.ML_URL: zip_bytes(tmp_path)})
     dest = tmp_path / "data"
     with pytest.raises(RuntimeError, match="Checksum mismatch .* expected 0{32}"):
         ensure_movielens(dest, md5="0" * 32)
@@ -67,13 +67,13 @@ def test_offline_download_names_url_and_destination(tmp_path, monkeypatch):
     dest = tmp_path / "data"
     with pytest.raises(RuntimeError) as err:
         ensure_movielens(dest)
-    assert dl.ML_URL in str(err.value) and str(dest / dl.ML_FOLDER) in str(err.value)
+    assert download.ML_URL in str(err.value) and str(dest / download.ML_FOLDER) in str(err.value)
     assert "Name or service not known" in str(err.value)
     assert list(dest.iterdir()) == []
 
 
 def test_published_md5_without_a_checksum_is_reported(tmp_path, monkeypatch):
-    serve(monkeypatch, {dl.ML_MD5_URL: b"<html>Not Found</html>", dl.ML_URL: b""})
+    serve(monkeypatch, {download.ML_MD5_URL: b"<html>Not Found</html>", download.ML_URL: b""})
     with pytest.raises(RuntimeError, match=r"\.zip\.md5 holds no MD5 checksum; pass md5=\.\.\. to ensure_movielens"):
         ensure_movielens(tmp_path / "data")
     assert list((tmp_path / "data").iterdir()) == []
@@ -81,20 +81,20 @@ def test_published_md5_without_a_checksum_is_reported(tmp_path, monkeypatch):
 
 def test_no_download_when_not_allowed(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
-    with pytest.raises(FileNotFoundError, match=f"No MovieLens files in .*{dl.ML_URL}"):
+    with pytest.raises(FileNotFoundError, match=f"No MovieLens files in .*{download.ML_URL}"):
         ensure_movielens(tmp_path, download=False)
 
 
 def test_incomplete_folder_is_reported_not_overwritten(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
-    write_folder(tmp_path / dl.ML_FOLDER, tags=None)
+    write_folder(tmp_path / download.ML_FOLDER, tags=None)
     with pytest.raises(FileNotFoundError, match=r"exists but is missing tags\.csv; remove the folder"):
         ensure_movielens(tmp_path)
 
 
 def test_a_download_that_is_not_a_zip_is_named_and_leaves_nothing(tmp_path, monkeypatch):
     page = b"<html>Please log in to the network</html>"
-    serve(monkeypatch, {dl.ML_URL: page})
+    serve(monkeypatch, {download.ML_URL: page})
     dest = tmp_path / "data"
     with pytest.raises(RuntimeError, match="is not a zip archive .*captive portal"):
         ensure_movielens(dest, md5=hashlib.md5(page).hexdigest())
@@ -102,9 +102,9 @@ def test_a_download_that_is_not_a_zip_is_named_and_leaves_nothing(tmp_path, monk
 
 
 def test_resolve_movielens_prefers_the_folder_then_alternatives(tmp_path, monkeypatch):
-    shared = write_folder(tmp_path / "shared" / dl.ML_FOLDER)
-    assert dl.resolve_movielens(tmp_path / "missing", alternatives=(tmp_path / "shared",)) == shared
+    shared = write_folder(tmp_path / "shared" / download.ML_FOLDER)
+    assert download.resolve_movielens(tmp_path / "missing", alternatives=(tmp_path / "shared",)) == shared
     own = write_folder(tmp_path / "own")
-    assert dl.resolve_movielens(own, alternatives=(tmp_path / "shared",)) == own
+    assert download.resolve_movielens(own, alternatives=(tmp_path / "shared",)) == own
     with pytest.raises(FileNotFoundError, match="No MovieLens files"):
-        dl.resolve_movielens(tmp_path / "none", download=False)
+        download.resolve_movielens(tmp_path / "none", download=False)

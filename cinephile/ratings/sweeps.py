@@ -13,8 +13,13 @@ import time
 
 import numpy as np
 
-from cinephile import models, movielens, rating_llm, ratings
-from cinephile.prompts import RATING_SYSTEM, RESIDUAL_SYSTEM, chat_examples
+from lora import inject_lora
+
+from cinephile import models
+from cinephile.prompts import chat_examples
+from cinephile.ratings import instructions, scoring
+from cinephile.ratings.evaluate import rating_metrics
+from cinephile.ratings.scoring import RATING_SYSTEM, RESIDUAL_SYSTEM
 from cinephile.train import TrainConfig, token_loss, train
 
 logger = logging.getLogger(__name__)
@@ -37,7 +42,7 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     """Train one adapter with ``settings`` (keys of ``DEFAULTS``) and score it on ``val_raw``.
 
     ``residual_to`` (a recommender in the examples' predictions, e.g. "SVD++") trains the adjustment to
-    its prediction (``movielens.as_residual``) instead of the rating.
+    its prediction (``instructions.as_residual``) instead of the rating.
 
     Returns:
         The settings plus n_train, train_s, val_rmse, val_mae and val_n (expected-value ratings).
@@ -46,15 +51,14 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; choose from {sorted(DEFAULTS)}")
     s = {**DEFAULTS, **settings}
-    from lora import inject_lora
 
-    answers, system = rating_llm.RATING_ANSWERS, RATING_SYSTEM
+    answers, system = scoring.RATING_ANSWERS, RATING_SYSTEM
     for raw in (train_raw, val_raw):  # before any work
-        movielens.check_rating_examples(raw)
+        instructions.check_rating_examples(raw)
     picked = pick_per_user(train_raw, s["per_user"])
     if s["residual_to"]:
-        picked, val_raw = (movielens.as_residual(x, s["residual_to"]) for x in (picked, val_raw))
-        answers, system = rating_llm.ADJUSTMENT_ANSWERS, RESIDUAL_SYSTEM
+        picked, val_raw = (instructions.as_residual(x, s["residual_to"]) for x in (picked, val_raw))
+        answers, system = scoring.ADJUSTMENT_ANSWERS, RESIDUAL_SYSTEM
     model, tokenizer = models.load_base_model(s["model_name"])
     inject_lora(model, models.lora_preset(s["model_name"], r=int(s["r"]), alpha=s["alpha"], dropout=s["dropout"],
                                           layers=s["layers"]))
@@ -62,13 +66,13 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     val_ex = chat_examples(val_raw, tokenizer, system)
     cfg = TrainConfig(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
                       max_len=int(s["max_len"]))
-    loss_fn = rating_llm.RatingLoss(tokenizer, lam=s["rating_lambda"], answers=answers) if s["loss"] == "rating" else token_loss
+    loss_fn = scoring.RatingLoss(tokenizer, lam=s["rating_lambda"], answers=answers) if s["loss"] == "rating" else token_loss
     t0 = time.time()
     train(model, tokenizer, train_ex, val_ex[:n_val_loss], cfg, loss_fn=loss_fn)
     train_s = time.time() - t0
-    scored = rating_llm.score_ratings(model, tokenizer, [e["prompt"] for e in val_ex], batch_size=8, answers=answers,
+    scored = scoring.score_ratings(model, tokenizer, [e["prompt"] for e in val_ex], batch_size=8, answers=answers,
                                       anchors=[e.get("anchor") for e in val_raw] if answers.residual else None)
-    metrics = ratings.rating_metrics(np.array([e["rating"] for e in val_raw]), scored["expected"])
+    metrics = rating_metrics(np.array([e["rating"] for e in val_raw]), scored["expected"])
     return {**s, "layers": None if s["layers"] is None else list(s["layers"]), "n_train": len(train_ex),
             "train_s": round(train_s, 1), "val_rmse": metrics["rmse"], "val_mae": metrics["mae"],
             "val_n": len(val_raw)}
@@ -87,5 +91,5 @@ def reference_rows(val_raw: list[dict], names: tuple[str, ...]) -> list[dict]:
     """Validation RMSE of the recommenders whose predictions the prompts carry (same validation pairs)."""
     y = np.array([e["rating"] for e in val_raw])
     return [{"variant": f"{name} (recommender)", "val_n": len(val_raw),
-             "val_rmse": ratings.rating_metrics(y, np.array([e["predictions"][name] for e in val_raw]))["rmse"]}
+             "val_rmse": rating_metrics(y, np.array([e["predictions"][name] for e in val_raw]))["rmse"]}
             for name in names]

@@ -1,0 +1,156 @@
+"""The trivia reader's prompts and training data, and the choice of its context and prompt style.
+
+``trivia_examples`` formats a question with its context the way the reader sees it;
+``reader_examples`` turns retrieved training records into prompts the way the reader will see
+them at test time (RAFT: k retrieved chunks, some without the evidence). ``context_table``
+measures how much context the reader needs (chunk size x k) on training questions;
+``choose_prompt_style`` measures which prompt format the base model reads best.
+
+Reference:
+    Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cinephile.batching import pad_id_of, tokenize_example
+from cinephile.prompts import CHAT, PLAIN, format_prompt, format_response
+from cinephile.train import evaluate_loss, fit_max_len
+from cinephile.trivia import chunking, retrieval
+from cinephile.trivia.matching import covers, relevant
+from cinephile.trivia.retrieval import gold_chunks, score_order, window_text
+
+logger = logging.getLogger(__name__)
+
+
+def reader_examples(records: Sequence[dict], tokenizer, style: str, *, k: int, p_gold: float | None = 0.8,
+                    seed: int = 0) -> list[dict]:
+    """Training prompts: RAFT contexts (``raft_records``), or the retrieved context when ``p_gold`` is None."""
+    if p_gold is None:
+        return trivia_examples(list(records), tokenizer, style)
+    return trivia_examples(raft_records(records, k, p_gold=p_gold, seed=seed), tokenizer, style,
+                           "train_context")
+
+
+def context_table(records: Sequence[dict], tokenizer, embed_fn, *, sizes: Sequence[int] = (128, 192, 256),
+                  ks: Sequence[int] = (1, 2, 3), lexical_weight: float = 0.0) -> pd.DataFrame:
+    """Recall of the fed context (``covers``) and its mean length in tokens, per chunk size and k.
+
+    Pass *training* questions only: the table chooses how much context the reader gets. Each size
+    is chunked and ranked once; the context for each k is the top-k prefix of that ranking.
+    """
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive chunk counts, got {list(ks)}")
+    rows = []
+    for size in sizes:
+        ranked = retrieval.retrieve(chunking.chunk_records(records, tokenizer, size), embed_fn, k=max(ks),
+                                    lexical_weight=lexical_weight)
+        for k in ks:
+            contexts = [retrieval.top_k_context(r, k) for r in ranked]
+            lengths = [len(t) for t in tokenizer(contexts, add_special_tokens=False)["input_ids"]]
+            rows.append({"chunk_tokens": size, "k": k,
+                         "context_recall": sum(map(covers, ranked, contexts)) / len(ranked),
+                         "context_tokens": sum(lengths) / len(lengths)})
+    return pd.DataFrame(rows)
+
+
+def choose_context(table: pd.DataFrame, *, tolerance: float = 0.02, max_tokens: int = 700) -> dict:
+    """The shortest context (mean tokens) whose recall is within ``tolerance`` of the best under ``max_tokens``."""
+    fits = table[table["context_tokens"] <= max_tokens]
+    if fits.empty:
+        raise ValueError(f"no chunk size / k keeps the context under {max_tokens} tokens; raise max_tokens")
+    good = fits[fits["context_recall"] >= fits["context_recall"].max() - tolerance]
+    best = good.sort_values(["context_tokens", "chunk_tokens"]).iloc[0]
+    return {"chunk_tokens": int(best["chunk_tokens"]), "k": int(best["k"])}
+
+
+TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
+
+
+TRIVIA_SYSTEM = "You answer movie trivia questions with a short phrase."
+
+
+def trivia_user_text(question: str, context: str | None) -> str:
+    """The user's turn: instruction, optional context, question."""
+    if context:
+        return f"{TRIVIA_INSTRUCTION}\n\nContext: {context.strip()}\n\nQuestion: {question.strip()}"
+    return f"{TRIVIA_INSTRUCTION}\n\nQuestion: {question.strip()}"
+
+
+def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | None = "retrieved_context") -> dict:
+    """``{"id", "prompt", "response"}`` for a QA record; ``context_key=None`` gives closed-book."""
+    context = record.get(context_key) if context_key else None
+    prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style,
+                           system=TRIVIA_SYSTEM if style == CHAT else None)
+    return {"id": record["id"], "prompt": prompt, "response": format_response(record["answer"], style=style)}
+
+
+def trivia_examples(records: list[dict], tokenizer, style: str,
+                    context_key: str | None = "retrieved_context") -> list[dict]:
+    """``trivia_example`` for every record (training or evaluation prompts)."""
+    return [trivia_example(r, tokenizer, style=style, context_key=context_key) for r in records]
+
+
+def raft_context(record: dict, k: int, *, with_gold: bool) -> str:
+    """A training context in the manner of RAFT (Zhang et al. 2024): k chunks, with or without the evidence.
+
+    ``with_gold=True``: the k best-scoring chunks, where chunks that hold a missing evidence group
+    replace the lowest-scored ones, so the context covers the question among retrieved distractors.
+    ``with_gold=False``: the k best-scoring chunks that satisfy no evidence group (distractors only),
+    which teaches the reader that a context need not hold the answer.
+    Chunks are joined in document order, as ``retrieve`` does.
+    """
+    if k < 1:
+        raise ValueError(f"need k >= 1, got {k}")
+    order = score_order(record)
+    if not with_gold:
+        plain = [i for i in order if not relevant(record, record["chunks"][i])]
+        return window_text(record["chunks"], (plain or order)[:k], 0)
+    picked, gold = order[:k], gold_chunks(record)
+    for g in gold:
+        if g not in picked:
+            spare = [i for i in reversed(picked) if i not in gold]
+            if not spare:
+                break
+            picked[picked.index(spare[0])] = g
+    return window_text(record["chunks"], picked, 0)
+
+
+def raft_records(records: Sequence[dict], k: int, *, p_gold: float = 0.8, seed: int = 0) -> list[dict]:
+    """Training records whose ``train_context`` is ``raft_context`` with the evidence for a ``p_gold`` share.
+
+    The draw is seeded per record id, so the same records always get the same contexts.
+    """
+    if not 0.0 <= p_gold <= 1.0:
+        raise ValueError(f"p_gold must be in [0, 1], got {p_gold}")
+    out = []
+    for r in records:
+        u = int(hashlib.md5(f"raft:{seed}:{r['id']}".encode()).hexdigest()[:8], 16) / 2**32
+        out.append({**r, "train_context": raft_context(r, k, with_gold=u < p_gold)})
+    return out
+
+
+def choose_prompt_style(model, tokenizer, records: list[dict], max_len: int = 1024) -> tuple[str, pd.DataFrame]:
+    """Measure the base model's loss on the answers under each prompt format; the lowest wins.
+
+    The chat template is tried only when the tokenizer has one (instruct models).
+
+    Returns:
+        ``(style, table)``: the chosen style and a DataFrame of style, answer_loss.
+    """
+    if not records:
+        raise ValueError("choose_prompt_style needs at least one record")
+    styles = [PLAIN] + ([CHAT] if getattr(tokenizer, "chat_template", None) else [])
+    max_len = fit_max_len(model, max_len)
+    rows = []
+    for style in styles:
+        items = [tokenize_example(tokenizer, e["prompt"], e["response"], max_len)
+                 for e in trivia_examples(records, tokenizer, style)]
+        rows.append({"style": style, "answer_loss": evaluate_loss(model, items, pad_id_of(tokenizer))})
+    table = pd.DataFrame(rows).sort_values("answer_loss").reset_index(drop=True)
+    return str(table.loc[0, "style"]), table

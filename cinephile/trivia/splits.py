@@ -1,0 +1,99 @@
+"""Train / validation splits of the trivia questions: by question id, or film-disjoint (no film on both sides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from cinephile.io import require_keys
+from cinephile.trivia.films import comparison_records, film_blocks, film_of, rebuild_context
+
+_FROM_QA = "load the records with data.load_qa_csv() (the sample's contexts, not chunked yet)"
+
+
+def split_train_val(records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Deterministic split by hashed id: stable when records are reordered or added.
+
+    Args:
+        records: records with unique ``id``.
+        val_fraction: expected share of validation records, in (0, 1).
+        seed: changes the split.
+
+    Returns:
+        ``(train, val)`` lists, each in input order.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ids = [str(r["id"]) for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("records have duplicate ids; the split is by id, so ids must be unique")
+    train, val = [], []
+    for r, i in zip(records, ids):
+        u = int(hashlib.md5(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
+        (val if u < val_fraction else train).append(r)
+    return train, val
+
+
+def split_films(films: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
+    """A seeded random ``val_fraction`` of the films for validation (at least one), the rest for training."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ordered = sorted(set(films))
+    if len(ordered) < 2:
+        raise ValueError(f"a film-disjoint split needs at least 2 films, got {len(ordered)}")
+    random.Random(seed).shuffle(ordered)
+    n_val = max(1, round(val_fraction * len(ordered)))
+    return set(ordered[n_val:]), set(ordered[:n_val])
+
+
+def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
+                        seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Split by film and rebuild each context from blocks of its own side only.
+
+    Records get a ``film`` (kept when present, else ``film_of``) and a rebuilt ``context``.
+
+    Returns:
+        (train records, validation records).
+    """
+    require_keys(records, ("id", "question", "context", ("answer_aliases", "answer")), what="film_disjoint_split",
+                 fix=_FROM_QA)
+    blocks = film_blocks(records)
+    with_film = [{**r, "film": r.get("film") or film_of(r, blocks)} for r in records]
+    unknown = sorted({r["film"] for r in with_film} - set(blocks))
+    if unknown:
+        raise ValueError(f"films {unknown[:3]} have no passage block in any context; fix the 'film' column")
+    train_films, val_films = split_films([r["film"] for r in with_film], val_fraction=val_fraction, seed=seed)
+    # distractors: films of the same side, including films that only ever appear as distractors
+    spare = sorted(set(blocks) - train_films - val_films)
+    train_pool = train_films | set(spare[len(spare) // 5:])
+    val_pool = val_films | set(spare[:len(spare) // 5])
+    out = ([], [])
+    for r in with_film:
+        side = r["film"] in val_films
+        out[side].append({**r, "context": rebuild_context(r, blocks, sorted(val_pool if side else train_pool),
+                                                          seed=seed)})
+    return out
+
+
+def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict], *, val_fraction: float = 0.2,
+                                seed: int = 0, train_pairs: int = 36, val_pairs: int = 8,
+                                distractors: int = 1) -> tuple[list[dict], list[dict]]:
+    """``film_disjoint_split`` plus ``comparison_records`` on each side (pairs never cross the split).
+
+    Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
+    same side's films, so no validation-film paragraph reaches training.
+
+    Returns:
+        (train records, validation records), single-hop first.
+    """
+    train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed)
+    blocks = film_blocks(records)
+    out = []
+    for side, n_pairs, prefix in ((train, train_pairs, "cmp-train-"), (val, val_pairs, "cmp-val-")):
+        films = sorted({r["film"] for r in side})
+        extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=prefix, distractors=distractors,
+                                   seed=seed) if n_pairs else []
+        out.append([{**r, "kind": "single"} for r in side] + extra)
+    return out[0], out[1]
