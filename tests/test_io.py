@@ -1,8 +1,6 @@
 """File I/O: JSONL round trips, atomic file and directory writes, permissions, stale temp files."""
 
 import os
-import subprocess
-import sys
 
 import matplotlib
 import pytest
@@ -11,14 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cinephile.io import make_run_dir, read_jsonl, save_figure, save_json, write_jsonl
-from lora.atomic import atomic_dir, atomic_write, clean_stale_tmp  # noqa: E402
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited (a killed writer)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+from lora.atomic import atomic_dir, atomic_write  # noqa: E402
 
 
 def _umask() -> int:
@@ -67,47 +58,6 @@ def test_files_get_the_umask_permissions_not_0600(tmp_path):
         assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(old)
-
-
-def test_stale_temp_files_of_killed_writers_are_cleaned_on_the_next_write(tmp_path):
-    target = tmp_path / "out.json"
-    stale = tmp_path / f".out.json.{_dead_pid()}-dead.tmp"
-    stale.write_text("half written")
-    stale_dir = tmp_path / f".out.json.{_dead_pid()}-dead2.tmp"
-    stale_dir.mkdir()
-    live = tmp_path / f".out.json.{os.getppid()}-live.tmp"  # a running writer's file is kept
-    live.write_text("in progress")
-    other = tmp_path / f".other.json.{_dead_pid()}-x.tmp"  # another target's file is not ours to clean
-    other.write_text("x")
-    save_json(target, {"ok": True})
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.json"])
-    assert clean_stale_tmp(tmp_path / "other.json") == 1
-
-
-def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
-    path = tmp_path / "x.txt"
-    path.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(path) as f:
-            f.write("new")
-            raise RuntimeError("killed")
-    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
-
-
-def test_atomic_dir_replaces_a_directory_as_one_unit(tmp_path):
-    target = tmp_path / "adapter"
-    with atomic_dir(target) as tmp:
-        (tmp / "a").write_text("1")
-        (tmp / "b").write_text("1")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(target) as tmp:
-            (tmp / "a").write_text("2")  # interrupted before b was written
-            raise RuntimeError("killed")
-    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "1", "b": "1"}
-    with atomic_dir(target) as tmp:
-        (tmp / "a").write_text("3")
-    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "3"}
-    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
 
 
 def test_save_json_figure_and_run_dir(tmp_path):

@@ -5,50 +5,10 @@ import math
 import pytest
 import torch
 
-from cinephile.batching import batches, collate, IGNORE, tokenize_example
+from cinephile.batching import collate, tokenize_example
 from cinephile.train import evaluate_loss, train, TrainConfig
 from lora import LoRAConfig, adapter_state_dict, inject_lora
 from tests.helpers import CharTokenizer, tiny_llama
-
-
-def test_tokenize_masks_prompt_and_keeps_one_eos():
-    tok = CharTokenizer()
-    item = tokenize_example(tok, "Q: hi\nA:", " yes", max_len=64)
-    assert len(item["input_ids"]) == len("Q: hi\nA:") + len(" yes") + 1
-    assert item["labels"][: len("Q: hi\nA:")] == [IGNORE] * len("Q: hi\nA:")
-    assert item["labels"][-1] == tok.eos_token_id and item["input_ids"][-1] == tok.eos_token_id
-    assert item["labels"].count(tok.eos_token_id) == 1
-
-
-def test_tokenize_cuts_long_prompt_from_the_left_and_refuses_huge_response():
-    tok = CharTokenizer()
-    item = tokenize_example(tok, "x" * 50 + "QUESTION", " ok", max_len=20)
-    assert len(item["input_ids"]) == 20
-    assert item["input_ids"][:16][-8:] == tok("QUESTION")["input_ids"]
-    with pytest.raises(ValueError, match="does not fit max_len=5; raise max_len"):
-        tokenize_example(tok, "q", " a long answer", max_len=5)
-
-
-def test_collate_pads_right_and_ignores_padding_but_not_eos():
-    tok = CharTokenizer()
-    a = tokenize_example(tok, "ab", " c", 32)
-    b = tokenize_example(tok, "abcdef", " ghi", 32)
-    out = collate([a, b], pad_id=tok.pad_token_id)
-    assert out["input_ids"].shape == (2, len(b["input_ids"]))  # longest in batch, not a fixed size
-    n = len(a["input_ids"])
-    assert out["input_ids"][0, n:].tolist() == [7] * (out["input_ids"].shape[1] - n)
-    assert out["labels"][0, n:].tolist() == [IGNORE] * (out["labels"].shape[1] - n)
-    assert out["attention_mask"][0].tolist() == [1] * n + [0] * (out["attention_mask"].shape[1] - n)
-    assert (out["labels"] == tok.eos_token_id).sum(dim=1).tolist() == [1, 1]
-    assert not (out["labels"] == tok.pad_token_id).any()
-
-
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_batches_cover_every_item_once(shuffle):
-    # item i is (i % 7 + 1) tokens, all equal to 100 + i: each row of a batch names its item
-    items = [{"input_ids": [100 + i] * (i % 7 + 1), "labels": [1] * (i % 7 + 1)} for i in range(23)]
-    seen = [int(row[0]) - 100 for b in batches(items, 4, 0, shuffle=shuffle, seed=1) for row in b["input_ids"]]
-    assert sorted(seen) == list(range(23))  # every item exactly once: a duplicate or a loss fails
 
 
 def test_collate_and_train_name_a_missing_pad_token():

@@ -1,7 +1,7 @@
 """Rating prediction: classic baselines, metrics, the results table and plots.
 
-Reading a rating out of a language model (``score_ratings``, ``greedy_ratings``,
-``parse_rating``) lives in cinephile.scoring.
+Reading a rating out of a language model (``score_ratings``, ``greedy_ratings``) lives in
+cinephile.ratings.scoring, parsing generated answers (``parse_rating``) in cinephile.ratings.evaluate.
 
 References:
     Koren, Bell, Volinsky 2009, "Matrix factorization techniques for recommender systems"

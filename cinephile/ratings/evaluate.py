@@ -1,8 +1,11 @@
-"""Rating prediction metrics: RMSE / MAE / correlations, paired bootstrap intervals, the results table and plots.
+"""Rating prediction metrics: answers parsed from generated text, RMSE / MAE / correlations, paired bootstrap
+intervals, the results table and plots.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,68 @@ from scipy import stats
 
 from cinephile.io import save_figure
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
+from cinephile.ratings.instructions import ADJUSTMENTS
+
+_NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
+# A number-like word: sign, digits and whatever sticks to them ("4.5", "4.5.", "1e1", "4,5", "4.5.1");
+# it is read only when it is a whole number or decimal (a trailing "." or "," ends a sentence).
+_WORD = r"[+-]?\.?\d[\w.,]*"
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
+_RATING = re.compile(r"\brating\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.,+-])" + _WORD)
+_ADJUSTMENT = re.compile(r"\badjustment\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
+_DECIMAL_COMMA = re.compile(r"\d,\d")  # "4,5": 4.5 or a list of 4 and 5? ambiguous
+_MINUS = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-"})  # Unicode minus signs read as "-"
+# Mentions of the scale itself, removed before looking for the rating: "out of 5", "/5", "1 to 5", "0.5-5.0".
+_SCALE = re.compile(r"(?:out of|/)\s*(?:5\.0|10|5)\b|" + _NUM + r"\s*(?:to|-|–)\s*" + _NUM, re.IGNORECASE)
+
+
+def _read_number(word: str) -> float | None:
+    """The value of a number-like word, or None unless it is a plain number ("1e1", "4.5.2" and "4,5" are not)."""
+    word = word.rstrip(".,")
+    return float(word) if _DECIMAL.fullmatch(word) else None
+
+
+def _snap(value: float | None, lo: float, hi: float) -> float | None:
+    """``value`` rounded to the nearest 0.5 (halves up), or None when absent or outside [lo, hi]."""
+    if value is None or not lo <= value <= hi:
+        return None
+    return math.floor(value * 2 + 0.5) / 2
+
+
+def parse_rating(text: str | None) -> float | None:
+    """Read a rating from generated text, snapped to the nearest 0.5; None when unsure.
+
+    "Rating: 3.5" -> 3.5, "rating 4" -> 4.0, "Rating: .5" -> 0.5, "I'd say 4.5/5" -> 4.5,
+    "on a scale of 1 to 5 I'd say 3" -> 3.0. The number after "rating" wins; otherwise the one
+    number left once mentions of the scale ("1 to 5", "out of 5", "/5") are removed. A Unicode
+    minus is a minus sign ("Rating: −1" is -1, off the scale). Ambiguous text ("4,5", several
+    candidate numbers), numbers that do not read whole ("1e1", "4.5.2") and values outside
+    [0.5, 5] give None, never a guess.
+    """
+    text = (text or "").translate(_MINUS)
+    if _DECIMAL_COMMA.search(text):
+        return None
+    match = _RATING.search(text)
+    if match is not None:
+        return _snap(_read_number(match.group(1)), MIN_RATING, MAX_RATING)
+    values = [_read_number(word) for word in _NUMBER.findall(_SCALE.sub(" ", text))]
+    if None in values or len(set(values)) != 1:
+        return None
+    return _snap(values[0], MIN_RATING, MAX_RATING)
+
+
+def parse_adjustment(text: str | None) -> float | None:
+    """Read "Adjustment: +0.5" from generated text, snapped to 0.5; None when absent or outside [-2, +2].
+
+    A Unicode minus is a minus sign ("Adjustment: −0.5" is -0.5); numbers that do not read whole
+    ("1e1", "0.5.1", "0,5") give None.
+    """
+    text = (text or "").translate(_MINUS)
+    match = _ADJUSTMENT.search(text)
+    if match is None or _DECIMAL_COMMA.search(text):
+        return None
+    return _snap(_read_number(match.group(1)), ADJUSTMENTS[0], ADJUSTMENTS[-1])
 
 
 def results_table(y_true, preds: dict[str, np.ndarray], baselines: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Every prompt is built only from what the user had rated before the target, so a 
 from __future__ import annotations
 
 import logging
+import numbers
 from collections import Counter
 
 import numpy as np
@@ -176,6 +177,23 @@ def as_residual(examples: list[dict], to: str = "SVD++") -> list[dict]:
     return out
 
 
+def latest_per_user(user_ids, n: int) -> np.ndarray:
+    """Indices (ascending) of each user's ``n`` (>= 1) last items; items are in time order within each user.
+
+    The one rule for "each user's latest ratings": ``build_examples(pick="latest")`` picks training targets
+    with it, and the validation sweeps pick training instructions with it.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"per_user must be a whole number >= 1 (items kept per user), got {n!r}")
+    seen: Counter = Counter()
+    keep = []
+    for i in range(len(user_ids) - 1, -1, -1):  # newest first
+        if seen[user_ids[i]] < n:
+            seen[user_ids[i]] += 1
+            keep.append(i)
+    return np.array(keep[::-1], dtype=int)
+
+
 def _pick_targets(split: np.ndarray, which: str, max_per_user: int | None, rng: np.random.Generator,
                   pick: str = "random") -> np.ndarray:
     """Positions (in a user's chronological ratings) of the targets to turn into examples."""
@@ -185,7 +203,7 @@ def _pick_targets(split: np.ndarray, which: str, max_per_user: int | None, rng: 
     positions = positions[positions >= MIN_HISTORY]
     if max_per_user is not None and len(positions) > max_per_user:
         if pick == "latest":
-            return positions[len(positions) - max_per_user:]
+            return positions[latest_per_user(np.zeros(len(positions)), max_per_user)]  # one user
         positions = np.sort(rng.choice(positions, size=max_per_user, replace=False))
     return positions
 

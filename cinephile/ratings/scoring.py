@@ -5,7 +5,9 @@ A language model's rating is scored, not sampled: each of the 10 candidate answe
 over the 10 gives a distribution, and its expected value is the prediction. With the residual
 target (``instructions.as_residual``) the answers are "Adjustment: -2.0" ... "Adjustment: +2.0" and the
 prediction is the recommender's rating (the example's ``anchor``) plus the expected adjustment.
-Greedy decoding plus parsing is kept for comparison; its parse failures are counted, never filled in.
+Greedy decoding plus parsing (``evaluate.parse_rating`` / ``parse_adjustment``) is kept for comparison; its
+parse failures are counted, never filled in. ``answer_format(residual_to)`` picks the answers, their system
+prompt and their loss (``RatingLoss``) once for a run.
 
 References:
     Kang et al. 2023, "Do LLMs understand user preferences? Evaluating LLMs on user rating prediction".
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,7 @@ from cinephile.batching import left_pad, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, fit_window, generate_answers
 from cinephile.models import position_window
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
+from cinephile.ratings.evaluate import parse_adjustment, parse_rating
 from cinephile.ratings.instructions import ADJUSTMENTS, check_rating_examples, nearest_index
 
 logger = logging.getLogger(__name__)
@@ -37,43 +38,20 @@ RESIDUAL_SYSTEM = ("You adjust a recommender's movie rating prediction for this 
                    "Reply only with 'Adjustment: +x.x'.")
 
 CANDIDATES = [k / 2 for k in range(1, 11)]  # 0.5, 1.0, ..., 5.0
-_NUM = r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?!\.?\d)"  # 4, 4.5, .5 (never part of 4.5.1)
-# A number-like word: sign, digits and whatever sticks to them ("4.5", "4.5.", "1e1", "4,5", "4.5.1");
-# it is read only when it is a whole number or decimal (a trailing "." or "," ends a sentence).
-_WORD = r"[+-]?\.?\d[\w.,]*"
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
-_RATING = re.compile(r"\brating\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w.,+-])" + _WORD)
-_ADJUSTMENT = re.compile(r"\badjustment\s*[:=]?\s*(" + _WORD + ")", re.IGNORECASE)
-_DECIMAL_COMMA = re.compile(r"\d,\d")  # "4,5": 4.5 or a list of 4 and 5? ambiguous
-_MINUS = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-"})  # Unicode minus signs read as "-"
-# Mentions of the scale itself, removed before looking for the rating: "out of 5", "/5", "1 to 5", "0.5-5.0".
-_SCALE = re.compile(r"(?:out of|/)\s*(?:5\.0|10|5)\b|" + _NUM + r"\s*(?:to|-|–)\s*" + _NUM, re.IGNORECASE)
-
-
-def _read_number(word: str) -> float | None:
-    """The value of a number-like word, or None unless it is a plain number ("1e1", "4.5.2" and "4,5" are not)."""
-    word = word.rstrip(".,")
-    return float(word) if _DECIMAL.fullmatch(word) else None
-
-
-def _snap(value: float | None, lo: float, hi: float) -> float | None:
-    """``value`` rounded to the nearest 0.5 (halves up), or None when absent or outside [lo, hi]."""
-    if value is None or not lo <= value <= hi:
-        return None
-    return math.floor(value * 2 + 0.5) / 2
 
 
 @dataclass(frozen=True)
 class Answers:
-    """The answers scored after a prompt, f"{prefix}{value:.1f}" (signed when ``residual``).
+    """The answer format: answers f"{prefix}{value:.1f}" (signed when ``residual``), parser, system prompt, loss.
 
     ``residual`` answers are adjustments: the predicted rating is the example's anchor (a
-    recommender's prediction) plus the value, clipped to the rating scale.
+    recommender's prediction) plus the value, clipped to the rating scale. Pick one with ``answer_format``.
     """
     prefix: str = "Rating: "
     values: tuple[float, ...] = tuple(CANDIDATES)
     residual: bool = False
+    system: str = RATING_SYSTEM  # the system prompt that asks for this format
+    expected: str = "rating in [0.5, 5]"  # what a generated answer must hold, for messages
 
     def text(self, value: float) -> str:
         return f"{self.prefix}{value:+.1f}" if self.residual else f"{self.prefix}{value:.1f}"
@@ -81,6 +59,14 @@ class Answers:
     def parse(self, text: str | None) -> float | None:
         """The answer's value read from a generated text (``parse_adjustment`` or ``parse_rating``), or None."""
         return parse_adjustment(text) if self.residual else parse_rating(text)
+
+    def anchors(self, examples: list[dict]) -> list[float] | None:
+        """What the ratings start from: each example's ``anchor`` for adjustments, None for ratings."""
+        return [e.get("anchor") for e in examples] if self.residual else None
+
+    def loss(self, tokenizer, lam: float = 0.1) -> RatingLoss:
+        """The loss that trains this format: ``RatingLoss`` (squared error of the expected rating + lam x CE)."""
+        return RatingLoss(tokenizer, lam=lam, answers=self)
 
     def check_anchors(self, n: int, anchors) -> None:
         """Adjustment answers need one anchor per prompt; a ValueError that says how to pass them otherwise."""
@@ -98,7 +84,13 @@ class Answers:
 
 
 RATING_ANSWERS = Answers()
-ADJUSTMENT_ANSWERS = Answers("Adjustment: ", ADJUSTMENTS, residual=True)
+ADJUSTMENT_ANSWERS = Answers("Adjustment: ", ADJUSTMENTS, residual=True, system=RESIDUAL_SYSTEM,
+                             expected="adjustment in [-2, +2]")
+
+
+def answer_format(residual_to: str | None) -> Answers:
+    """The answers for a target: adjustments to the ``residual_to`` recommender's prediction, or the rating (None)."""
+    return ADJUSTMENT_ANSWERS if residual_to else RATING_ANSWERS
 
 
 @contextlib.contextmanager
@@ -270,41 +262,6 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
                 probs=probs, logprobs=logprobs)
 
 
-def parse_rating(text: str | None) -> float | None:
-    """Read a rating from generated text, snapped to the nearest 0.5; None when unsure.
-
-    "Rating: 3.5" -> 3.5, "rating 4" -> 4.0, "Rating: .5" -> 0.5, "I'd say 4.5/5" -> 4.5,
-    "on a scale of 1 to 5 I'd say 3" -> 3.0. The number after "rating" wins; otherwise the one
-    number left once mentions of the scale ("1 to 5", "out of 5", "/5") are removed. A Unicode
-    minus is a minus sign ("Rating: −1" is -1, off the scale). Ambiguous text ("4,5", several
-    candidate numbers), numbers that do not read whole ("1e1", "4.5.2") and values outside
-    [0.5, 5] give None, never a guess.
-    """
-    text = (text or "").translate(_MINUS)
-    if _DECIMAL_COMMA.search(text):
-        return None
-    match = _RATING.search(text)
-    if match is not None:
-        return _snap(_read_number(match.group(1)), MIN_RATING, MAX_RATING)
-    values = [_read_number(word) for word in _NUMBER.findall(_SCALE.sub(" ", text))]
-    if None in values or len(set(values)) != 1:
-        return None
-    return _snap(values[0], MIN_RATING, MAX_RATING)
-
-
-def parse_adjustment(text: str | None) -> float | None:
-    """Read "Adjustment: +0.5" from generated text, snapped to 0.5; None when absent or outside [-2, +2].
-
-    A Unicode minus is a minus sign ("Adjustment: −0.5" is -0.5); numbers that do not read whole
-    ("1e1", "0.5.1", "0,5") give None.
-    """
-    text = (text or "").translate(_MINUS)
-    match = _ADJUSTMENT.search(text)
-    if match is None or _DECIMAL_COMMA.search(text):
-        return None
-    return _snap(_read_number(match.group(1)), ADJUSTMENTS[0], ADJUSTMENTS[-1])
-
-
 def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, batch_size: int = 8,
                    answers: Answers = RATING_ANSWERS, anchors=None,
                    progress: bool = True) -> tuple[list[float | None], list[str], int]:
@@ -324,10 +281,9 @@ def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int 
     texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
     values = [answers.parse(t) for t in texts]
-    if answers.residual:
-        values = [None if v is None else float(answers.ratings([v], [a])[0]) for v, a in zip(values, anchors)]
+    ratings = answers.ratings([0.0 if v is None else v for v in values], anchors)  # parse failures stay None
+    values = [None if v is None else float(r) for v, r in zip(values, ratings)]
     n_failed = sum(v is None for v in values)
     if n_failed:
-        logger.warning("%d of %d generated answers hold no %s", n_failed, len(values),
-                       "adjustment in [-2, +2]" if answers.residual else "rating in [0.5, 5]")
+        logger.warning("%d of %d generated answers hold no %s", n_failed, len(values), answers.expected)
     return values, texts, n_failed

@@ -1,41 +1,49 @@
-"""Choosing the rating model's settings on the validation split: named variants and an optuna study.
+"""Choosing the rating model's settings on the validation split: named variants and the recommender references.
 
-Every trial trains a fresh adapter on the training instructions and scores the expected rating on
-validation targets (each user's second-to-last rating), never on the test split. The notebook's
-opt-in cells call these functions; their tables are committed under ``results/``.
+Every variant trains a fresh adapter on the training instructions with the pipeline's stages
+(``pipeline.load_rating_model``, ``pipeline.train_rating_model``, ``pipeline.expected_ratings``) and scores
+the expected rating on validation targets (each user's second-to-last rating), never on the test split.
+The notebook's opt-in cell calls these functions; their table is committed under ``results/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import numbers
 import time
 
 import numpy as np
 
-from lora import inject_lora
-
-from cinephile import models
+from cinephile import io
 from cinephile.prompts import chat_examples
-from cinephile.ratings import instructions, scoring
+from cinephile.ratings import instructions, pipeline
 from cinephile.ratings.evaluate import rating_metrics
-from cinephile.ratings.scoring import RATING_SYSTEM, RESIDUAL_SYSTEM
-from cinephile.train import TrainConfig, token_loss, train
+from cinephile.ratings.config import RatingsConfig
 
 logger = logging.getLogger(__name__)
 
 DEFAULTS = dict(model_name="smollm2-135m", r=16, alpha=32, dropout=0.1, layers=None, lr=5e-4, epochs=1,
                 batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1, residual_to=None)
+FIELDS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "layers": "lora_layers"}  # -> RatingsConfig
 
 
 def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
-    """Keep each user's ``per_user`` (>= 1) most recent training instructions (examples are in time order per user)."""
-    if isinstance(per_user, bool) or not isinstance(per_user, numbers.Integral) or per_user < 1:
-        raise ValueError(f"per_user must be a whole number >= 1 (instructions kept per user), got {per_user!r}")
-    by_user: dict[int, list[dict]] = {}
-    for e in examples:
-        by_user.setdefault(e["user_id"], []).append(e)
-    return [e for user in sorted(by_user) for e in by_user[user][-per_user:]]
+    """Each user's ``per_user`` (>= 1) most recent instructions (in time order per user), users in id order."""
+    by_user = sorted(examples, key=lambda e: e["user_id"])  # stable: time order kept within a user
+    return [by_user[i] for i in instructions.latest_per_user([e["user_id"] for e in by_user], per_user)]
+
+
+def variant_config(settings: dict) -> RatingsConfig:
+    """The ``RatingsConfig`` of a variant: ``DEFAULTS`` updated with ``settings`` (``per_user`` aside)."""
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; choose from {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **settings}
+    kept = {FIELDS.get(k, k): v for k, v in s.items() if k != "per_user"}
+    kept["lora_layers"] = None if kept["lora_layers"] is None else tuple(kept["lora_layers"])
+    kept.update(lora_r=int(kept["lora_r"]), epochs=int(kept["epochs"]), lr=float(kept["lr"]),
+                batch_size=int(kept["batch_size"]), max_len=int(kept["max_len"]))
+    return RatingsConfig(**kept).resolved()
 
 
 def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss: int = 32, **settings) -> dict:
@@ -47,31 +55,19 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     Returns:
         The settings plus n_train, train_s, val_rmse, val_mae and val_n (expected-value ratings).
     """
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}; choose from {sorted(DEFAULTS)}")
+    cfg = variant_config(settings)
     s = {**DEFAULTS, **settings}
-
-    answers, system = scoring.RATING_ANSWERS, RATING_SYSTEM
     for raw in (train_raw, val_raw):  # before any work
         instructions.check_rating_examples(raw)
     picked = pick_per_user(train_raw, s["per_user"])
-    if s["residual_to"]:
-        picked, val_raw = (instructions.as_residual(x, s["residual_to"]) for x in (picked, val_raw))
-        answers, system = scoring.ADJUSTMENT_ANSWERS, RESIDUAL_SYSTEM
-    model, tokenizer = models.load_base_model(s["model_name"])
-    inject_lora(model, models.lora_preset(s["model_name"], r=int(s["r"]), alpha=s["alpha"], dropout=s["dropout"],
-                                          layers=s["layers"]))
-    train_ex = chat_examples(picked, tokenizer, system)
-    val_ex = chat_examples(val_raw, tokenizer, system)
-    cfg = TrainConfig(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
-                      max_len=int(s["max_len"]))
-    loss_fn = scoring.RatingLoss(tokenizer, lam=s["rating_lambda"], answers=answers) if s["loss"] == "rating" else token_loss
+    picked, val_raw = (pipeline.to_target(x, cfg.residual_to) for x in (picked, val_raw))
+    model, tokenizer = pipeline.load_rating_model(cfg)
+    train_ex, val_ex = (chat_examples(x, tokenizer, cfg.system) for x in (picked, val_raw))
     t0 = time.time()
-    train(model, tokenizer, train_ex, val_ex[:n_val_loss], cfg, loss_fn=loss_fn)
+    pipeline.train_rating_model(model, tokenizer, train_ex, val_ex[:n_val_loss], cfg.train_config(),
+                                answers=cfg.answers, loss=cfg.loss, rating_lambda=cfg.rating_lambda)
     train_s = time.time() - t0
-    scored = scoring.score_ratings(model, tokenizer, [e["prompt"] for e in val_ex], batch_size=8, answers=answers,
-                                      anchors=[e.get("anchor") for e in val_raw] if answers.residual else None)
+    scored = pipeline.expected_ratings(cfg, model, tokenizer, val_ex)
     metrics = rating_metrics(np.array([e["rating"] for e in val_raw]), scored["expected"])
     return {**s, "layers": None if s["layers"] is None else list(s["layers"]), "n_train": len(train_ex),
             "train_s": round(train_s, 1), "val_rmse": metrics["rmse"], "val_mae": metrics["mae"],
@@ -93,3 +89,18 @@ def reference_rows(val_raw: list[dict], names: tuple[str, ...]) -> list[dict]:
     return [{"variant": f"{name} (recommender)", "val_n": len(val_raw),
              "val_rmse": rating_metrics(y, np.array([e["predictions"][name] for e in val_raw]))["rmse"]}
             for name in names]
+
+
+def variants_study(cfg: RatingsConfig, split: pipeline.Split, variants: dict[str, dict], *, n_val: int = 240,
+                   predictors: tuple[str, ...] = ("bias", "SVD", "SVD++"), path: str = "results/ratings_variants.json"
+                   ) -> list[dict]:
+    """Instructions for the variants (2 latest per user, counts, ``predictors``), the reference rows and each
+    variant's row, written to ``path``."""
+    t0 = time.time()
+    base = dataclasses.replace(cfg, max_per_user=2, pick="latest", show_counts=True, predictors=predictors,
+                               predictor_folds=1, residual_to=None)
+    raw = pipeline.rating_examples(base, split, which=("train", "val"))
+    val = raw["val"][:n_val]
+    rows = reference_rows(val, predictors) + run_variants(variants, raw["train"], val)
+    io.save_json(path, {"rows": rows, "wall_s": time.time() - t0})
+    return rows

@@ -25,7 +25,9 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 
+import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from lora import disable_lora
 
@@ -159,8 +161,8 @@ EVAL_ROWS = [
 
 def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
                 max_new_tokens: int = 16, predictions_path: str | os.PathLike | None = None,
-                progress: bool = True, bf16: bool | None = False) -> pd.DataFrame:
-    """EM / F1 per evaluation row; per-question predictions optionally written to JSONL.
+                progress: bool = True, bf16: bool | None = False) -> tuple[pd.DataFrame, list[dict]]:
+    """EM / F1 per evaluation row, and the per-question predictions (optionally also written to JSONL).
 
     Args:
         model: the model with LoRA injected (base rows run inside ``disable_lora``).
@@ -175,10 +177,9 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         bf16: generation under bf16 autocast (``generate.generate_answers``); False: fp32.
 
     Returns:
-        DataFrame with columns row, em, f1, n.
+        ``(table, lines)``: a DataFrame with columns row, em, f1, n, and one dict per (row, question)
+        with row, id, question, prediction, answer, em, f1 (the JSONL's lines).
     """
-    from tqdm.auto import tqdm
-
     if not records:
         raise ValueError("no records to evaluate; is the evaluation split empty?")
     table, lines = [], []
@@ -196,7 +197,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
     if predictions_path:
         write_jsonl(predictions_path, lines)
-    return pd.DataFrame(table)
+    return pd.DataFrame(table), lines
 
 
 def paired_difference(lines: Sequence[dict], row_a: str, row_b: str, *, key: str = "em", n_boot: int = 2000,
@@ -210,8 +211,6 @@ def paired_difference(lines: Sequence[dict], row_a: str, row_b: str, *, key: str
     Returns:
         ``{"diff", "lo", "hi", "n", "beats"}`` in points; ``beats`` is True when the interval excludes 0 above.
     """
-    import numpy as np
-
     def per_id(row):
         return {x["id"]: float(x[key]) for x in lines if x["row"] == row}
     a, b = per_id(row_a), per_id(row_b)

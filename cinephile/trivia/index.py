@@ -30,6 +30,7 @@ import numpy as np
 from cinephile.embedding import EmbedFn, embed_texts, non_finite_rows
 from cinephile.io import atomic_write, require_keys
 from cinephile.trivia.chunking import split_sentences
+from cinephile.trivia.faiss_index import build_faiss, load_faiss, serialize_faiss
 from cinephile.trivia.retrieval import bm25_words, fuse_scores
 
 logger = logging.getLogger(__name__)
@@ -213,8 +214,7 @@ class CorpusIndex:
                 "dim": int(emb.shape[1]), "sha256": _digest(emb), "lexical_weight": float(self.lexical_weight),
                 "bm25_sha256": _bm25_digest(self.texts)}
         if self.faiss_index is not None:
-            faiss = _faiss()
-            blob = faiss.serialize_index(self.faiss_index).tobytes()
+            blob = serialize_faiss(self.faiss_index)
             with atomic_write(npy.with_suffix(".faiss"), "wb") as f:
                 f.write(blob)
             info["faiss"] = {"kind": self.faiss_kind, "sha256": hashlib.sha256(blob).hexdigest(),
@@ -255,7 +255,7 @@ class CorpusIndex:
         except ValueError as e:
             raise ValueError(f"{npy}: {e}") from None
         if info.get("faiss"):
-            index.faiss_index, index.faiss_kind = _load_faiss(npy.with_suffix(".faiss"), info["faiss"], len(texts))
+            index.faiss_index, index.faiss_kind = load_faiss(npy.with_suffix(".faiss"), info["faiss"], len(texts))
         return index
 
 
@@ -303,64 +303,6 @@ def _bm25_digest(texts: list[str]) -> str:
     """Checksum of the BM25 index's input: the tokenised corpus."""
 
     return hashlib.sha256(json.dumps([bm25_words(t) for t in texts]).encode()).hexdigest()
-
-
-def _faiss():
-    try:
-        import faiss
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("the FAISS backend needs faiss-cpu: pip install faiss-cpu==1.15.1") from None
-    return faiss
-
-
-def build_faiss(embeddings: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 16,
-                seed: int = 0):
-    """A FAISS inner-product index over ``embeddings`` (N, D).
-
-    Args:
-        kind: "flat" (exact, ``IndexFlatIP``) or "ivf" (``IndexIVFFlat``: k-means into ``nlist``
-            cells, trained on at most 64 points per cell; a query scans its ``nprobe`` nearest cells).
-        nlist: cells for "ivf"; default about 4 * sqrt(N).
-        nprobe: cells scanned per query ("ivf"); more is slower and closer to exact.
-        seed: k-means seed.
-    """
-    faiss = _faiss()
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, dim = emb.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = nlist or max(1, int(4 * np.sqrt(n)))
-        if nlist > n:
-            raise ValueError(f"nlist={nlist} cells for {n} vectors; use at most one cell per vector "
-                             "(or the exact 'flat' index for small corpora)")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        sample = emb[np.random.default_rng(seed).permutation(n)[:64 * nlist]]
-        index.train(sample)
-        index.nprobe = min(nprobe, nlist)
-    else:
-        raise ValueError(f"unknown FAISS index kind {kind!r}; choose 'flat' (exact) or 'ivf' (approximate)")
-    index.add(emb)
-    return index
-
-
-def _load_faiss(path: Path, info: dict, n: int):
-    """Read ``<prefix>.faiss`` and check it is the one the ``.json`` describes."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found but the index description names a FAISS index; "
-                                "save the index again (CorpusIndex.save)")
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-        raise ValueError(f"{path} does not match its index description (checksum mismatch); "
-                         "save the index again")
-    faiss = _faiss()
-    index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-    if index.ntotal != n:
-        raise ValueError(f"{path} holds {index.ntotal} vectors but the index lists {n} texts; save it again")
-    if info.get("nprobe"):
-        index.nprobe = int(info["nprobe"])
-    return index, info.get("kind")
 
 
 def _paths(path_prefix: str | os.PathLike) -> tuple[Path, Path]:

@@ -3,12 +3,15 @@
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
 from lora import adapter_state_dict, atomic, inject_lora, load_adapter, save_adapter, save_lora_weights
+from lora.atomic import atomic_dir, atomic_write, clean_stale_tmp
 from lora.io import CONFIG_NAME, WEIGHTS_NAME
 from tests.helpers import build, randomize_adapters
 
@@ -16,6 +19,13 @@ from tests.helpers import build, randomize_adapters
 FILE_OPS = [(os, "mkdir"), (os, "chmod"), (os, "fsync"), (os, "rename"), (os, "replace"), (os, "unlink"),
             (os, "rmdir"), (shutil, "rmtree"), (atomic, "exchange")]
 KILLED = 17  # exit code of a child killed in the middle of a save
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (a killed writer)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def _arm(mp: pytest.MonkeyPatch, n: int, action) -> list[int]:
@@ -162,3 +172,45 @@ def test_written_files_and_folders_get_the_umask_permissions(tmp_path, umask, fi
         {WEIGHTS_NAME: file_mode, CONFIG_NAME: file_mode}
     assert _mode(tmp_path / "a") == dir_mode
     assert _mode(tmp_path / "w.pth") == file_mode
+
+
+def test_stale_temp_files_of_killed_writers_are_cleaned_on_the_next_write(tmp_path):
+    target = tmp_path / "out.json"
+    stale = tmp_path / f".out.json.{_dead_pid()}-dead.tmp"
+    stale.write_text("half written")
+    stale_dir = tmp_path / f".out.json.{_dead_pid()}-dead2.tmp"
+    stale_dir.mkdir()
+    live = tmp_path / f".out.json.{os.getppid()}-live.tmp"  # a running writer's file is kept
+    live.write_text("in progress")
+    other = tmp_path / f".other.json.{_dead_pid()}-x.tmp"  # another target's file is not ours to clean
+    other.write_text("x")
+    with atomic_write(target) as f:
+        f.write('{"ok": true}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.json"])
+    assert clean_stale_tmp(tmp_path / "other.json") == 1
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write("new")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_atomic_dir_replaces_a_directory_as_one_unit(tmp_path):
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a").write_text("2")  # interrupted before b was written
+            raise RuntimeError("killed")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "1", "b": "1"}
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("3")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "3"}
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]

@@ -1,24 +1,17 @@
 """Rating scoring and generation with a tiny random Llama/GPT-2 and the real SmolLM2 tokenizer."""
 
-
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from cinephile.ratings.scoring import ADJUSTMENT_ANSWERS, Answers, CANDIDATES, greedy_ratings, parse_adjustment, parse_rating, RATING_ANSWERS, score_ratings
+from cinephile.ratings.scoring import (ADJUSTMENT_ANSWERS, Answers, CANDIDATES, RATING_ANSWERS, RATING_SYSTEM,
+                                      RESIDUAL_SYSTEM, answer_format, greedy_ratings, score_ratings)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread than on two contended ones
 
 PROMPTS = ["Hi", "Predict how this user rates a movie on a 0.5-5.0 scale.\nLiked: Heat (1995); Casino (1995)\n"
            "Target movie: The Matrix (1999)\nAnswer with 'Rating: x.x'.", "Target movie: Toy Story (1995)"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +20,14 @@ def tokenizer(smol_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64)
-    return LlamaForCausalLM(cfg).eval()
+def model(smol_llama):
+    return smol_llama
 
 
 @pytest.fixture(scope="module")
-def gpt2(tokenizer):
+def gpt2(smol_gpt2):
     """Learned absolute positions: wrong position ids under left padding would show."""
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)).eval()
+    return smol_gpt2
 
 
 def slow_logprobs(model, tokenizer, prompt: str, prefix: str = "Rating: ", signed: bool = False) -> np.ndarray:
@@ -126,36 +115,13 @@ def test_score_ratings_rejects_empty_prompts(model, tokenizer):
 
 # ---------------------------------------------------------------- generation
 
-@pytest.mark.parametrize("text, expected", [
-    ("Rating: 3.5", 3.5), ("rating 4", 4.0), ("I'd say 4.5/5", 4.5), ("Rating: 3.3", 3.5),
-    ("RATING=2.74 because", 2.5), ("5 stars", 5.0), ("Rating: 0.5", 0.5),
-    ("Rating: 6", None), ("Rating: 0.2", None), ("Rating: -1", None), ("no idea", None), ("", None), (None, None),
-    ("4,5", None), ("Rating: .5", 0.5), ("on a scale of 1 to 5 I'd say 3", 3.0), ("Rating: 4.5.", 4.5),
-    ("I rate it 4.5 out of 5.0", 4.5), ("3 or 4", None), ("-2", None), ("Rating: 4.5.1", None),
-    ("Rating: 4, I think", 4.0), ("Rating: 4.5/5", 4.5), ("Rating: +4", 4.0), ("rating:5.0", 5.0),
-])
-def test_parse_rating(text, expected):
-    assert parse_rating(text) == expected
-
-
-@pytest.mark.parametrize("text", [
-    "Rating: \u22121", "Rating: \u22120.5", "\u22122", "Rating: \uff0d1",  # Unicode minus signs keep the sign
-    "Rating: 1e1", "1e1", "Rating: 1e-1", "Rating: 2E0", "I'd say 1e1",  # exponents are not ratings
-    "Rating: 4.5.2", "4.5.2", "Rating: 4,5", "Rating: 4.5stars", "Rating: 0x4",  # partial numbers
-])
-def test_parse_rating_refuses_numbers_it_cannot_read_whole(text):
-    assert parse_rating(text) is None
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("Adjustment: +0.5", 0.5), ("Adjustment: -1.5", -1.5), ("adjustment 0", 0.0), ("Adjustment: +0.3", 0.5),
-    ("Adjustment: -2.0", -2.0), ("Adjustment: +2.5", None), ("Adjustment: -3", None), ("Rating: 4.5", None),
-    ("", None), (None, None), ("Adjustment: +0,5", None), ("Adjustment: -.5", -0.5),
-    ("Adjustment: \u22120.5", -0.5), ("Adjustment: \u22121.5", -1.5), ("Adjustment: \u22123", None),
-    ("Adjustment: +1e0", None), ("Adjustment: 1e-1", None), ("Adjustment: 0.5.1", None), ("Adjustment: +0.5.", 0.5),
-])
-def test_parse_adjustment(text, expected):
-    assert parse_adjustment(text) == expected
+def test_answer_format_is_chosen_once_from_the_target():
+    rating, adjustment = answer_format(None), answer_format("SVD++")
+    assert rating is RATING_ANSWERS and adjustment is ADJUSTMENT_ANSWERS
+    assert (rating.system, adjustment.system) == (RATING_SYSTEM, RESIDUAL_SYSTEM)
+    examples = [{"anchor": 3.5}, {"anchor": 2.0}]
+    assert rating.anchors(examples) is None and adjustment.anchors(examples) == [3.5, 2.0]
+    assert adjustment.text(0.5) == "Adjustment: +0.5" and rating.text(4) == "Rating: 4.0"
 
 
 def test_answers_parse_with_their_own_rule():

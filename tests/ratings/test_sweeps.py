@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cinephile.ratings.sweeps import pick_per_user, reference_rows, train_and_validate
+from cinephile.ratings.sweeps import pick_per_user, reference_rows, train_and_validate, variant_config
 
 
 def test_pick_per_user_keeps_each_users_latest_instructions():
@@ -47,3 +47,25 @@ def test_reference_rows_score_the_prompt_predictions():
 def test_unknown_setting_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"unknown settings \['rank'\]"):
         train_and_validate([], [], rank=8)
+
+
+def test_variant_config_maps_the_settings_onto_the_pipeline_config():
+    cfg = variant_config({"per_user": 2, "layers": [20, 21], "residual_to": "SVD++", "r": 8.0})
+    assert cfg.lora_layers == (20, 21) and cfg.lora_r == 8 and cfg.residual_to == "SVD++"
+    assert cfg.answers.residual and cfg.system == cfg.answers.system
+    assert variant_config({}).answers.residual is False and variant_config({}).lora_layers is None
+
+
+def test_train_and_validate_runs_the_pipeline_stages(monkeypatch):
+    from cinephile.ratings import pipeline
+    calls = []
+    monkeypatch.setattr(pipeline, "load_rating_model", lambda cfg: calls.append(("load", cfg.lora_r)) or ("m", "t"))
+    monkeypatch.setattr("cinephile.ratings.sweeps.chat_examples", lambda raw, tok, system: [dict(e) for e in raw])
+    monkeypatch.setattr(pipeline, "train_rating_model",
+                        lambda model, tok, tr, va, tc, **kw: calls.append(("train", len(tr), kw["loss"])) or {})
+    monkeypatch.setattr(pipeline, "expected_ratings",
+                        lambda cfg, model, tok, ex: {"expected": np.array([e["rating"] for e in ex])})
+    train = [{**GOOD, "movie_id": m} for m in range(3)]
+    row = train_and_validate(train, [GOOD, {**GOOD, "user_id": 2}], per_user=2, r=4)
+    assert calls == [("load", 4), ("train", 2, "rating")]
+    assert row["n_train"] == 2 and row["val_rmse"] == 0 and row["val_n"] == 2 and row["r"] == 4

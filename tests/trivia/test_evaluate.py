@@ -136,3 +136,22 @@ def test_scores_and_em_by_kind():
 def test_score_predictions_names_a_record_without_answers_or_id(preds, records, message):
     with pytest.raises(ValueError, match=message):
         score_predictions(preds, records)
+
+
+def test_evaluate_qa_returns_the_lines_it_writes(monkeypatch, tmp_path):
+    from cinephile import io
+    from tests.helpers import tiny_llama
+
+    class Tok:
+        chat_template = None
+    recs = [{"id": "a", "question": "Who directed Jaws?", "answer": "Steven Spielberg",
+             "answer_aliases": ["Steven Spielberg", "Spielberg"], "retrieved_context": "Jaws is by Spielberg."},
+            {"id": "b", "question": "Who scored Jaws?", "answer": "John Williams", "answer_aliases": ["John Williams"],
+             "retrieved_context": "The score is by John Williams."}]
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, prompts, **kw: ["Spielberg", "Hans Zimmer"])
+    rows = [("tuned + retrieved context", True, "retrieved_context")]
+    table, lines = evaluate.evaluate_qa(tiny_llama(), Tok(), recs, "plain", rows=rows, progress=False,
+                                        predictions_path=tmp_path / "p.jsonl")
+    assert table.to_dict("records") == [{"row": rows[0][0], "em": 50.0, "f1": 50.0, "n": 2}]
+    assert [(x["id"], x["prediction"], x["em"]) for x in lines] == [("a", "Spielberg", 1.0), ("b", "Hans Zimmer", 0.0)]
+    assert lines == io.read_jsonl(tmp_path / "p.jsonl")

@@ -7,11 +7,6 @@ from cinephile.trivia.index import CorpusIndex
 from tests.helpers import CHUNKS, HashEmbedder, records
 
 
-@pytest.fixture
-def embed():
-    return HashEmbedder()
-
-
 def test_corpus_index_build_search_save_load(tmp_path, embed):
     index = CorpusIndex.build(records(), embed)
     assert len(index.texts) == 4 and index.embedder == "hash-bow-64"
@@ -162,23 +157,6 @@ def test_hybrid_index_saves_its_weight_and_checks_its_bm25_part(tmp_path, embed)
     (tmp_path / "idx.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="BM25 part rebuilt from its texts differs"):
         CorpusIndex.load(tmp_path / "idx")
-
-
-def test_cached_embedder_encodes_each_text_once_and_keeps_order():
-    from cinephile.embedding import cached_embedder
-
-    seen = []
-
-    def embed(texts):
-        seen.append(list(texts))
-        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
-    embed.name = "fake"
-    cached = cached_embedder(embed)
-    first = cached(["aa", "b", "aa"])
-    again = cached(["b", "ccc", "aa"])
-    assert seen == [["aa", "b"], ["ccc"]] and cached.name == "fake"
-    assert first[:, 0].tolist() == [2, 1, 2] and again[:, 0].tolist() == [1, 3, 2]
-    assert cached.cache_info() == {"texts": 3, "calls": 2}
 
 
 @pytest.mark.parametrize("lexical_weight", [0.0, 0.6])

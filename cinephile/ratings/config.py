@@ -1,0 +1,105 @@
+"""The ratings run's one config: every setting of llm.ipynb, resolved once (system prompt, answer format)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cinephile import io
+from cinephile.ratings.scoring import Answers, answer_format
+from cinephile.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class RatingsConfig:
+    """Every setting of a ratings run (the defaults are llm.ipynb's)."""
+
+    model_name: str = "smollm2-135m"  # as for models.load_base_model
+    movielens_dir: str = "Data/ml-latest-small"  # downloaded from GroupLens into this folder when missing
+    movielens_alternatives: tuple[str, ...] = ("../shared/data/movielens",)  # local copies tried first
+    max_per_user: int | None = 2  # training instructions per user (see pick)
+    pick: str = "latest"  # "latest": each user's most recent train ratings; "random": a seeded sample
+    train_limit: int | None = None  # keep only the first N training instructions (quick runs)
+    history_size: int = 20  # most recent earlier ratings considered per prompt
+    predictors: tuple[str, ...] = ("bias", "SVD", "SVD++")  # recommenders whose prediction the prompt shows
+    predictor_folds: int = 1  # refits for the training prompts' predictions
+    residual_to: str | None = "SVD++"  # answer the adjustment to this recommender's prediction; None: the rating
+    show_counts: bool = True  # show how many ratings the user / movie averages rest on
+    surprise_baselines: tuple[str, ...] = ("SVD", "SVD++")  # scikit-surprise models in the baseline table
+    n_eval: int | None = None  # test users scored by the language models (None: all)
+    n_zero_shot: int = 64  # test users scored by the untuned model (a reference)
+    n_val: int = 64  # validation instructions for the best-adapter choice
+    loss: str = "rating"  # "rating": squared error of the expected rating + rating_lambda x CE; "token": CE
+    rating_lambda: float = 0.1  # weight of the answer's cross-entropy in the rating loss
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: float = 32  # LoRA alpha (scaling alpha / r)
+    lora_dropout: float = 0.1  # dropout on the LoRA input
+    lora_layers: tuple[int, ...] | None = tuple(range(20, 30))  # blocks with adapters (None: all)
+    epochs: int = 1  # passes over the training instructions
+    lr: float = 5e-4  # peak learning rate
+    batch_size: int = 8  # examples per forward pass (training and scoring)
+    max_len: int = 448  # longest tokenised example
+    n_agreement: int = 24  # validation prompts answered by both PyTorch and llama.cpp
+    device: str | None = None  # None: cuda, then mps, then cpu
+    run_name: str = "ratings"  # outputs go to runs/<run_name>/
+    data_out: str = "Data"  # where the instruction JSONL files go
+    results_json: str = "results/ratings.json"  # the final table ("" to skip)
+    system: str | None = None  # system prompt; None: the answer format's
+    run_variants: bool = False  # retrain the variants of results/ratings_variants.json
+
+    @classmethod
+    def from_params(cls, params: dict) -> RatingsConfig:
+        """The config from a notebook's upper-case parameters (``MAX_PER_USER`` -> ``max_per_user``), resolved."""
+        names = {f.name.upper(): f.name for f in dataclasses.fields(cls)}
+        return cls(**{names[k]: v for k, v in params.items() if k in names}).resolved()
+
+    def resolved(self) -> RatingsConfig:
+        """A new config with the system prompt chosen and lists (from ``-p``) turned into tuples."""
+        tuples = {k: tuple(getattr(self, k)) for k in ("movielens_alternatives", "predictors", "surprise_baselines",
+                                                       "lora_layers") if getattr(self, k) is not None}
+        return dataclasses.replace(self, system=self.system or self.answers.system, **tuples)
+
+    @property
+    def answers(self) -> Answers:
+        """The answer format: ratings, or adjustments to ``residual_to``."""
+        return answer_format(self.residual_to)
+
+    @property
+    def label(self) -> str:
+        """The tuned model's name in the tables."""
+        return f"LoRA-tuned, adjusting {self.residual_to}" if self.residual_to else "LoRA-tuned"
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_len=self.max_len,
+                           device=self.device)
+
+
+def start_run(cfg: RatingsConfig) -> Path:
+    """``runs/<run_name>/`` with the resolved config in ``config.json``."""
+    run_dir = io.make_run_dir(cfg.run_name)
+    io.save_json(run_dir / "config.json", asdict(cfg))
+    return run_dir
+
+
+class Timer:
+    """Seconds per stage: ``with timer("training_s"): ...`` records into ``timer.seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.start = time.time()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.time() - t0
+
+    def total(self) -> dict[str, float]:
+        """The stage times plus ``total_s`` since the timer started."""
+        self.seconds["total_s"] = time.time() - self.start
+        return self.seconds

@@ -1,0 +1,97 @@
+"""The trivia pipeline's settings: one frozen dataclass, defaults = main.ipynb's parameters.
+
+Fields set to "auto" are measured by a stage (``pipeline.choose_settings``,
+``pipeline.choose_prompt_style``) or by ``resolve_hardware``, each of which returns a new config
+through ``dataclasses.replace``; the resolved config is what a run saves in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cinephile import io, models
+from cinephile.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class TriviaConfig:
+    """What the trivia notebook, its ablation and the benchmarks run with."""
+
+    model_name: str = "gemma3-270m"  # reader: bundled Gemma 3 270M; "smollm2-135m", "gpt2" or a local directory
+    data_csv: str = "Data/movie_trivia_qa.csv"  # QA sample (id, question, answer, aliases, context)
+    facts_csv: str = "Data/film_facts.csv"  # year and director per film, for comparison questions ("": none)
+    external_csv: str = "../shared/data/movie_qa/hotpotqa_movie_dev.csv"  # external test set ("": skip)
+    triviaqa_source: str = ""  # TriviaQA rc path or "hf": builds data_csv from it ("": use data_csv as is)
+    max_questions: int | None = None  # keep only the first N questions (quick runs)
+    external_limit: int | None = None  # evaluate only the first N external questions
+    split: str = "film"  # "film": hold out whole films; "id": by question id
+    val_fraction: float = 0.2  # share of films (or questions) held out for validation
+    comparison_pairs: tuple[int, int] = (50, 8)  # film pairs with comparison questions, training / validation
+    train_comparisons: bool = True  # train on the comparison questions (False: single-hop only)
+    lexical_weight: float | str = "auto"  # BM25 share of the hybrid retriever; "auto": best training recall@1
+    chunk_tokens: int | str = "auto"  # chunk size in tokens; "auto": best fed-context recall within the budget
+    top_k: int | str = "auto"  # chunks fed to the reader; "auto" as chunk_tokens
+    chunk_choices: tuple[int, ...] = (48, 64, 96, 128, 192)  # chunk sizes tried by "auto"
+    k_choices: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)  # k tried by "auto"
+    max_context_tokens: int = 450  # mean fed-context length allowed by "auto" (the time budget)
+    raft_p_gold: float | None = 0.8  # share of training contexts holding the evidence (None: retrieved context)
+    reserve_tokens: int = 96  # room for prompt template, question and answer
+    prompt_style: str = "auto"  # "auto" (lowest base-model answer loss), "plain" or "chat"
+    lora_r: int = 16  # adapter rank
+    lora_alpha: float = 32  # adapter scaling numerator
+    lora_dropout: float = 0.05  # adapter input dropout
+    lora_targets: str | tuple[str, ...] = "auto"  # "auto": the model's preset, or module-name suffixes
+    epochs: int = 2  # passes over the training examples
+    lr: float = 5e-4  # peak learning rate
+    batch_size: int = 8  # examples per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step
+    bf16: bool | str | None = "auto"  # bf16 autocast in training and generation; "auto": where the CPU has it
+    max_len: int = 640  # longest training example in tokens
+    device: str | None = None  # None: cuda, then mps, then cpu
+    seed: int = 0  # adapter initialisation, shuffling, dropout
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> TriviaConfig:
+        """The config from the notebook's upper-case parameters (``globals()``); absent names keep defaults."""
+        values = {f.name: params[f.name.upper()] for f in dataclasses.fields(cls) if f.name.upper() in params}
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> TriviaConfig:
+        """The config from a dict such as a run's ``config.json``; unknown keys are ignored, lists become tuples."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+    @classmethod
+    def load(cls, path) -> TriviaConfig:
+        """The resolved config a run saved in ``config.json`` (``pipeline.train_reader``)."""
+        values = io.read_json(path)
+        if "model_name" not in values:
+            raise ValueError(f"{path} holds no trivia config (no model_name); re-run main.ipynb to write one")
+        return cls.from_dict(values)
+
+    def resolved(self) -> bool:
+        """True when no field is "auto" any more."""
+        return "auto" not in (self.lexical_weight, self.chunk_tokens, self.top_k, self.prompt_style,
+                              self.lora_targets, self.bf16)
+
+    def train_config(self) -> TrainConfig:
+        """The training settings (``bf16`` False / None: mixed precision on a GPU, fp32 on a CPU)."""
+        if self.bf16 == "auto":
+            raise ValueError('bf16 is still "auto"; resolve the config with resolve_hardware() first')
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                           max_len=self.max_len, device=self.device, bf16=self.bf16 or None, seed=self.seed)
+
+    def lora_config(self):
+        """The ``lora.LoRAConfig`` of the reader."""
+        return models.lora_preset(self.model_name, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                                  targets=self.lora_targets if self.lora_targets == "auto" else list(self.lora_targets))
+
+
+def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
+    """``bf16="auto"`` -> native bf16 of this CPU; ``lora_targets="auto"`` -> the model's preset modules."""
+    bf16 = models.native_bf16() if cfg.bf16 == "auto" else (None if cfg.bf16 is None else bool(cfg.bf16))
+    targets = cfg.lora_config().target_modules
+    return dataclasses.replace(cfg, bf16=bf16, lora_targets=targets if isinstance(targets, str) else tuple(targets))

@@ -1,0 +1,91 @@
+"""Splits of the trivia questions: by question id, and film-disjoint with comparison questions."""
+
+import pytest
+
+from cinephile.trivia.films import BLOCK_START, film_blocks, paragraphs
+from cinephile.trivia.splits import film_disjoint_split, split_train_val
+from tests.conftest import ROOT
+
+
+def test_split_train_val_is_stable():
+    recs = [{"id": f"q{i}"} for i in range(2000)]
+    train, val = split_train_val(recs, val_fraction=0.2, seed=0)
+    assert len(train) + len(val) == 2000 and not {r["id"] for r in train} & {r["id"] for r in val}
+    assert 0.17 < len(val) / 2000 < 0.23
+    assert val == [r for r in recs if r in val]  # input order kept
+    val_ids = {r["id"] for r in val}
+    _, val_rev = split_train_val(recs[::-1], val_fraction=0.2, seed=0)
+    assert {r["id"] for r in val_rev} == val_ids
+    _, val_more = split_train_val(recs + [{"id": f"new{i}"} for i in range(100)], val_fraction=0.2)
+    assert {r["id"] for r in val_more} & val_ids == val_ids
+    assert {r["id"] for r in val_more} - val_ids <= {f"new{i}" for i in range(100)}
+    _, val_seed = split_train_val(recs, val_fraction=0.2, seed=1)
+    assert {r["id"] for r in val_seed} != val_ids
+
+
+def test_split_train_val_errors():
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 1.0"):
+        split_train_val([{"id": "a"}], val_fraction=1.0)
+    with pytest.raises(ValueError, match="duplicate ids"):
+        split_train_val([{"id": "a"}, {"id": "a"}])
+
+
+def test_film_disjoint_split_leaks_no_validation_passage(trivia_sample):
+    train, val = film_disjoint_split(trivia_sample, val_fraction=0.2, seed=0)
+    assert len(train) + len(val) == len(trivia_sample)
+    train_films, val_films = {r["film"] for r in train}, {r["film"] for r in val}
+    assert not train_films & val_films and 10 <= len(val_films) <= 16
+    blocks = film_blocks(trivia_sample)
+    val_paragraphs = {p for f in val_films for p in blocks[f]}
+    train_paragraphs = {p for f in train_films for p in blocks[f]}
+    for r in train:
+        assert not set(paragraphs(r["context"])) & val_paragraphs
+    for r in val:
+        assert not set(paragraphs(r["context"])) & train_paragraphs
+    originals = {r["id"]: r for r in trivia_sample}
+    for r in train + val:
+        assert blocks[r["film"]][0] in r["context"]
+        starts = lambda ctx: sum(1 for p in paragraphs(ctx) if BLOCK_START.match(p))  # noqa: E731
+        assert starts(r["context"]) == starts(originals[r["id"]]["context"])  # as many distractors as before
+    assert film_disjoint_split(trivia_sample, seed=0) == (train, val)
+    assert film_disjoint_split(trivia_sample, seed=1)[1] != val
+
+
+def test_comparison_contexts_state_their_evidence_and_the_split_keeps_pairs_on_one_side(trivia_sample):
+    from cinephile.trivia.films import read_facts
+    from cinephile.trivia.splits import film_split_with_comparisons
+    from cinephile.trivia.matching import covers
+
+    facts = read_facts(ROOT / "Data" / "film_facts.csv")
+    train, val = film_split_with_comparisons(trivia_sample, facts, train_pairs=36, val_pairs=8, seed=0)
+    comp = {side: [r for r in recs if r["kind"] == "comparison"] for side, recs in (("train", train), ("val", val))}
+    assert len(comp["train"]) + len(comp["val"]) >= 150
+    assert len({tuple(r["films"]) for r in comp["train"] + comp["val"]}) >= 40
+    assert len(train) + len(val) == len(trivia_sample) + len(comp["train"]) + len(comp["val"])
+    val_films = {r["film"] for r in val if r["kind"] == "single"}
+    blocks = film_blocks(trivia_sample)
+    val_paragraphs = {p for f in val_films for p in blocks[f]}
+    for r in comp["train"]:
+        assert not set(r["films"]) & val_films and not set(paragraphs(r["context"])) & val_paragraphs
+    for r in comp["val"]:
+        assert set(r["films"]) <= val_films
+    for r in comp["train"] + comp["val"]:
+        assert covers(r, r["context"]), r["id"]  # the context states every evidence string
+        assert r["answer"] in r["answer_aliases"]
+
+
+@pytest.mark.parametrize("key, message", [
+    ("context", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'context'; load the records with "
+                r"data.load_qa_csv\(\)"),
+    ("question", r"film_disjoint_split: record 1 \(id 'mt001-2'\) is missing 'question'"),
+    ("id", r"film_disjoint_split: record 1 is missing 'id'"),
+])
+def test_film_split_names_a_record_without_a_required_key(trivia_sample, key, message):
+    from cinephile.trivia.splits import film_split_with_comparisons
+
+    recs = [dict(r) for r in trivia_sample[:10]]
+    del recs[1][key]
+    with pytest.raises(ValueError, match=message):
+        film_disjoint_split(recs)
+    with pytest.raises(ValueError, match=message):
+        film_split_with_comparisons(recs, {})
