@@ -168,11 +168,25 @@ def attention_table(record: dict) -> str:
                    "training step", "generate 16 tokens"], rows)
 
 
+def roofline_table(record: dict) -> str:
+    """``results/bench_roofline.json``: each reader's training step and generation against the matmul rate."""
+    dtype = "bfloat16" if record["bf16"] else "float32"
+    rows = []
+    for m in record["models"]:
+        top = ", ".join(f"{k} {v:.0%}" for k, v in list(m["profile_share"].items())[:4])
+        rows.append([m["model"], f"{m['flops']['train_step'] / 1e12:.2f} TFLOP", f"{m['step_s']:.2f} s",
+                     f"{m['train_gflops']:.0f} / {m['matmul_gflops_at_model_shapes'][dtype]:.0f}",
+                     f"**{m['train_share_of_matmul_rate']:.0%}**", f"{m['generate_share_of_matmul_rate']:.0%}", top])
+    return _table([f"reader (batch {record['batch']} x {record['seq_len']} tokens, {dtype})", "matmul work per step",
+                   "step", "GFLOP/s: step / plain matmul", "share of the matmul rate", "generation's share",
+                   "step profile (self time)"], rows)
+
+
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
              "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table,
              "ratings.json": ratings_tables, "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
-             "bench_pipeline_speed.json": pipeline_speed_table}
+             "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -181,7 +195,8 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "ratings.json": "llm.ipynb", "ratings_variants.json": "llm.ipynb (RUN_VARIANTS = True)",
            "bench_index.json": "benchmarks/index_scale.py", "bench_trainer.json": "benchmarks/trainer_vs_ours.py",
            "bench_lora_train_speed.json": "benchmarks/lora_train_speed.py",
-           "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py"}  # what writes each results file
+           "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py",
+           "bench_roofline.json": "benchmarks/roofline.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

@@ -46,3 +46,18 @@ def test_render_all_reports_invalid_json_as_such(tmp_path):
     (tmp_path / "ratings.json").write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match=r"ratings\.json: invalid JSON .* regenerate the file"):
         render_all(tmp_path)
+
+
+def test_roofline_table_shows_each_reader_against_the_matmul_rate():
+    from cinephile.report import roofline_table
+
+    model = {"model": "m", "flops": {"train_step": 1.5e12}, "step_s": 3.0, "train_gflops": 500.0,
+             "matmul_gflops_at_model_shapes": {"bfloat16": 1000.0, "float32": 250.0},
+             "train_share_of_matmul_rate": 0.5, "generate_share_of_matmul_rate": 0.25,
+             "profile_share": {"matmul": 0.6, "dtype casts": 0.2, "attention": 0.1, "norms": 0.05, "other": 0.05}}
+    lines = roofline_table({"bf16": True, "batch": 8, "seq_len": 300, "models": [model]}).splitlines()
+    assert lines[0].startswith("| reader (batch 8 x 300 tokens, bfloat16) |")
+    assert lines[2] == ("| m | 1.50 TFLOP | 3.00 s | 500 / 1000 | **50%** | 25% | matmul 60%, dtype casts 20%, "
+                        "attention 10%, norms 5% |")
+    fp32 = roofline_table({"bf16": False, "batch": 8, "seq_len": 300, "models": [model]}).splitlines()[2]
+    assert "| 500 / 250 |" in fp32
