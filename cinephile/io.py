@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lora.atomic import atomic_dir, atomic_path, atomic_write
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write", "require_keys", "write_jsonl", "read_jsonl", "save_json", "save_figure", "make_run_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "require_keys", "write_jsonl", "read_jsonl", "save_json",
+           "save_figure", "make_run_dir"]
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
@@ -119,7 +120,7 @@ def require_keys(records: Sequence[dict], keys: Sequence[str | tuple[str, ...]],
     """Refuse records that lack a key the caller reads, before any work is done.
 
     Shared by every trivia stage that takes records (chunking, retrieval, the index, the film
-    split and the metrics); this module imports nothing from the package, so all of them can.
+    split and the metrics).
 
     Args:
         records: the records, dicts.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lora import inject_lora, save_adapter
+from lora import LoRAConfig, inject_lora, save_adapter
 
 from cinephile import distributed, models
 from cinephile.io import read_jsonl, save_json
@@ -131,8 +131,10 @@ def check_config(config: dict, source: str = "config") -> None:
     layers = lora.get("layers")
     if layers is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
         raise ValueError(f"{source}: lora.layers must be null or a list of block indices >= 0, got {layers!r}")
-    if lora["r"] < 1 or not 0 <= lora["dropout"] < 1:
-        raise ValueError(f"{source}: lora.r must be >= 1 and lora.dropout in [0, 1), got {lora}")
+    try:  # the one check of LoRA settings (rank, alpha, dropout), before any model loads
+        LoRAConfig(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"])
+    except ValueError as err:
+        raise ValueError(f"{source}: lora: {err}") from None
     hints = typing.get_type_hints(TrainConfig)
     known = {f.name: f.default for f in fields(TrainConfig)}
     if set(config["train_config"]) - set(known):

@@ -123,6 +123,9 @@ def test_two_gloo_processes_train_the_same_adapter_as_one_process(setup):
     ({"lora": {"rank": 4}}, r"cfg.json: unknown lora keys \['rank'\]; allowed: \['alpha', 'dropout'"),
     ({"lora": {"r": "4"}}, r"cfg.json: lora.r must be an integer, got '4'"),
     ({"lora": {"layers": [1, "2"]}}, r"cfg.json: lora.layers must be null or a list of block indices"),
+    ({"lora": {"r": 0}}, r"cfg.json: lora: invalid LoRAConfig: r=0 must be a positive integer"),
+    ({"lora": {"alpha": 0}}, r"cfg.json: lora: invalid LoRAConfig: alpha=0 must be a finite number > 0"),
+    ({"lora": {"dropout": 1.0}}, r"cfg.json: lora: invalid LoRAConfig: dropout=1.0 must be a number in \[0, 1\)"),
     ({"train_config": {"epochs": "2"}}, r"cfg.json: train_config.epochs must be an integer, got '2'; e.g. "
                                         r"\"epochs\": 2"),
     ({"train_config": {"lr": None}}, r"cfg.json: train_config.lr must be a number, got None"),

@@ -20,11 +20,10 @@ from cinephile import deploy, io, models
 from cinephile.prompts import chat_examples
 from cinephile.ratings import baselines as recommenders
 from cinephile.ratings import data, download, evaluate, instructions
-from cinephile.ratings.scoring import Answers, answer_format, greedy_ratings, score_ratings
 from cinephile.ratings.config import RatingsConfig
+from cinephile.ratings.scoring import (ADJUSTMENT_ANSWERS, RATING_ANSWERS, Answers, greedy_ratings,
+                                      score_ratings)
 from cinephile.train import TrainConfig, token_loss, train
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -53,7 +52,7 @@ def to_target(examples: list[dict], residual_to: str | None) -> list[dict]:
     return instructions.as_residual(examples, residual_to) if residual_to else examples
 
 
-def rating_examples(cfg: RatingsConfig, split: Split, which: tuple[str, ...] = SPLITS) -> dict[str, list[dict]]:
+def rating_examples(cfg: RatingsConfig, split: Split, which: tuple[str, ...] = data.SPLITS) -> dict[str, list[dict]]:
     """Instructions of each split in ``which``: prompts, recommender predictions and the answer target."""
     raw = {w: instructions.build_examples(split.split, split.ml.movies, split.ml.tags, which=w,
                                           history_size=cfg.history_size, counts=cfg.show_counts,
@@ -137,7 +136,7 @@ def adjusts(rows: list[dict], path: str = "the examples") -> bool:
 
 def launch_examples(rows: list[dict], tokenizer, path: str = "the examples") -> tuple[list[dict], Answers]:
     """Prompt/response examples (chat template, the format's system prompt) and their answer format from JSONL rows."""
-    answers = answer_format("anchor" if adjusts(rows, path) else None)
+    answers = ADJUSTMENT_ANSWERS if adjusts(rows, path) else RATING_ANSWERS
     return chat_examples(rows, tokenizer, answers.system), answers
 
 

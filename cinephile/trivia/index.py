@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rank_bm25 import BM25Okapi
 
 from cinephile.embedding import EmbedFn, embed_texts, non_finite_rows
 from cinephile.io import atomic_write, require_keys
@@ -164,8 +165,6 @@ class CorpusIndex:
     def lexical(self):
         """The BM25 (Okapi, rank-bm25) index over ``texts``, built on first use."""
         if self._bm25 is None:
-            from rank_bm25 import BM25Okapi
-
             self._bm25 = BM25Okapi([bm25_words(t) for t in self.texts])
         return self._bm25
 
@@ -184,7 +183,6 @@ class CorpusIndex:
             scores, ids = self.search_vectors(q, max(10 * k, 50) if distinct else k)  # a pool to skip from
             ranked = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         else:
-
             fused = fuse_scores(self.embeddings @ q[0], self.lexical().get_scores(bm25_words(query)),
                                 self.lexical_weight)
             order = np.argsort(-fused, kind="stable")

@@ -224,13 +224,10 @@ def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_
     if not cfg.resolved():
         raise ValueError(f"resolve the config before training; still auto: {cfg}")
     t0 = time.time()
-    train_ex = reader.reader_examples(retrieved.train, tokenizer, cfg.prompt_style, k=cfg.top_k,
-                                      p_gold=cfg.raft_p_gold, seed=cfg.seed)
+    contexts, key = reader.reader_contexts(retrieved.train, k=cfg.top_k, p_gold=cfg.raft_p_gold, seed=cfg.seed)
+    train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)
     val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style)
-    n_gold = None
-    if cfg.raft_p_gold is not None:
-        raft = reader.raft_records(retrieved.train, cfg.top_k, p_gold=cfg.raft_p_gold, seed=cfg.seed)
-        n_gold = sum(covers(r, r["train_context"]) for r in raft)
+    n_gold = None if cfg.raft_p_gold is None else sum(covers(r, r[key]) for r in contexts)
     history = train(model, tokenizer, train_ex, val_ex[:48], cfg.train_config())
     seconds = time.time() - t0
     saved = None

@@ -28,13 +28,20 @@ from cinephile.trivia.retrieval import gold_chunks, score_order, window_text
 logger = logging.getLogger(__name__)
 
 
+def reader_contexts(records: Sequence[dict], *, k: int, p_gold: float | None = 0.8,
+                    seed: int = 0) -> tuple[list[dict], str]:
+    """The training records and the key of the context the reader trains on: RAFT contexts
+    (``raft_records``, key "train_context"), or the retrieved context when ``p_gold`` is None."""
+    if p_gold is None:
+        return list(records), "retrieved_context"
+    return raft_records(records, k, p_gold=p_gold, seed=seed), "train_context"
+
+
 def reader_examples(records: Sequence[dict], tokenizer, style: str, *, k: int, p_gold: float | None = 0.8,
                     seed: int = 0) -> list[dict]:
-    """Training prompts: RAFT contexts (``raft_records``), or the retrieved context when ``p_gold`` is None."""
-    if p_gold is None:
-        return trivia_examples(list(records), tokenizer, style)
-    return trivia_examples(raft_records(records, k, p_gold=p_gold, seed=seed), tokenizer, style,
-                           "train_context")
+    """Training prompts over ``reader_contexts``."""
+    contexts, key = reader_contexts(records, k=k, p_gold=p_gold, seed=seed)
+    return trivia_examples(contexts, tokenizer, style, key)
 
 
 def context_table(records: Sequence[dict], tokenizer, embed_fn, *, sizes: Sequence[int] = (128, 192, 256),
