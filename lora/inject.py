@@ -228,12 +228,14 @@ def _require_lora(model: nn.Module, action: str | None = None) -> list[LoRALayer
 def merge_lora(model: nn.Module) -> None:
     """Fold every adapter into its base weight (faster inference, plain-model export).
 
-    Refused when any layer is already merged, so an update is never applied twice, and inside
-    ``disable_lora`` (which must keep giving the base model).
+    Refused when any layer is already merged, so an update is never applied twice, inside
+    ``disable_lora`` (which must keep giving the base model), and on a bf16 / fp16 base (inexact).
     """
     layers = _require_lora(model, "merge")
     if any(layer.merged for layer in layers):
         raise RuntimeError("LoRA is already merged into this model; call unmerge_lora first")
+    for layer in layers:  # checked for every layer before any weight changes
+        layer.refuse_low_precision_merge()
     for layer in layers:
         layer.merge()
 

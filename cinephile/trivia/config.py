@@ -49,6 +49,7 @@ class TriviaConfig:
     grad_accum: int = 1  # forward passes per optimizer step
     bf16: bool | str | None = "auto"  # bf16 autocast in training and generation; "auto": where the CPU has it
     max_len: int = 640  # longest training example in tokens
+    off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot
     device: str | None = None  # None: cuda, then mps, then cpu
     seed: int = 0  # adapter initialisation, shuffling, dropout
 

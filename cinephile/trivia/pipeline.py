@@ -24,7 +24,7 @@ from lora import inject_lora
 
 from cinephile import io, models
 from cinephile.train import save_run, train
-from cinephile.trivia import chunking, data, evaluate, films, reader, retrieval, splits
+from cinephile.trivia import chunking, data, evaluate, films, reader, retrieval, splits, zero_shot
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
 from cinephile.trivia.matching import covers
 
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["TriviaConfig", "resolve_hardware", "load_and_split", "load_reader", "choose_settings",
            "chunk_and_retrieve", "choose_prompt_style", "train_reader", "evaluate_reader", "validation_scores",
-           "evaluate_external"]
+           "evaluate_external", "evaluate_off_the_shelf"]
 
 TUNED_ROW = evaluate.EVAL_ROWS[2]  # ("tuned + retrieved context", True, "retrieved_context")
 BASE_ROW = evaluate.EVAL_ROWS[1]
@@ -299,3 +299,17 @@ def evaluate_external(cfg: TriviaConfig, model, tokenizer, embed_fn, run_dir=Non
     path = Path(run_dir) / "predictions_external.jsonl" if run_dir is not None else None
     return _evaluate(cfg, model, tokenizer, records, path, t0, info=info,
                      retrieval_table=pd.DataFrame(at_192).T.rename_axis("retriever (192-token chunks)"))
+
+
+def evaluate_off_the_shelf(cfg: TriviaConfig, validation: Evaluation, external: Evaluation | None,
+                           run_dir=None) -> zero_shot.Shelf | None:
+    """``cfg.off_the_shelf`` instruct models read the same contexts zero-shot; paired with the tuned reader.
+
+    None when ``cfg.off_the_shelf`` is empty. The models load in bf16 when ``cfg.bf16`` (they are
+    only read, never trained).
+    """
+    if not cfg.off_the_shelf:
+        return None
+    sets = {"validation": validation, **({"external": external} if external is not None else {})}
+    return zero_shot.compare(cfg.off_the_shelf, {name: (ev.records, ev.lines) for name, ev in sets.items()},
+                             TUNED_ROW[0], bf16=bool(cfg.bf16), device=cfg.device, out_dir=run_dir)

@@ -20,6 +20,7 @@ from cinephile.trivia import answer, evaluate, films
 from cinephile.trivia.config import TriviaConfig
 from cinephile.trivia.index import CorpusIndex
 from cinephile.trivia.pipeline import Evaluation, Retrieved, Settings, Trained
+from cinephile.trivia.zero_shot import Shelf
 
 
 def error_analysis(evaluations: dict[str, Evaluation | None]) -> dict[str, tuple[pd.DataFrame, dict]]:
@@ -36,37 +37,53 @@ def error_tables(analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts, examples
 
 
-def plot_results(validation: Evaluation, external: Evaluation | None, path=None):
-    """EM / F1 bars per evaluation row, one panel per evaluation set."""
+def result_tables(validation: Evaluation, external: Evaluation | None,
+                  shelf: Shelf | None = None) -> dict[str, pd.DataFrame]:
+    """Per evaluation set, the tuned reader's rows followed by the off-the-shelf rows (when read)."""
     tables = {"validation": validation.table, **({"external": external.table} if external is not None else {})}
-    return evaluate.plot_results(tables, path)
+    if shelf is None:
+        return tables
+    return {name: pd.concat([t, shelf.tables[name]], ignore_index=True) for name, t in tables.items()}
+
+
+def plot_results(validation: Evaluation, external: Evaluation | None, path=None, shelf: Shelf | None = None):
+    """EM / F1 bars per evaluation row (off-the-shelf rows included), one panel per evaluation set."""
+    return evaluate.plot_results(result_tables(validation, external, shelf), path)
 
 
 def timings(settings: Settings, retrieved: Retrieved, trained: Trained, validation: Evaluation,
-            external: Evaluation | None, t_start: float) -> dict[str, float]:
+            external: Evaluation | None, t_start: float, shelf: Shelf | None = None) -> dict[str, float]:
     """Seconds per stage and in total since ``t_start``."""
     out = {"settings_s": settings.seconds, "retrieval_s": retrieved.seconds, "training_s": trained.seconds,
            "evaluation_s": validation.seconds}
     if external is not None:
         out["external_eval_s"] = external.seconds
+    if shelf is not None:
+        out["off_the_shelf_s"] = shelf.seconds
     out["total_s"] = time.time() - t_start
     return out
 
 
 def summary(cfg: TriviaConfig, retrieved: Retrieved, trained: Trained, validation: Evaluation,
-            external: Evaluation | None, analysis: dict, timings_s: dict) -> dict:
-    """The run's results: what ``metrics.json`` and ``results/trivia.json`` hold (``cinephile.report`` reads it)."""
-    results = {"validation": validation.table.to_dict("records")}
+            external: Evaluation | None, analysis: dict, timings_s: dict, shelf: Shelf | None = None) -> dict:
+    """The run's results: what ``metrics.json`` and ``results/trivia.json`` hold (``cinephile.report`` reads it).
+
+    ``results`` lists the tuned reader's rows, then the off-the-shelf rows; ``off_the_shelf`` names
+    the best of them (chosen on validation) and the tuned reader's paired EM / F1 difference from it.
+    """
+    results = {name: t.to_dict("records") for name, t in result_tables(validation, external, shelf).items()}
     paired = {"validation": validation.paired}
     if external is not None:
-        results["external"] = external.table.to_dict("records")
         paired["external"] = external.paired
+    off = None if shelf is None else {"models": list(cfg.off_the_shelf), "best_row": shelf.best_row,
+                                      "paired_tuned_vs_best": shelf.paired}
     return {"model": cfg.model_name, "split": cfg.split, "prompt_style": cfg.prompt_style,
             "settings": {"chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lexical_weight": cfg.lexical_weight,
                          "raft_p_gold": cfg.raft_p_gold, "epochs": cfg.epochs, "bf16": cfg.bf16,
                          "lora_r": cfg.lora_r},
             "results": results,
             "paired_em_tuned_vs_base": paired,
+            "off_the_shelf": off,
             "validation_em_by_kind": validation.by_kind().reset_index().to_dict("records"),
             "retrieval": {"validation_split": retrieved.recall,
                           "precision_recall": {m: df.to_dict("records")

@@ -137,3 +137,41 @@ def test_merge_and_unmerge_are_refused_inside_disable_lora(model_kind, tokens, m
         torch.testing.assert_close(model(tokens).logits, ref, rtol=1e-5, atol=1e-5)  # still the base model
     assert is_merged(model) == merged_before
     torch.testing.assert_close(model(tokens).logits, tuned, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bf16_base_gets_fp32_adapters_that_train_and_refuses_merge(tmp_path):
+    """The frozen base held in bf16: fp32 adapters and optimizer state, the base back inside disable_lora,
+    merge refused before any weight changes, and the adapter saves and loads like an fp32 one."""
+    from lora import LoRAConfig, disable_lora, inject_lora, load_adapter, merge_lora, save_adapter
+    from tests.helpers import tiny_llama
+
+    model = tiny_llama().to(torch.bfloat16)
+    ids = torch.randint(0, 100, (2, 6))
+    with torch.no_grad():
+        base_logits = model(ids).logits
+    names = inject_lora(model, LoRAConfig.llama(r=4, alpha=8))
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(p.dtype == torch.float32 for p in params)
+    assert model.model.layers[0].self_attn.q_proj.base.weight.dtype == torch.bfloat16
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for autocast in (True, False):  # the adapters run with and without bf16 autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        tuned = model(ids).logits
+        with disable_lora(model):
+            assert torch.equal(model(ids).logits, base_logits)
+    assert not torch.equal(tuned, base_logits)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="cannot merge LoRA into a bfloat16 base weight.*float32"):
+        merge_lora(model)
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())  # nothing was changed
+    save_adapter(model, tmp_path / "adapter")
+    fresh = tiny_llama().to(torch.bfloat16)
+    inject_lora(fresh, LoRAConfig.llama(r=4, alpha=8))
+    load_adapter(fresh, tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).logits, tuned) and len(names) == 8

@@ -1,0 +1,175 @@
+"""Off-the-shelf instruct readers: another model reads the same contexts as the tuned reader, zero-shot.
+
+These are the rows a user compares a tuned reader against: an instruct model that installs offline
+(``models.PART_MODELS``, SmolLM2-135M-Instruct), prompted through its chat template with a fixed
+system message, greedy, its first line as the answer. They are other models than the tuned one, so
+they are their own evaluation call with their own row names; their per-question lines pair with the
+tuned rows by question id (``evaluate.paired_difference``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cinephile import models
+from cinephile.generate import generate_answers
+from cinephile.io import write_jsonl
+from cinephile.trivia.evaluate import exact_match, f1_score, paired_difference, score_predictions
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = ("You answer questions about films from the given context. Reply with the answer only: a name, title, "
+          "year, number, or yes/no. No sentence.")
+CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
+
+
+def user_text(question: str, context: str | None) -> str:
+    """The user's turn: the context (when given) and the question."""
+    question = question.strip()
+    return f"Context:\n{context.strip()}\n\nQuestion: {question}" if context else f"Question: {question}"
+
+
+def prompt(tokenizer, question: str, context: str | None) -> str:
+    """The chat-template prompt of one question, ending where the assistant's answer starts."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("an off-the-shelf reader needs a chat template (an instruct model); "
+                         f"{getattr(tokenizer, 'name_or_path', 'this tokenizer')} has none")
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_text(question, context)}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def clean_answer(text: str) -> str:
+    """The first line of a reply, stripped, without a trailing period ("Paris." -> "Paris")."""
+    line = text.strip().split("\n")[0].strip()
+    return line[:-1].rstrip() if line.endswith(".") else line
+
+
+def display_name(model_name: str) -> str:
+    """The model's name as rows show it: the hub id's last part ("Qwen2.5-Coder-1.5B-Instruct")."""
+    spec = models.part_model(model_name)
+    if spec:
+        return spec.hub_id.split("/")[-1]
+    if model_name in models.SMOLLM2_ALIASES:
+        return "SmolLM2-135M-Instruct"
+    return models.short_name(model_name)
+
+
+def row_name(model_name: str, context_key: str) -> str:
+    """``"Qwen2.5-Coder-1.5B-Instruct, zero-shot + retrieved context"``."""
+    return f"{display_name(model_name)}, zero-shot + {CONTEXTS[context_key]}"
+
+
+def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: str, *,
+                       context_keys: Sequence[str] = tuple(CONTEXTS), batch_size: int = 8, max_new_tokens: int = 16,
+                       bf16: bool | None = False, progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
+    """EM / F1 of an off-the-shelf reader per context, and its per-question lines (``evaluate_qa``'s layout).
+
+    Args:
+        model, tokenizer: the instruct model (no adapters).
+        records: evaluated records holding each of ``context_keys``.
+        model_name: as for ``models.load_base_model``; names the rows (``row_name``).
+        context_keys: the contexts read ("retrieved_context", "gold_context").
+
+    Returns:
+        ``(table, lines)`` with columns row, em, f1, n, and one dict per (row, question).
+    """
+    if not records:
+        raise ValueError("no records to evaluate; is the evaluation split empty?")
+    unknown = [k for k in context_keys if k not in CONTEXTS]
+    if unknown:
+        raise ValueError(f"unknown context keys {unknown}; use {list(CONTEXTS)}")
+    lacking = [k for k in context_keys if any(k not in r for r in records)]
+    if lacking:
+        raise ValueError(f"records lack {lacking}; pass retrieved records (retrieval.with_gold_context for gold)")
+    table, lines = [], []
+    for key in tqdm(context_keys, desc=f"{display_name(model_name)}: {len(records)} questions", disable=not progress):
+        name = row_name(model_name, key)
+        prompts = [prompt(tokenizer, r["question"], r[key]) for r in records]
+        # stop at EOS (the chat turn's end); the first line is kept afterwards
+        raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               progress=False, bf16=bf16)
+        preds = [clean_answer(p) for p in raw]
+        table.append({"row": name, **score_predictions(preds, records)})
+        lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p, "answer": r["answer"],
+                   "em": exact_match(p, r["answer_aliases"]), "f1": round(f1_score(p, r["answer_aliases"]), 4)}
+                  for r, p in zip(records, preds)]
+        logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
+    return pd.DataFrame(table), lines
+
+
+def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]], *, bf16: bool | None = False,
+              device: str | None = None, context_keys: Sequence[str] = tuple(CONTEXTS),
+              batch_size: int = 8, progress: bool = True) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
+    """Each off-the-shelf model, loaded once (bf16 weights when ``bf16``), reads every record set.
+
+    Returns:
+        ``{set name: (table, lines)}`` with every model's rows, in ``model_names`` order.
+    """
+    out = {name: ([], []) for name in record_sets}
+    for model_name in model_names:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        model, tokenizer = models.load_base_model(model_name, dtype=dtype, device=models.pick_device(device))
+        for set_name, records in record_sets.items():
+            table, lines = evaluate_zero_shot(model, tokenizer, records, model_name, context_keys=context_keys,
+                                              batch_size=batch_size, bf16=bf16, progress=progress)
+            out[set_name][0].append(table)
+            out[set_name][1].extend(lines)
+        del model
+        gc.collect()
+    return {name: (pd.concat(tables, ignore_index=True), lines) for name, (tables, lines) in out.items()}
+
+
+@dataclass
+class Shelf:
+    """``compare``: the off-the-shelf rows per evaluation set, and the tuned reader paired against the best."""
+
+    tables: dict[str, pd.DataFrame]  # per set: row, em, f1, n
+    lines: dict[str, list[dict]]  # per set: one dict per (row, question)
+    best_row: str  # the off-the-shelf row with the retrieved context that scores best on validation EM
+    paired: dict[str, dict]  # per set: {"em": ..., "f1": ...} tuned minus best_row, paired bootstrap
+    seconds: float
+
+    def paired_text(self) -> str:
+        return "\n".join(f"{name}: tuned - {self.best_row}: EM {p['em']['diff']:+.1f} [{p['em']['lo']:+.1f}, "
+                         f"{p['em']['hi']:+.1f}], F1 {p['f1']['diff']:+.1f} [{p['f1']['lo']:+.1f}, {p['f1']['hi']:+.1f}]"
+                         for name, p in self.paired.items())
+
+
+def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict], list[dict]]], tuned_row: str, *,
+            bf16: bool | None = False, device: str | None = None, out_dir=None, progress: bool = True) -> Shelf:
+    """Off-the-shelf rows on each evaluation set, paired with the tuned reader's ``tuned_row`` by question id.
+
+    Args:
+        model_names: the instruct models (``read_with``).
+        evaluated: per set (``"validation"`` first), the records evaluated and the tuned reader's lines.
+        tuned_row: the tuned reader's row compared.
+        out_dir: gets ``predictions_off_the_shelf_<set>.jsonl`` (None: nothing written).
+
+    The best off-the-shelf row is chosen on validation only (retrieved context, EM then F1), so the
+    external set never picks what it is compared with.
+    """
+    if "validation" not in evaluated:
+        raise ValueError("compare needs the validation set: the best off-the-shelf row is chosen on it")
+    t0 = time.time()
+    read = read_with(model_names, {name: records for name, (records, _) in evaluated.items()}, bf16=bf16,
+                     device=device, progress=progress)
+    val = read["validation"][0]
+    val = val[val["row"].str.endswith(CONTEXTS["retrieved_context"])]
+    best_row = str(val.sort_values(["em", "f1"], ascending=False).iloc[0]["row"])
+    paired = {}
+    for name, (_, tuned_lines) in evaluated.items():
+        lines = tuned_lines + read[name][1]
+        paired[name] = {key: paired_difference(lines, tuned_row, best_row, key=key) for key in ("em", "f1")}
+        if out_dir is not None:
+            write_jsonl(Path(out_dir) / f"predictions_off_the_shelf_{name}.jsonl", read[name][1])
+    return Shelf({k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, best_row, paired,
+                 time.time() - t0)
