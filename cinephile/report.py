@@ -177,6 +177,28 @@ def attention_table(record: dict) -> str:
                    "training step", "generate 16 tokens"], rows)
 
 
+def instruct_reader_table(record: dict) -> str:
+    """``results/trivia_instruct.json``: tuned instruct readers against the same model read off the shelf."""
+    def interval(p):
+        return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
+
+    rows = []
+    for r in record["rows"]:
+        score = {name: {x["row"]: x for x in rows_} for name, rows_ in r["results"].items()}
+        tuned = {name: s["tuned + retrieved context"] for name, s in score.items()}
+        shelf = {name: s[r["best_off_the_shelf"]] for name, s in score.items()}
+        paired = r["paired_tuned_vs_best"]
+        rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
+                     f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
+                     f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
+                     f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
+                     interval(paired["external"]["em"]), interval(paired["external"]["f1"]),
+                     f"{r['seconds']['per_step']:.0f} s"])
+    return _table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
+                   "validation EM: tuned / off the shelf", "HotpotQA EM / F1: tuned", "off the shelf",
+                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]", "training step"], rows)
+
+
 def roofline_table(record: dict) -> str:
     """``results/bench_roofline.json``: each reader's training step and generation against the matmul rate."""
     dtype = "bfloat16" if record["bf16"] else "float32"
@@ -195,7 +217,8 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table,
              "ratings.json": ratings_tables, "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
-             "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table}
+             "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
+             "trivia_instruct.json": instruct_reader_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -205,7 +228,8 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "bench_index.json": "benchmarks/index_scale.py", "bench_trainer.json": "benchmarks/trainer_vs_ours.py",
            "bench_lora_train_speed.json": "benchmarks/lora_train_speed.py",
            "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py",
-           "bench_roofline.json": "benchmarks/roofline.py"}  # what writes each results file
+           "bench_roofline.json": "benchmarks/roofline.py",
+           "trivia_instruct.json": "benchmarks/instruct_reader.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

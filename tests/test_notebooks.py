@@ -46,12 +46,16 @@ def test_main_notebook_tiny(tmp_path, shared_data):
     _run("main.ipynb", tmp_path, MAX_QUESTIONS=30, EXTERNAL_LIMIT=4, EPOCHS=1, BATCH_SIZE=4, RUN_NAME=run,
          COMPARISON_PAIRS=[4, 1], CHUNK_CHOICES=[128], K_CHOICES=[1, 2], MAX_LEN=384,
          DATA_OUT=str(tmp_path / "data"), DEMO_QUESTIONS=[["Who directed Jaws?", "Steven Spielberg"]], RESULTS_JSON="",
-         EXTERNAL_CSV=str(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv"))
+         EXTERNAL_CSV=str(shared_data / "movie_qa" / "hotpotqa_movie_dev.csv"), OFF_THE_SHELF=["smollm2-135m"])
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert [r["row"] for r in metrics["results"]["validation"]][0] == "closed-book (base)"
         assert metrics["results"]["external"][0]["n"] == 4
+        shelf_rows = [r["row"] for r in metrics["results"]["external"] if "zero-shot" in r["row"]]
+        assert shelf_rows == ["SmolLM2-135M-Instruct, zero-shot + retrieved context",
+                              "SmolLM2-135M-Instruct, zero-shot + gold context"]
+        assert metrics["off_the_shelf"]["paired_tuned_vs_best"]["external"]["f1"]["n"] == 4
         n_val = metrics["results"]["validation"][0]["n"]
         assert metrics["paired_em_tuned_vs_base"]["validation"]["n"] == n_val
         assert sum(e["n"] for e in metrics["errors"]["validation"]) <= n_val

@@ -81,3 +81,20 @@ def test_trivia_table_pairs_the_tuned_reader_with_the_best_off_the_shelf_row():
     assert "| -8.5 [-15.0, -1.2] | +3.5 [-2.0, +9.0] | no: behind (EM interval below 0) |" in text
     record["off_the_shelf"] = None
     assert "best off-the-shelf" not in trivia_tables(record)
+
+
+def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
+    from cinephile.report import instruct_reader_table
+
+    interval = lambda d, lo, hi: {"diff": d, "lo": lo, "hi": hi, "n": 53, "beats": lo > 0}  # noqa: E731
+    shelf = "Q, zero-shot + retrieved context"
+    row = {"name": "1.5B, 240 prompts", "n_train": 240, "lr": 2e-4, "seed": 0, "best_off_the_shelf": shelf,
+           "results": {"validation": [{"row": "tuned + retrieved context", "em": 76.2, "f1": 76.2},
+                                      {"row": shelf, "em": 70.0, "f1": 72.0}],
+                       "external": [{"row": "tuned + retrieved context", "em": 35.8, "f1": 50.5},
+                                    {"row": shelf, "em": 41.5, "f1": 56.5}]},
+           "paired_tuned_vs_best": {"external": {"em": interval(-5.7, -13.2, 1.9), "f1": interval(-6.0, -12.0, 0.1)}},
+           "seconds": {"per_step": 22.4}}
+    line = instruct_reader_table({"rows": [row]}).splitlines()[2]
+    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 76.2 / 70.0 | 35.8 / 50.5 | 41.5 / 56.5 | "
+                    "-5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")

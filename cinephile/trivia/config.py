@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
+
 from cinephile import io, models
 from cinephile.train import TrainConfig
 
@@ -30,6 +32,7 @@ class TriviaConfig:
     val_fraction: float = 0.2  # share of films (or questions) held out for validation
     comparison_pairs: tuple[int, int] = (50, 8)  # film pairs with comparison questions, training / validation
     train_comparisons: bool = True  # train on the comparison questions (False: single-hop only)
+    bridges: tuple[int, int] = (0, 0)  # bridge questions (film reached through other facts), training / validation
     lexical_weight: float | str = "auto"  # BM25 share of the hybrid retriever; "auto": best training recall@1
     chunk_tokens: int | str = "auto"  # chunk size in tokens; "auto": best fed-context recall within the budget
     top_k: int | str = "auto"  # chunks fed to the reader; "auto" as chunk_tokens
@@ -49,6 +52,9 @@ class TriviaConfig:
     grad_accum: int = 1  # forward passes per optimizer step
     bf16: bool | str | None = "auto"  # bf16 autocast in training and generation; "auto": where the CPU has it
     max_len: int = 640  # longest training example in tokens
+    max_train_examples: int | None = None  # a seeded sample of at most N training prompts (None: all)
+    frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16"; "auto": bfloat16 for the
+    # Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
     off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot
     device: str | None = None  # None: cuda, then mps, then cpu
     seed: int = 0  # adapter initialisation, shuffling, dropout
@@ -76,7 +82,13 @@ class TriviaConfig:
     def resolved(self) -> bool:
         """True when no field is "auto" any more."""
         return "auto" not in (self.lexical_weight, self.chunk_tokens, self.top_k, self.prompt_style,
-                              self.lora_targets, self.bf16)
+                              self.lora_targets, self.bf16, self.frozen_dtype)
+
+    def base_dtype(self):
+        """The torch dtype the frozen base loads in (``frozen_dtype``, resolved)."""
+        if self.frozen_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f'frozen_dtype must be "float32" or "bfloat16" once resolved, got {self.frozen_dtype!r}')
+        return getattr(torch, self.frozen_dtype)
 
     def train_config(self) -> TrainConfig:
         """The training settings (``bf16`` False / None: mixed precision on a GPU, fp32 on a CPU)."""
@@ -92,7 +104,12 @@ class TriviaConfig:
 
 
 def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
-    """``bf16="auto"`` -> native bf16 of this CPU; ``lora_targets="auto"`` -> the model's preset modules."""
+    """``bf16="auto"`` -> native bf16 of this CPU; ``lora_targets="auto"`` -> the model's preset modules;
+    ``frozen_dtype="auto"`` -> bfloat16 for a Qwen reader (``models.PART_MODELS``) with bf16 on, else float32."""
     bf16 = models.native_bf16() if cfg.bf16 == "auto" else (None if cfg.bf16 is None else bool(cfg.bf16))
     targets = cfg.lora_config().target_modules
-    return dataclasses.replace(cfg, bf16=bf16, lora_targets=targets if isinstance(targets, str) else tuple(targets))
+    frozen = cfg.frozen_dtype
+    if frozen == "auto":
+        frozen = "bfloat16" if bf16 and models.part_model(cfg.model_name) else "float32"
+    return dataclasses.replace(cfg, bf16=bf16, lora_targets=targets if isinstance(targets, str) else tuple(targets),
+                               frozen_dtype=frozen)

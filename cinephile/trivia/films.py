@@ -168,6 +168,55 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
     return records
 
 
+ROLE_QUESTION = re.compile(r"^(?:Which actor|Which actress|Who) (?:plays|played|voices|voiced) "
+                           r"(?P<role>[^?]+?) in (?P<film>[^?]+)\?$")
+
+
+def _description(film: str, facts: dict[str, dict]) -> str | None:
+    """"the 1975 film directed by Steven Spielberg" when no other film of ``facts`` shares year and director."""
+    f = facts.get(film)
+    if not f or not f["director"]:
+        return None
+    twins = [g for g, x in facts.items() if (x["year"], x["director"]) == (f["year"], f["director"])]
+    return f"the {f['year']} film directed by {f['director']}" if twins == [film] else None
+
+
+def bridge_records(records: Sequence[dict], facts: dict[str, dict], *, prefix: str) -> list[dict]:
+    """Two-hop questions that reach a film through other facts first (HotpotQA's bridge kind), from single-hop records.
+
+    - description -> film -> fact: the title of a single-hop question replaced by "the <year> film
+      directed by <director>" (only where that pair names one film), e.g. "Who composed the score for the
+      1975 film directed by Steven Spielberg?";
+    - person -> film -> fact: from a role question ("Which actor plays Rick Blaine in Casablanca?" ->
+      Humphrey Bogart), "Who directed the film in which Humphrey Bogart plays Rick Blaine?" and "In what
+      year was ... released?".
+
+    Each keeps the single-hop record's context (its film's block and same-side distractors) and lists
+    the strings a context must state as ``evidence``. Pass one side of a split: nothing crosses it.
+    """
+    out = []
+    for r in records:
+        film = r.get("film")
+        if not film or film not in facts:
+            continue
+        f, base = facts[film], {k: r[k] for k in ("context", "film") if k in r}
+        described = _description(film, facts)
+        if described and film in r["question"]:
+            out.append({**base, "id": f"{prefix}{r['id']}-d", "question": r["question"].replace(film, described, 1),
+                        "answer": r["answer"], "answer_aliases": list(r.get("answer_aliases") or [r["answer"]]),
+                        "evidence": [str(f["year"]), f["director"], r["answer"]], "kind": "bridge"})
+        match = ROLE_QUESTION.match(r["question"].strip())
+        if match and match["film"].strip() == film:
+            via = f"the film in which {r['answer']} plays {match['role']}"
+            asks = [("y", f"In what year was {via} released?", str(f["year"]))]
+            if f["director"]:
+                asks.append(("p", f"Who directed {via}?", f["director"]))
+            out += [{**base, "id": f"{prefix}{r['id']}-{tag}", "question": question, "answer": answer,
+                     "answer_aliases": [answer], "evidence": [r["answer"], answer], "kind": "bridge"}
+                    for tag, question, answer in asks]
+    return out
+
+
 def title_of(text: str, blocks: dict[str, list[str]]) -> str | None:
     """The film whose passages contain the start of ``text`` (e.g. a retrieved chunk), or None."""
     head = text.strip()[:80]

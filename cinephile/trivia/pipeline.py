@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ def load_and_split(cfg: TriviaConfig) -> Split:
         facts = films.read_facts(cfg.facts_csv) if cfg.facts_csv else {}
         train_raw, val_raw = splits.film_split_with_comparisons(
             records, facts, val_fraction=cfg.val_fraction, train_pairs=cfg.comparison_pairs[0],
-            val_pairs=cfg.comparison_pairs[1])
+            val_pairs=cfg.comparison_pairs[1], bridges=cfg.bridges)
         return Split(records, train_raw, val_raw, facts, report)
     if cfg.split != "id":
         raise ValueError(f'split must be "film" or "id", got {cfg.split!r}')
@@ -90,8 +91,10 @@ def load_and_split(cfg: TriviaConfig) -> Split:
 
 
 def load_reader(cfg: TriviaConfig):
-    """The base model with freshly initialised (seeded) LoRA adapters: ``(model, tokenizer, lora_names)``."""
-    model, tokenizer = models.load_base_model(cfg.model_name, device=models.pick_device(cfg.device))
+    """The base model (in ``cfg.frozen_dtype``) with freshly initialised (seeded) fp32 LoRA adapters:
+    ``(model, tokenizer, lora_names)``."""
+    model, tokenizer = models.load_base_model(cfg.model_name, dtype=cfg.base_dtype(),
+                                              device=models.pick_device(cfg.device))
     torch.manual_seed(cfg.seed)  # the adapters' initial values do not depend on what ran before
     return model, tokenizer, inject_lora(model, cfg.lora_config())
 
@@ -218,13 +221,17 @@ def weights_name(cfg: TriviaConfig) -> str:
 def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_dir=None) -> Trained:
     """Train the adapters on RAFT contexts (``cfg.raft_p_gold``) and save them with the resolved config.
 
-    Validation loss is measured on the first 48 validation prompts; ``run_dir`` gets the ``.pth``
+    ``cfg.max_train_examples`` keeps a seeded sample of the prompts (in their order). Validation loss
+    is measured on the first 48 validation prompts; ``run_dir`` gets the ``.pth``
     weights, the PEFT adapter and ``config.json`` (``asdict(cfg)`` plus the history).
     """
     if not cfg.resolved():
         raise ValueError(f"resolve the config before training; still auto: {cfg}")
     t0 = time.time()
     contexts, key = reader.reader_contexts(retrieved.train, k=cfg.top_k, p_gold=cfg.raft_p_gold, seed=cfg.seed)
+    if cfg.max_train_examples is not None and len(contexts) > cfg.max_train_examples:
+        keep = sorted(random.Random(f"{cfg.seed}-train-sample").sample(range(len(contexts)), cfg.max_train_examples))
+        contexts = [contexts[i] for i in keep]
     train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)
     val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style)
     n_gold = None if cfg.raft_p_gold is None else sum(covers(r, r[key]) for r in contexts)
@@ -244,7 +251,7 @@ class Evaluation:
     records: list[dict]  # the records evaluated
     table: pd.DataFrame  # row, em, f1, n
     lines: list[dict]  # one per (row, question)
-    paired: dict  # tuned + retrieved minus base + retrieved, EM points, paired bootstrap
+    paired: dict | None  # tuned + retrieved minus base + retrieved, EM points, paired bootstrap (None: a row not run)
     seconds: float
     info: dict | None = None  # external set only: n, load report, retrieval at 192 tokens, context recall
     retrieval_table: pd.DataFrame | None = None  # external set only: recall per retriever at 192 tokens
@@ -257,17 +264,21 @@ class Evaluation:
         return f"tuned - base (retrieved context), EM points: {rounded}"
 
 
-def _evaluate(cfg, model, tokenizer, records, path, t0, **extra) -> Evaluation:
+def _evaluate(cfg, model, tokenizer, records, path, t0, rows=evaluate.EVAL_ROWS, **extra) -> Evaluation:
     table, lines = evaluate.evaluate_qa(model, tokenizer, records, cfg.prompt_style, predictions_path=path,
-                                        bf16=bool(cfg.bf16))
-    paired = evaluate.paired_difference(lines, TUNED_ROW[0], BASE_ROW[0])
+                                        bf16=bool(cfg.bf16), rows=rows)
+    names = {row[0] for row in rows}
+    paired = (evaluate.paired_difference(lines, TUNED_ROW[0], BASE_ROW[0])
+              if {TUNED_ROW[0], BASE_ROW[0]} <= names else None)
     return Evaluation(records, table, lines, paired, time.time() - t0, **extra)
 
 
-def evaluate_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_dir=None) -> Evaluation:
-    """Every evaluation row on the validation split; predictions also in ``predictions_validation.jsonl``."""
+def evaluate_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_dir=None, *,
+                    rows=evaluate.EVAL_ROWS) -> Evaluation:
+    """The evaluation ``rows`` (default: every row, base and tuned) on the validation split; predictions also
+    in ``predictions_validation.jsonl``."""
     path = Path(run_dir) / "predictions_validation.jsonl" if run_dir is not None else None
-    return _evaluate(cfg, model, tokenizer, retrieved.val, path, time.time())
+    return _evaluate(cfg, model, tokenizer, retrieved.val, path, time.time(), rows)
 
 
 def validation_scores(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved) -> dict[str, dict]:
@@ -277,7 +288,8 @@ def validation_scores(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved)
     return evaluate.scores_by_kind([x["prediction"] for x in lines], retrieved.val)
 
 
-def evaluate_external(cfg: TriviaConfig, model, tokenizer, embed_fn, run_dir=None) -> Evaluation | None:
+def evaluate_external(cfg: TriviaConfig, model, tokenizer, embed_fn, run_dir=None, *,
+                      rows=evaluate.EVAL_ROWS) -> Evaluation | None:
     """The external test set (``cfg.external_csv``), scored once with the frozen settings; None without one.
 
     Retrieval recall is also measured at 192 SmolLM2-token chunks, the chunks every earlier version
@@ -297,12 +309,12 @@ def evaluate_external(cfg: TriviaConfig, model, tokenizer, embed_fn, run_dir=Non
     info = {"n": len(records), "load_report": report, "retrieval_192": at_192,
             "context_recall": sum(r["context_recall"] for r in records) / len(records)}
     path = Path(run_dir) / "predictions_external.jsonl" if run_dir is not None else None
-    return _evaluate(cfg, model, tokenizer, records, path, t0, info=info,
+    return _evaluate(cfg, model, tokenizer, records, path, t0, rows, info=info,
                      retrieval_table=pd.DataFrame(at_192).T.rename_axis("retriever (192-token chunks)"))
 
 
 def evaluate_off_the_shelf(cfg: TriviaConfig, validation: Evaluation, external: Evaluation | None,
-                           run_dir=None) -> zero_shot.Shelf | None:
+                           run_dir=None, *, context_keys=tuple(zero_shot.CONTEXTS)) -> zero_shot.Shelf | None:
     """``cfg.off_the_shelf`` instruct models read the same contexts zero-shot; paired with the tuned reader.
 
     None when ``cfg.off_the_shelf`` is empty. The models load in bf16 when ``cfg.bf16`` (they are
@@ -312,4 +324,5 @@ def evaluate_off_the_shelf(cfg: TriviaConfig, validation: Evaluation, external: 
         return None
     sets = {"validation": validation, **({"external": external} if external is not None else {})}
     return zero_shot.compare(cfg.off_the_shelf, {name: (ev.records, ev.lines) for name, ev in sets.items()},
-                             TUNED_ROW[0], bf16=bool(cfg.bf16), device=cfg.device, out_dir=run_dir)
+                             TUNED_ROW[0], bf16=bool(cfg.bf16), device=cfg.device, out_dir=run_dir,
+                             context_keys=context_keys)

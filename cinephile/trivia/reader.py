@@ -77,23 +77,34 @@ def choose_context(table: pd.DataFrame, *, tolerance: float = 0.02, max_tokens: 
 
 
 TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
-
-
-TRIVIA_SYSTEM = "You answer movie trivia questions with a short phrase."
+CHAT_SYSTEM = ("You answer questions about films from the given context. Reply with the answer only: a name, title, "
+               "year, number, or yes/no. No sentence.")
 
 
 def trivia_user_text(question: str, context: str | None) -> str:
-    """The user's turn: instruction, optional context, question."""
+    """The plain prompt's text: instruction, optional context, question."""
     if context:
         return f"{TRIVIA_INSTRUCTION}\n\nContext: {context.strip()}\n\nQuestion: {question.strip()}"
     return f"{TRIVIA_INSTRUCTION}\n\nQuestion: {question.strip()}"
 
 
+def chat_user_text(question: str, context: str | None) -> str:
+    """The user's turn of a chat prompt (after ``CHAT_SYSTEM``): the context when given, and the question."""
+    question = question.strip()
+    return f"Context:\n{context.strip()}\n\nQuestion: {question}" if context else f"Question: {question}"
+
+
 def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | None = "retrieved_context") -> dict:
-    """``{"id", "prompt", "response"}`` for a QA record; ``context_key=None`` gives closed-book."""
+    """``{"id", "prompt", "response"}`` for a QA record; ``context_key=None`` gives closed-book.
+
+    The chat style is the prompt an off-the-shelf instruct model reads (``zero_shot``), so a tuned
+    instruct reader and its untuned base see the same text.
+    """
     context = record.get(context_key) if context_key else None
-    prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style,
-                           system=TRIVIA_SYSTEM if style == CHAT else None)
+    if style == CHAT:
+        prompt = format_prompt(chat_user_text(record["question"], context), tokenizer, style=CHAT, system=CHAT_SYSTEM)
+    else:
+        prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style)
     return {"id": record["id"], "prompt": prompt, "response": format_response(record["answer"], style=style)}
 
 

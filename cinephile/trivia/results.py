@@ -109,7 +109,7 @@ def demo(cfg: TriviaConfig, questions: Sequence[tuple[str, str]], corpus: Corpus
         One row per question: question, answer, expected, right, and the film of the top passage
         (``films.title_of`` over ``records``; without records, the ids of the records it comes from).
     """
-    model, tokenizer = models.load_base_model(cfg.model_name)
+    model, tokenizer = models.load_base_model(cfg.model_name, dtype=cfg.base_dtype())
     load_lora_weights(model, weights)
     blocks = films.film_blocks(records) if records and cfg.split == "film" else {}
     rows = []

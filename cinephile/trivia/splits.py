@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 
 from cinephile.io import require_keys
-from cinephile.trivia.films import comparison_records, film_blocks, film_of, rebuild_context
+from cinephile.trivia.films import bridge_records, comparison_records, film_blocks, film_of, rebuild_context
 
 _FROM_QA = "load the records with data.load_qa_csv() (the sample's contexts, not chunked yet)"
 
@@ -79,11 +79,13 @@ def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
 
 def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict], *, val_fraction: float = 0.2,
                                 seed: int = 0, train_pairs: int = 36, val_pairs: int = 8,
-                                distractors: int = 1) -> tuple[list[dict], list[dict]]:
-    """``film_disjoint_split`` plus ``comparison_records`` on each side (pairs never cross the split).
+                                distractors: int = 1,
+                                bridges: tuple[int, int] = (0, 0)) -> tuple[list[dict], list[dict]]:
+    """``film_disjoint_split`` plus ``comparison_records`` and ``bridge_records`` on each side (never crossing it).
 
     Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
-    same side's films, so no validation-film paragraph reaches training.
+    same side's films, so no validation-film paragraph reaches training. ``bridges``: how many bridge
+    questions (a seeded sample of ``bridge_records``) each side gets, training / validation.
 
     Returns:
         (train records, validation records), single-hop first.
@@ -91,9 +93,12 @@ def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict],
     train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed)
     blocks = film_blocks(records)
     out = []
-    for side, n_pairs, prefix in ((train, train_pairs, "cmp-train-"), (val, val_pairs, "cmp-val-")):
+    for side, n_pairs, n_bridges, name in ((train, train_pairs, bridges[0], "train"),
+                                           (val, val_pairs, bridges[1], "val")):
         films = sorted({r["film"] for r in side})
-        extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=prefix, distractors=distractors,
-                                   seed=seed) if n_pairs else []
-        out.append([{**r, "kind": "single"} for r in side] + extra)
+        extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=f"cmp-{name}-",
+                                   distractors=distractors, seed=seed) if n_pairs else []
+        bridge = bridge_records(side, facts, prefix=f"br-{name}-")
+        bridge = random.Random(f"{seed}-bridge-{name}").sample(bridge, min(n_bridges, len(bridge)))
+        out.append([{**r, "kind": "single"} for r in side] + extra + bridge)
     return out[0], out[1]

@@ -23,28 +23,21 @@ from tqdm.auto import tqdm
 from cinephile import models
 from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
+from cinephile.prompts import CHAT, format_prompt
 from cinephile.trivia.evaluate import exact_match, f1_score, paired_difference, score_predictions
+from cinephile.trivia.reader import CHAT_SYSTEM, chat_user_text
 
 logger = logging.getLogger(__name__)
 
-SYSTEM = ("You answer questions about films from the given context. Reply with the answer only: a name, title, "
-          "year, number, or yes/no. No sentence.")
 CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
 
 
-def user_text(question: str, context: str | None) -> str:
-    """The user's turn: the context (when given) and the question."""
-    question = question.strip()
-    return f"Context:\n{context.strip()}\n\nQuestion: {question}" if context else f"Question: {question}"
-
-
 def prompt(tokenizer, question: str, context: str | None) -> str:
-    """The chat-template prompt of one question, ending where the assistant's answer starts."""
+    """The chat-template prompt of one question (``reader``'s chat style), ending where the answer starts."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("an off-the-shelf reader needs a chat template (an instruct model); "
                          f"{getattr(tokenizer, 'name_or_path', 'this tokenizer')} has none")
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_text(question, context)}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return format_prompt(chat_user_text(question, context), tokenizer, style=CHAT, system=CHAT_SYSTEM)
 
 
 def clean_answer(text: str) -> str:
@@ -139,13 +132,15 @@ class Shelf:
     seconds: float
 
     def paired_text(self) -> str:
-        return "\n".join(f"{name}: tuned - {self.best_row}: EM {p['em']['diff']:+.1f} [{p['em']['lo']:+.1f}, "
-                         f"{p['em']['hi']:+.1f}], F1 {p['f1']['diff']:+.1f} [{p['f1']['lo']:+.1f}, {p['f1']['hi']:+.1f}]"
+        def interval(p):
+            return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
+        return "\n".join(f"{name}: tuned - {self.best_row}: EM {interval(p['em'])}, F1 {interval(p['f1'])}"
                          for name, p in self.paired.items())
 
 
 def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict], list[dict]]], tuned_row: str, *,
-            bf16: bool | None = False, device: str | None = None, out_dir=None, progress: bool = True) -> Shelf:
+            bf16: bool | None = False, device: str | None = None, out_dir=None, progress: bool = True,
+            context_keys: Sequence[str] = tuple(CONTEXTS)) -> Shelf:
     """Off-the-shelf rows on each evaluation set, paired with the tuned reader's ``tuned_row`` by question id.
 
     Args:
@@ -153,6 +148,7 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
         evaluated: per set (``"validation"`` first), the records evaluated and the tuned reader's lines.
         tuned_row: the tuned reader's row compared.
         out_dir: gets ``predictions_off_the_shelf_<set>.jsonl`` (None: nothing written).
+        context_keys: the contexts read (the retrieved one is needed: the pairing uses it).
 
     The best off-the-shelf row is chosen on validation only (retrieved context, EM then F1), so the
     external set never picks what it is compared with.
@@ -161,7 +157,7 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
         raise ValueError("compare needs the validation set: the best off-the-shelf row is chosen on it")
     t0 = time.time()
     read = read_with(model_names, {name: records for name, (records, _) in evaluated.items()}, bf16=bf16,
-                     device=device, progress=progress)
+                     device=device, progress=progress, context_keys=context_keys)
     val = read["validation"][0]
     val = val[val["row"].str.endswith(CONTEXTS["retrieved_context"])]
     best_row = str(val.sort_values(["em", "f1"], ascending=False).iloc[0]["row"])

@@ -2,6 +2,7 @@
 
 import pytest
 
+from cinephile.trivia import films
 from cinephile.trivia.films import BLOCK_START, film_blocks, film_of, paragraphs
 from cinephile.trivia.splits import film_disjoint_split, split_films
 from tests.conftest import ROOT
@@ -84,3 +85,27 @@ def test_read_facts_refuses_a_film_listed_twice(tmp_path):
         read_facts(path)
 
 
+
+
+def test_bridge_questions_reach_the_film_through_other_facts_and_keep_its_context():
+    from cinephile.trivia.matching import covers
+
+    facts = {"Casablanca": {"year": 1942, "director": "Michael Curtiz"},
+             "Jaws": {"year": 1975, "director": "Steven Spielberg"},
+             "Twin A": {"year": 1980, "director": "Same Person"}, "Twin B": {"year": 1980, "director": "Same Person"}}
+    ctx = ("Casablanca is a 1942 film directed by Michael Curtiz. Humphrey Bogart plays Rick Blaine.\\n\\n"
+           "The song As Time Goes By is played by Sam.")
+    records = [{"id": "c1", "question": "Which actor plays Rick Blaine in Casablanca?", "answer": "Humphrey Bogart",
+                "answer_aliases": ["Humphrey Bogart", "Bogart"], "film": "Casablanca", "context": ctx},
+               {"id": "c2", "question": "What song is Sam asked to play in Casablanca?", "answer": "As Time Goes By",
+                "answer_aliases": ["As Time Goes By"], "film": "Casablanca", "context": ctx},
+               {"id": "t1", "question": "Who directed Twin A?", "answer": "Same Person", "answer_aliases": ["Same Person"],
+                "film": "Twin A", "context": "Twin A is a 1980 film directed by Same Person."}]
+    got = {r["id"]: r for r in films.bridge_records(records, facts, prefix="br-")}
+    assert got["br-c1-d"]["question"] == "Which actor plays Rick Blaine in the 1942 film directed by Michael Curtiz?"
+    assert got["br-c1-d"]["answer_aliases"] == ["Humphrey Bogart", "Bogart"]
+    assert got["br-c1-p"]["question"] == "Who directed the film in which Humphrey Bogart plays Rick Blaine?"
+    assert got["br-c1-p"]["answer"] == "Michael Curtiz" and got["br-c1-y"]["answer"] == "1942"
+    assert got["br-c2-d"]["question"] == "What song is Sam asked to play in the 1942 film directed by Michael Curtiz?"
+    assert "br-t1-d" not in got  # "the 1980 film directed by Same Person" names two films
+    assert all(r["kind"] == "bridge" and r["context"] == ctx and covers(r, ctx) for r in got.values())

@@ -30,7 +30,7 @@ def _tok():
 def _resolved(**changes):
     return dataclasses.replace(TriviaConfig(model_name="tiny", lexical_weight=0.5, chunk_tokens=8, top_k=1,
                                             prompt_style="plain", bf16=False, lora_targets=("q_proj", "v_proj"),
-                                            epochs=1, lr=1e-3), **changes)
+                                            frozen_dtype="float32", epochs=1, lr=1e-3), **changes)
 
 
 def test_config_from_params_reads_the_notebook_names_and_resolves_auto_once(monkeypatch):
@@ -166,7 +166,7 @@ def test_ablation_trains_and_generates_each_step_with_its_epochs_and_precision(m
     seen, inits = [], []
     # the stub moves the global generator on by a different amount each call, as real steps would
     monkeypatch.setattr(pipeline.models, "load_base_model",
-                        lambda name, device=None: (tiny_llama(), tok, torch.rand(7 * len(seen) + 1))[:2])
+                        lambda name, dtype, device=None: (tiny_llama(), tok, torch.rand(7 * len(seen) + 1))[:2])
 
     def fake_train(model, tok, train_ex, val_ex, cfg):
         seen.append(("train", cfg))
@@ -209,3 +209,26 @@ def test_ablation_checks_every_step_before_training_the_first(monkeypatch, chang
         ablation.ablation(_resolved(), split, None, steps)
     with pytest.raises(ValueError, match=r"ablation step 1 \('bad'\) has no \['k'\]; build steps with ablation_steps"):
         ablation.ablation(_resolved(), split, None, [good, {k: v for k, v in steps[1].items() if k != "k"}])
+
+
+def test_the_frozen_base_is_bf16_only_for_a_qwen_reader_with_bf16_on():
+    qwen = TriviaConfig(model_name="qwen2.5-coder-1.5b", bf16=True)
+    assert resolve_hardware(qwen).frozen_dtype == "bfloat16" and resolve_hardware(qwen).base_dtype() == torch.bfloat16
+    assert resolve_hardware(dataclasses.replace(qwen, bf16=False)).frozen_dtype == "float32"
+    assert resolve_hardware(TriviaConfig(model_name="gemma3-270m", bf16=True)).frozen_dtype == "float32"
+    assert resolve_hardware(dataclasses.replace(qwen, frozen_dtype="float32")).frozen_dtype == "float32"
+    with pytest.raises(ValueError, match='frozen_dtype must be "float32" or "bfloat16"'):
+        dataclasses.replace(qwen, frozen_dtype="fp8").base_dtype()
+
+
+def test_train_reader_keeps_a_seeded_sample_and_evaluation_runs_only_the_rows_asked(monkeypatch):
+    cfg = _resolved(max_train_examples=1)
+    model, tok = tiny_llama(), _tok()
+    split = pipeline.Split([], _records("t"), _records("v"))
+    retrieved = pipeline.chunk_and_retrieve(cfg, split, tok, HashEmbedder(), compare=False)
+    monkeypatch.setattr(pipeline, "train", lambda m, t, tr, va, tc: {"n": len(tr), "ids": [e["id"] for e in tr]})
+    first = pipeline.train_reader(cfg, model, tok, retrieved).history
+    assert first["n"] == 1 and pipeline.train_reader(cfg, model, tok, retrieved).history == first
+    monkeypatch.setattr(evaluate, "generate_answers", lambda m, t, prompts, **kw: ["Steven Spielberg"] * len(prompts))
+    got = pipeline.evaluate_reader(cfg, model, tok, retrieved, rows=[pipeline.TUNED_ROW])
+    assert list(got.table["row"]) == ["tuned + retrieved context"] and got.paired is None

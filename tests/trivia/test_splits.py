@@ -89,3 +89,19 @@ def test_film_split_names_a_record_without_a_required_key(trivia_sample, key, me
         film_disjoint_split(recs)
     with pytest.raises(ValueError, match=message):
         film_split_with_comparisons(recs, {})
+
+
+def test_bridge_questions_are_sampled_per_side_and_never_cross_the_split(trivia_sample):
+    from cinephile.trivia.films import read_facts
+    from cinephile.trivia.splits import film_split_with_comparisons
+
+    facts = read_facts(ROOT / "Data" / "film_facts.csv")
+    train, val = film_split_with_comparisons(trivia_sample, facts, train_pairs=2, val_pairs=1, bridges=(7, 3))
+    bridges = [[r for r in side if r["kind"] == "bridge"] for side in (train, val)]
+    assert [len(b) for b in bridges] == [7, 3]
+    val_films = {r["film"] for r in val if r["kind"] == "single"}
+    assert all(r["film"] not in val_films for r in bridges[0]) and all(r["film"] in val_films for r in bridges[1])
+    again = film_split_with_comparisons(trivia_sample, facts, train_pairs=2, val_pairs=1, bridges=(7, 3))[0]
+    assert [r["id"] for r in again if r["kind"] == "bridge"] == [r["id"] for r in bridges[0]]  # seeded
+    none = film_split_with_comparisons(trivia_sample, facts, train_pairs=2, val_pairs=1)[0]
+    assert not any(r["kind"] == "bridge" for r in none)

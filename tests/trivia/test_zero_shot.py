@@ -16,7 +16,7 @@ RECORDS = [
 
 def test_prompt_is_the_chat_template_with_the_system_message(smol_tokenizer):
     text = zero_shot.prompt(smol_tokenizer, " Who directed Jaws? ", "Jaws (1975) by Steven Spielberg.")
-    assert zero_shot.SYSTEM in text and "Context:\nJaws (1975) by Steven Spielberg.\n\nQuestion: Who directed Jaws?" in text
+    assert zero_shot.CHAT_SYSTEM in text and "Context:\nJaws (1975) by Steven Spielberg.\n\nQuestion: Who directed Jaws?" in text
     assert text.endswith("<|im_start|>assistant\n")  # the answer starts right after the prompt
     assert "Context" not in zero_shot.prompt(smol_tokenizer, "Who directed Jaws?", None)
 

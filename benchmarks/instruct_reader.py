@@ -1,0 +1,94 @@
+"""A LoRA-tuned instruct reader against the same model read off the shelf, on validation and HotpotQA.
+
+Takes the retrieval settings main.ipynb saved (``runs/<run>/config.json``: BM25 weight, chunk size, k, LoRA
+rank) and swaps in ``--model`` (default Qwen2.5-Coder-1.5B-Instruct) with the chat prompt, which is the
+prompt the off-the-shelf rows read; its frozen base is held in bf16 where the CPU has native bf16. The
+contexts are cut with the model's own tokenizer; the tuned reader and, zero-shot, each ``--off-the-shelf``
+model read the same retrieved contexts, and the tuned row is paired with the best off-the-shelf row
+(chosen on validation) question by question. Training data: ``--max-train`` prompts sampled from the
+film-disjoint training side (single-hop, comparison and ``--bridges`` bridge questions), one epoch.
+HotpotQA is only scored, never used to choose anything. About 25 minutes per configuration on 2 cores.
+
+Appends (or replaces) the row ``--name`` in results/trivia_instruct.json.
+
+    python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
+        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import dataclasses
+
+    from cinephile import embedding, io, models
+    from cinephile.trivia import evaluate, pipeline
+    from cinephile.trivia.config import TriviaConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the row's name in the results file")
+    parser.add_argument("--run", default=str(ROOT / "runs" / "trivia"), help="run folder of main.ipynb")
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--off-the-shelf", nargs="+", default=None, help="default: --model itself")
+    parser.add_argument("--max-train", type=int, default=240, help="training prompts (a seeded sample)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--bridges", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
+                                                  "hotpotqa_movie_dev.csv"))
+    parser.add_argument("--out", default=str(ROOT / "results" / "trivia_instruct.json"))
+    args = parser.parse_args(argv)
+
+    saved = TriviaConfig.load(Path(args.run) / "config.json")
+    cfg = pipeline.resolve_hardware(dataclasses.replace(
+        saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
+        bridges=tuple(args.bridges), seed=args.seed, external_csv=args.external, external_limit=None,
+        off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
+        lora_targets="auto"))
+    t0 = time.time()
+    embed_fn = embedding.cached_embedder(embedding.sentence_transformer_embedder(models.load_retriever()))
+    split = pipeline.load_and_split(cfg)
+    model, tokenizer, _ = pipeline.load_reader(cfg)
+    retrieved = pipeline.chunk_and_retrieve(cfg, split, tokenizer, embed_fn, compare=False)
+    trained = pipeline.train_reader(cfg, model, tokenizer, retrieved)
+    print(trained.describe().split("\nlast training example")[0], flush=True)
+    rows = [pipeline.TUNED_ROW]
+    t1 = time.time()
+    validation = pipeline.evaluate_reader(cfg, model, tokenizer, retrieved, rows=rows)
+    external = pipeline.evaluate_external(cfg, model, tokenizer, embed_fn, rows=rows)
+    eval_s = time.time() - t1
+    del model
+    gc.collect()
+    shelf = pipeline.evaluate_off_the_shelf(cfg, validation, external, context_keys=["retrieved_context"])
+    print(shelf.paired_text(), flush=True)
+    tables = {"validation": validation.table, "external": external.table}
+    steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
+    row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
+           "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lr": cfg.lr, "seed": cfg.seed,
+           "bridges": list(cfg.bridges), "n_train": len(trained.examples),
+           "train_kinds": {k: sum(1 for r in retrieved.train if r["kind"] == k)
+                           for k in dict.fromkeys(r["kind"] for r in retrieved.train)},
+           "results": {name: [*t.to_dict("records"), *shelf.tables[name].to_dict("records")]
+                       for name, t in tables.items()},
+           "validation_em_by_kind": evaluate.em_by_kind(validation.lines + shelf.lines["validation"],
+                                                        validation.records).reset_index().to_dict("records"),
+           "best_off_the_shelf": shelf.best_row, "paired_tuned_vs_best": shelf.paired,
+           "history": {k: v for k, v in trained.history.items() if "loss" in k},
+           "seconds": {"training": trained.seconds, "per_step": trained.seconds / steps, "tuned_eval": eval_s,
+                       "off_the_shelf": shelf.seconds, "total": time.time() - t0}}
+    previous = io.read_json(args.out)["rows"] if Path(args.out).is_file() else []
+    io.save_json(args.out, {"rows": [r for r in previous if r["name"] != args.name] + [row]})
+    print(f"wrote {args.out}: {args.name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
