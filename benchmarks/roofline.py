@@ -14,8 +14,11 @@ to the activations: frozen weights need no gradient), 6 x r x (in + out) for eac
 do), 12 x T x (attention width) per layer for the attention scores and values, and the LM head on the
 loss positions only.
 
+The frozen base is measured in fp32 (autocast casts its weights to bf16 in every step) and, with native
+bf16, held in bf16 with fp32 adapters (``lora.layer.adapter_dtype``), side by side.
+
     python benchmarks/roofline.py                       # SmolLM2-135M and Gemma 3 270M, 5 repeats
-    python benchmarks/roofline.py --models gemma3-270m --repeats 2
+    python benchmarks/roofline.py --models gemma3-270m qwen2.5-coder-0.5b --repeats 2
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ def categorize(name: str) -> str:
     return "other"
 
 
-def measure(name: str, repeats: int, bf16: bool) -> dict:
-    model, tok = models.load_base_model(name)
+def measure(name: str, repeats: int, bf16: bool, frozen: str = "float32") -> dict:
+    model, tok = models.load_base_model(name, dtype=getattr(torch, frozen))
     torch.manual_seed(0)
     inject_lora(model, models.lora_preset(name, r=16, alpha=32, dropout=0.0))
     params = adapter_parameters(model)
@@ -152,7 +155,8 @@ def measure(name: str, repeats: int, bf16: bool) -> dict:
         by_cat[categorize(key)] = by_cat.get(categorize(key), 0.0) + s
     cfg = model.config
     shapes = sorted({(cfg.hidden_size, cfg.hidden_size), (cfg.hidden_size, cfg.intermediate_size)})
-    return {"model": name, "step_s": step_s, "generate_s": gen_s, "flops": step_flops(model),
+    return {"model": name if frozen == "float32" else f"{name} ({frozen} base)", "frozen_dtype": frozen,
+            "step_s": step_s, "generate_s": gen_s, "flops": step_flops(model),
             "shapes": [list(s) for s in shapes],
             "profile_share": {k: v / total for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
             "profile_top_ops": [{"op": k, "self_s": s, "share": s / total}
@@ -164,10 +168,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--frozen", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                    help="dtypes of the frozen base measured side by side (bfloat16: only with native bf16)")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_roofline.json"))
     args = ap.parse_args()
     bf16 = models.native_bf16()
-    rows = [measure(name, args.repeats, bf16) for name in args.models]
+    frozen = [d for d in args.frozen if bf16 or d == "float32"]
+    rows = [measure(name, args.repeats, bf16, dtype) for name in args.models for dtype in frozen]
     shapes = sorted({tuple(s) for row in rows for s in row["shapes"]} | {(640, 1280), (2048, 2048)})
     rates = {dtype: {f"2400x{k}@{k}x{n}": matmul_rate(2400, k, n, getattr(torch, dtype)) for k, n in shapes}
              for dtype in ("float32", "bfloat16")}

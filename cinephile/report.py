@@ -196,7 +196,8 @@ def instruct_reader_table(record: dict) -> str:
                      f"{r['seconds']['per_step']:.0f} s"])
     return _table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
                    "validation EM: tuned / off the shelf", "HotpotQA EM / F1: tuned", "off the shelf",
-                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]", "training step"], rows)
+                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
+                   "training time per step (with validation loss)"], rows)
 
 
 def roofline_table(record: dict) -> str:
