@@ -164,18 +164,20 @@ def part_gguf_path(spec: PartModel, folder: str | os.PathLike | None = None) -> 
 
 
 def dequantized(model):
-    """A model transformers loaded from a GGUF holds plain tensors: drop the GGUF quantizer so it saves like any model."""
+    """A model transformers loaded from a GGUF holds plain tensors: drop the GGUF quantizer so it saves like any
+    model."""
     model.config.quantization_config = None
     model.hf_quantizer = None
     return model
 
 
 def _converted(gguf: Path, target: Path) -> Path:
-    """``gguf`` dequantized by transformers into a plain fp32 model folder ``target``, once (written as one unit)."""
+    """``gguf`` dequantized by transformers into a plain fp32 model folder ``target`` (written as one unit).
+
+    Callers convert only when ``target`` has no ``config.json`` yet, before they locate the GGUF.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (target / "config.json").is_file():
-        return target
     logger.info("converting %s to %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = dequantized(AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,

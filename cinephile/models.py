@@ -39,8 +39,8 @@ def short_name(name: str) -> str:
         return "smollm2-135m"
     if name in GEMMA3_ALIASES:
         return "gemma3-270m"
-    if part_model(name):
-        return part_model(name).key
+    if spec := part_model(name):
+        return spec.key
     return Path(str(name).rstrip("/")).name.lower().replace("_", "-")
 
 
@@ -51,8 +51,8 @@ def _source(name: str) -> tuple[str, dict]:
         return str(gguf.parent), {"gguf_file": gguf.name}
     if name in GEMMA3_ALIASES:
         return str(gemma3_dequantized_dir()), {}
-    if part_model(name):
-        return str(part_model_dir(part_model(name))), {}
+    if spec := part_model(name):
+        return str(part_model_dir(spec)), {}
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise FileNotFoundError(f"{local} has no config.json: put a transformers model there "

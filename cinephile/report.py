@@ -113,6 +113,11 @@ def pipeline_speed_table(record: dict) -> str:
          f"**{r['speedup']:.1f}x**"]])
 
 
+def interval_text(p: dict) -> str:
+    """A paired difference and its 95% interval in points: ``"+4.8 [-3.8, +14.3]"``."""
+    return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
+
+
 def trivia_tables(record: dict) -> str:
     """``results/trivia.json``: EM / F1 per row on each evaluation set, the paired intervals and retrieval."""
     sets = {"validation": "film-disjoint validation", "external": "HotpotQA film questions (external test)"}
@@ -131,7 +136,7 @@ def trivia_tables(record: dict) -> str:
         tuned_row = "EM / F1(tuned + retrieved) − " + off["best_row"] + " (best off-the-shelf on validation)"
         paired += "\n\n" + _table(
             [tuned_row, "EM difference [95% interval]", "F1 difference [95% interval]", "beats?"],
-            [[sets[k], *(f"{p[m]['diff']:+.1f} [{p[m]['lo']:+.1f}, {p[m]['hi']:+.1f}]" for m in ("em", "f1")),
+            [[sets[k], interval_text(p["em"]), interval_text(p["f1"]),
               "**yes** (EM interval above 0)" if p["em"]["beats"] else
               ("no: behind (EM interval below 0)" if p["em"]["hi"] < 0 else "no (EM interval includes 0)")]
              for k, p in off["paired_tuned_vs_best"].items()])
@@ -179,9 +184,6 @@ def attention_table(record: dict) -> str:
 
 def instruct_reader_table(record: dict) -> str:
     """``results/trivia_instruct.json``: tuned instruct readers against the same model read off the shelf."""
-    def interval(p):
-        return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
-
     rows = []
     for r in record["rows"]:
         score = {name: {x["row"]: x for x in rows_} for name, rows_ in r["results"].items()}
@@ -192,7 +194,7 @@ def instruct_reader_table(record: dict) -> str:
                      f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
                      f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
                      f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
-                     interval(paired["external"]["em"]), interval(paired["external"]["f1"]),
+                     interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
     return _table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
                    "validation EM: tuned / off the shelf", "HotpotQA EM / F1: tuned", "off the shelf",

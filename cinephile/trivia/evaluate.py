@@ -149,6 +149,17 @@ def em_by_kind(lines: Sequence[dict], records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("row")
 
 
+def score_row(name: str, preds: Sequence[str], records: Sequence[dict]) -> tuple[dict, list[dict]]:
+    """One evaluation row: ``{"row", "em", "f1", "n"}`` and its per-question lines (row, id, question,
+    prediction, answer, em, f1), the layout of ``evaluate_qa``'s table and JSONL."""
+    row = {"row": name, **score_predictions(list(preds), records)}
+    lines = [{"row": name, "id": r["id"], "question": r["question"], "prediction": p, "answer": r["answer"],
+              "em": exact_match(p, r["answer_aliases"]), "f1": round(f1_score(p, r["answer_aliases"]), 4)}
+             for r, p in zip(records, preds)]
+    logger.info("%s: EM %.1f F1 %.1f", name, row["em"], row["f1"])
+    return row, lines
+
+
 # (row name, use the adapter?, context field or None for closed-book[, answers constrained to context spans?])
 SPAN_ROW = ("tuned + retrieved, span-constrained decoding", True, "retrieved_context", True)
 EVAL_ROWS = [
@@ -190,11 +201,9 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
                                      max_new_tokens=max_new_tokens, progress=False, contexts=contexts, bf16=bf16)
-        table.append({"row": name, **score_predictions(preds, records)})
-        lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p,
-                   "answer": r["answer"], "em": exact_match(p, r["answer_aliases"]),
-                   "f1": round(f1_score(p, r["answer_aliases"]), 4)} for r, p in zip(records, preds)]
-        logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
+        row, row_lines = score_row(name, preds, records)
+        table.append(row)
+        lines += row_lines
     if predictions_path:
         write_jsonl(predictions_path, lines)
     return pd.DataFrame(table), lines

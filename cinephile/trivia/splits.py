@@ -98,7 +98,7 @@ def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict],
         films = sorted({r["film"] for r in side})
         extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=f"cmp-{name}-",
                                    distractors=distractors, seed=seed) if n_pairs else []
-        bridge = bridge_records(side, facts, prefix=f"br-{name}-")
+        bridge = bridge_records(side, facts, prefix=f"br-{name}-") if n_bridges else []
         bridge = random.Random(f"{seed}-bridge-{name}").sample(bridge, min(n_bridges, len(bridge)))
         out.append([{**r, "kind": "single"} for r in side] + extra + bridge)
     return out[0], out[1]

@@ -10,7 +10,6 @@ tuned rows by question id (``evaluate.paired_difference``).
 from __future__ import annotations
 
 import gc
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ from cinephile import models
 from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
 from cinephile.prompts import CHAT, format_prompt
-from cinephile.trivia.evaluate import exact_match, f1_score, paired_difference, score_predictions
+from cinephile.report import interval_text
+from cinephile.trivia.evaluate import paired_difference, score_row
 from cinephile.trivia.reader import CHAT_SYSTEM, chat_user_text
 
-logger = logging.getLogger(__name__)
 
 CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
 
@@ -90,12 +89,9 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
         # stop at EOS (the chat turn's end); the first line is kept afterwards
         raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                progress=False, bf16=bf16)
-        preds = [clean_answer(p) for p in raw]
-        table.append({"row": name, **score_predictions(preds, records)})
-        lines += [{"row": name, "id": r["id"], "question": r["question"], "prediction": p, "answer": r["answer"],
-                   "em": exact_match(p, r["answer_aliases"]), "f1": round(f1_score(p, r["answer_aliases"]), 4)}
-                  for r, p in zip(records, preds)]
-        logger.info("%s: EM %.1f F1 %.1f", name, table[-1]["em"], table[-1]["f1"])
+        row, row_lines = score_row(name, [clean_answer(p) for p in raw], records)
+        table.append(row)
+        lines += row_lines
     return pd.DataFrame(table), lines
 
 
@@ -108,8 +104,8 @@ def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]]
         ``{set name: (table, lines)}`` with every model's rows, in ``model_names`` order.
     """
     out = {name: ([], []) for name in record_sets}
+    dtype = torch.bfloat16 if bf16 else torch.float32
     for model_name in model_names:
-        dtype = torch.bfloat16 if bf16 else torch.float32
         model, tokenizer = models.load_base_model(model_name, dtype=dtype, device=models.pick_device(device))
         for set_name, records in record_sets.items():
             table, lines = evaluate_zero_shot(model, tokenizer, records, model_name, context_keys=context_keys,
@@ -132,9 +128,7 @@ class Shelf:
     seconds: float
 
     def paired_text(self) -> str:
-        def interval(p):
-            return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
-        return "\n".join(f"{name}: tuned - {self.best_row}: EM {interval(p['em'])}, F1 {interval(p['f1'])}"
+        return "\n".join(f"{name}: tuned - {self.best_row}: EM {interval_text(p['em'])}, F1 {interval_text(p['f1'])}"
                          for name, p in self.paired.items())
 
 
@@ -155,6 +149,9 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
     """
     if "validation" not in evaluated:
         raise ValueError("compare needs the validation set: the best off-the-shelf row is chosen on it")
+    if "retrieved_context" not in context_keys:
+        raise ValueError(f"compare pairs the tuned reader with a retrieved-context row; context_keys "
+                         f"{list(context_keys)} must include 'retrieved_context'")
     t0 = time.time()
     read = read_with(model_names, {name: records for name, (records, _) in evaluated.items()}, bf16=bf16,
                      device=device, progress=progress, context_keys=context_keys)

@@ -100,3 +100,8 @@ def test_compare_picks_the_best_row_on_validation_only_and_pairs_every_set(smol_
     assert "external: tuned - good-val" in shelf.paired_text()
     with pytest.raises(ValueError, match="needs the validation set"):
         zero_shot.compare(["good-val"], {"external": (RECORDS, tuned(RECORDS))}, "tuned")
+
+
+def test_compare_needs_the_retrieved_context_it_pairs_on():
+    with pytest.raises(ValueError, match="must include 'retrieved_context'"):
+        zero_shot.compare(["any"], {"validation": (RECORDS, [])}, "tuned", context_keys=["gold_context"])
