@@ -1,8 +1,9 @@
 """Our LoRA vs PEFT's, side by side in one run: training steps/s, peak RSS, merge time, adapter size.
 
-Same model, batch, targets and rank for both; every measurement runs in its own subprocess (so peak
-RSS is that run's alone), ours and PEFT interleaved so machine noise hits both alike. Writes
-results/bench_lora_train_speed.json (medians, ratios, the machine's core count).
+Same model, batch, targets, rank and precision for both (fp32, and bf16 autocast where the CPU has native
+bf16); every measurement runs in its own subprocess (so peak RSS is that run's alone), ours and PEFT
+interleaved so machine noise hits both alike. Writes results/bench_lora_train_speed.json (medians, ratios,
+the machine's core count).
 
     python benchmarks/lora_train_speed.py            # SmolLM2-135M and a GPT-2-small-shaped model
     python benchmarks/lora_train_speed.py --quick    # fewer steps, for a smoke run
@@ -40,7 +41,7 @@ def build_model(name: str):
     return GPT2LMHeadModel(GPT2Config()).eval()  # gpt2-small shapes: 12 layers, 768 wide, 124M params
 
 
-def worker(impl: str, name: str, steps: int, warmup: int) -> dict:
+def worker(impl: str, name: str, steps: int, warmup: int, precision: str = "float32") -> dict:
     import torch
     targets, batch, seq = SETUPS[name]
     model = build_model(name)
@@ -60,7 +61,9 @@ def worker(impl: str, name: str, steps: int, warmup: int) -> dict:
     for i in range(warmup + steps):
         if i == warmup:
             t0 = time.perf_counter()
-        model(input_ids=x, labels=x).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16_autocast"):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     steps_per_s = steps / (time.perf_counter() - t0)
@@ -77,8 +80,8 @@ def worker(impl: str, name: str, steps: int, warmup: int) -> dict:
             "merge_s": merge_s, "adapter_bytes": size, "lora_params": n_params}
 
 
-def run(impl: str, name: str, steps: int, warmup: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", impl, name, str(steps), str(warmup)],
+def run(impl: str, name: str, steps: int, warmup: int, precision: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", impl, name, str(steps), str(warmup), precision],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -86,39 +89,44 @@ def run(impl: str, name: str, steps: int, warmup: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 timed steps, 1 repeat")
-    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_lora_train_speed.json"))
     args = ap.parse_args()
     if args.worker:
-        impl, name, steps, warmup = args.worker
-        print(json.dumps(worker(impl, name, int(steps), int(warmup))))
+        impl, name, steps, warmup, precision = args.worker
+        print(json.dumps(worker(impl, name, int(steps), int(warmup), precision)))
         return
-    steps, repeats = (2, 1) if args.quick else (5, 2)
+    from cinephile.models import native_bf16
+    steps, repeats = (2, 1) if args.quick else (5, args.repeats)
+    precisions = ["float32"] + (["bf16_autocast"] if native_bf16() else [])
     print(f"torch threads: default | timed steps per run: {steps} after 1 warm-up | repeats: {repeats}")
     header = f"{'model':<20}{'impl':<6}{'steps/s':>9}{'peak RSS MB':>13}{'merge ms':>10}{'adapter KB':>12}{'B/param':>9}"
     print(header)
     record = {"benchmark": "lora_train_speed", "cores": os.cpu_count(), "timed_steps": steps, "warmup_steps": 1,
               "repeats": repeats, "peft_version": _peft_version(), "setups": {}}
     for name in SETUPS:
-        res = {"ours": [], "peft": []}
-        for _ in range(repeats):
-            for impl in ("ours", "peft"):
-                res[impl].append(run(impl, name, steps, 1))
-        summary = {}
-        for impl, runs in res.items():
-            s = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            summary[impl] = s
-            print(f"{name:<20}{impl:<6}{s['steps_per_s']:>9.3f}{s['peak_rss_mb']:>13.0f}{1000 * s['merge_s']:>10.1f}"
-                  f"{s['adapter_bytes'] / 1024:>12.0f}{s['adapter_bytes'] / s['lora_params']:>9.2f}")
-        o, p = summary["ours"], summary["peft"]
-        ratios = {"steps_per_s_ours_over_peft": round(o["steps_per_s"] / p["steps_per_s"], 3),
-                  "peak_rss_ours_over_peft": round(o["peak_rss_mb"] / p["peak_rss_mb"], 3),
-                  "merge_time_ours_over_peft": round(o["merge_s"] / p["merge_s"], 3)}
-        print(f"{name:<20}ratio ours/peft: speed {ratios['steps_per_s_ours_over_peft']:.3f}x, "
-              f"peak RSS {ratios['peak_rss_ours_over_peft']:.3f}x, merge time {ratios['merge_time_ours_over_peft']:.2f}x")
-        targets, batch, seq = SETUPS[name]
-        record["setups"][name] = {"targets": targets, "batch": batch, "seq_len": seq, "rank": 16, **summary,
-                                  "ratios": ratios}
+        for precision in precisions:
+            res = {"ours": [], "peft": []}
+            for _ in range(repeats):
+                for impl in ("ours", "peft"):
+                    res[impl].append(run(impl, name, steps, 1, precision))
+            summary = {}
+            for impl, runs in res.items():
+                s = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                summary[impl] = s
+                print(f"{name:<20}{impl:<6}{s['steps_per_s']:>9.3f}{s['peak_rss_mb']:>13.0f}{1000 * s['merge_s']:>10.1f}"
+                      f"{s['adapter_bytes'] / 1024:>12.0f}{s['adapter_bytes'] / s['lora_params']:>9.2f}  {precision}")
+            o, p = summary["ours"], summary["peft"]
+            ratios = {"steps_per_s_ours_over_peft": round(o["steps_per_s"] / p["steps_per_s"], 3),
+                      "peak_rss_ours_over_peft": round(o["peak_rss_mb"] / p["peak_rss_mb"], 3),
+                      "merge_time_ours_over_peft": round(o["merge_s"] / p["merge_s"], 3)}
+            print(f"{name:<20}ratio ours/peft ({precision}): speed {ratios['steps_per_s_ours_over_peft']:.3f}x, "
+                  f"peak RSS {ratios['peak_rss_ours_over_peft']:.3f}x, merge time {ratios['merge_time_ours_over_peft']:.2f}x")
+            targets, batch, seq = SETUPS[name]
+            record["setups"][f"{name} {precision}"] = {"model": name, "precision": precision, "targets": targets,
+                                                       "batch": batch, "seq_len": seq, "rank": 16, **summary,
+                                                       "ratios": ratios}
     if not args.quick:
         from cinephile.io import save_json
         save_json(args.out, record)

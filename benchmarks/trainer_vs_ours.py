@@ -11,8 +11,11 @@ token). Writes results/bench_trainer.json.
 
 Speed-ups tried on our side, each a separate run of the same training (``--tries``): ``fused_adamw``
 (``torch.optim.AdamW(fused=True)``), ``compile`` (``torch.compile`` of the transformer, dynamic shapes,
-compile time included since a user pays it) and ``bf16_autocast`` (training under CPU bf16 autocast, tried
-only where the CPU has native bf16; the validation loss is computed in fp32). Sequence packing is bounded by the padding it would remove:
+compile time included since a user pays it), ``bf16_autocast`` (training under CPU bf16 autocast) and
+``bf16_base`` (the same with the frozen weights held in bf16 and fp32 adapters), the last two tried only where
+the CPU has native bf16; the validation loss is computed in fp32 for all. The Trainer is run a second time with
+``bf16=True`` (its CPU autocast) where the CPU has native bf16, and each side is compared at its fastest setting
+whose validation loss stays within 1% of its own fp32 run. Sequence packing is bounded by the padding it would remove:
 the share of padding in our length-grouped batches is measured and reported.
 
     python benchmarks/trainer_vs_ours.py [--examples 160] [--val 48] [--tries fused_adamw,compile,bf16_autocast]
@@ -69,7 +72,8 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     from cinephile.train import evaluate_loss, train, TrainConfig
     from lora import LoRAConfig, inject_lora
 
-    model, tok = models.load_base_model()
+    # bf16_base: the frozen weights held in bf16 (half the memory, no cast per step), adapters fp32
+    model, tok = models.load_base_model(dtype=torch.bfloat16 if variant == "bf16_base" else torch.float32)
     torch.manual_seed(0)
     inject_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.0, target_modules=tuple(TARGETS)))
     train_items, train_examples, val_items = data(n_train, n_val, tok)
@@ -78,17 +82,18 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
         torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
     elif variant == "compile":
         model.model = torch.compile(model.model, dynamic=True)
-    elif variant not in ("plain", "bf16_autocast"):  # bf16: TrainConfig(bf16=True); the validation loss stays fp32
-        raise SystemExit(f"unknown variant {variant!r}; use plain, fused_adamw, compile or bf16_autocast")
+    elif variant not in ("plain", "bf16_autocast", "bf16_base"):  # bf16: TrainConfig(bf16=True)
+        raise SystemExit(f"unknown variant {variant!r}; use plain, fused_adamw, compile, bf16_autocast or bf16_base")
     train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
-                                                      max_len=1024, bf16=variant == "bf16_autocast"))
+                                                      max_len=1024, bf16=variant.startswith("bf16")))
     wall = time.perf_counter() - t0
+    model.float()  # the validation loss in fp32 for every variant (a bf16 base keeps its rounded values)
     return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
             "tokens": sum(len(i["input_ids"]) for i in train_items),
             **({"padding_share": padding_share(train_items)} if variant == "plain" else {})}
 
 
-def run_trainer(n_train: int, n_val: int) -> dict:
+def run_trainer(n_train: int, n_val: int, bf16: bool = False) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -111,7 +116,7 @@ def run_trainer(n_train: int, n_val: int) -> dict:
                              num_train_epochs=1, train_sampling_strategy="group_by_length", max_grad_norm=1.0,
                              logging_steps=10,
                              save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0,
-                             use_cpu=True, seed=0, disable_tqdm=False)
+                             use_cpu=True, seed=0, disable_tqdm=False, bf16=bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train_items, optimizers=(opt, sched),
                       data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
     t0 = time.perf_counter()
@@ -122,16 +127,32 @@ def run_trainer(n_train: int, n_val: int) -> dict:
 
 
 def child(which: str, n_train: int, n_val: int) -> None:
-    out = run_trainer(n_train, n_val) if which == "trainer" else run_ours(n_train, n_val, which.partition(":")[2] or "plain")
+    kind, _, variant = which.partition(":")
+    out = (run_trainer(n_train, n_val, bf16=variant == "bf16_autocast") if kind == "trainer"
+           else run_ours(n_train, n_val, variant or "plain"))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def best_settings(ours: dict, trainer: dict, tried: dict, trainer_bf16: dict | None, tolerance: float = 0.01) -> dict:
+    """Each side at its fastest setting whose validation loss stays within ``tolerance`` of its own fp32 run."""
+    def fastest(plain: dict, variants: dict) -> tuple[str, dict]:
+        ok = {k: r for k, r in variants.items() if "error" not in r and r["val_loss"] <= plain["val_loss"] * (1 + tolerance)}
+        return max([("plain", plain)] + list(ok.items()), key=lambda kv: kv[1]["tokens_per_s"])
+
+    o_name, o = fastest(ours, tried)
+    t_name, t = fastest(trainer, {"bf16_autocast": trainer_bf16} if trainer_bf16 else {})
+    return {"ours": o_name, "trainer": t_name, "trainer_bf16_autocast": trainer_bf16, "tolerance": tolerance,
+            "tokens_per_s_ours_over_trainer": round(o["tokens_per_s"] / t["tokens_per_s"], 2),
+            "val_loss_relative_difference": round(o["val_loss"] / t["val_loss"] - 1, 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=160)
     ap.add_argument("--val", type=int, default=48)
-    ap.add_argument("--tries", default="fused_adamw,compile,bf16_autocast", help="speed-ups tried on our side, comma-separated")
+    ap.add_argument("--tries", default="fused_adamw,compile,bf16_autocast,bf16_base",
+                    help="speed-ups tried on our side, comma-separated")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_trainer.json"))
     args = ap.parse_args()
@@ -139,16 +160,17 @@ def main() -> None:
         return child(args.child, args.examples, args.val)
     from cinephile import models
 
-    results, failed = {}, {}
+    results, failed, trainer_failed = {}, {}, {}
     bf16 = models.native_bf16()
-    tries = [t for t in args.tries.split(",") if t and (t != "bf16_autocast" or bf16)]
-    for which in ["ours", "trainer"] + [f"ours:{t}" for t in tries]:
+    tries = [t for t in args.tries.split(",") if t and (not t.startswith("bf16") or bf16)]
+    runs = ["ours", "trainer"] + [f"ours:{t}" for t in tries] + (["trainer:bf16_autocast"] if bf16 else [])
+    for which in runs:
         proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
                                "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if (proc.returncode or not lines) and which.startswith("ours:"):  # a try that fails is reported, not fatal
+        if (proc.returncode or not lines) and ":" in which:  # a try that fails is reported, not fatal
             error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            failed[which.partition(":")[2]] = {"error": error}
+            (trainer_failed if which.startswith("trainer") else failed)[which.partition(":")[2]] = {"error": error}
             print(f"{which} failed: {error}", flush=True)
             continue
         if proc.returncode or not lines:
@@ -159,9 +181,11 @@ def main() -> None:
         print(f"{which:8s} {r['wall_s']:7.1f} s | {r['tokens_per_s']:7.1f} non-pad tokens/s | peak RSS "
               f"{r['peak_rss_mb']:6.0f} MB | val loss {r['val_loss']:.4f}", flush=True)
     ours, hf = results.pop("ours"), results.pop("trainer")
+    hf_bf16 = results.pop("trainer:bf16_autocast", None)
     tried = {k.partition(":")[2]: {**r, "speed_over_plain": round(r["tokens_per_s"] / ours["tokens_per_s"], 3),
                                     "val_loss_relative_to_plain": round(r["val_loss"] / ours["val_loss"] - 1, 4)}
              for k, r in results.items()} | failed
+    best = best_settings(ours, hf, tried, hf_bf16)
     pad = ours.pop("padding_share")
     results = {"ours": ours, "trainer": hf}
     print(f"tried on our side: {tried}\npadding share of our batches (the most packing could remove): {pad:.1%}; "
@@ -169,11 +193,12 @@ def main() -> None:
     ratios = {"tokens_per_s_ours_over_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 2),
               "peak_rss_ours_over_trainer": round(ours["peak_rss_mb"] / hf["peak_rss_mb"], 2),
               "val_loss_relative_difference": round(ours["val_loss"] / hf["val_loss"] - 1, 4)}
-    print(ratios)
+    print(ratios, best)
     from cinephile.io import save_json
     save_json(args.out, {"benchmark": "trainer_vs_ours", "cores": os.cpu_count(), "examples": args.examples,
                          "val_examples": args.val, "batch": BATCH, "lora": {"r": 16, "alpha": 32, "targets": TARGETS},
-                         "results": results, "ratios": ratios, "tried": tried, "padding_share": round(pad, 4),
+                         "results": results, "ratios": ratios, "tried": tried, "best_settings": best,
+                         "trainer_failed": trainer_failed, "padding_share": round(pad, 4),
                          "native_bf16": bf16})
 
 

@@ -23,18 +23,32 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _ratings_models(models: list[dict]) -> str:
+    seeded = any(m.get("n_seeds") for m in models)
+    header = ["model", "RMSE", "MAE", "Pearson", "Spearman", "n pairs"] + (["RMSE over seeds, mean ± sd"] if seeded else [])
+    return _table(header, [[m["model"], _num(m["rmse"], 4), _num(m["mae"]), _num(m["pearson"]), _num(m["spearman"]),
+                            str(m["n"])] + ([f"{m['rmse_seeds_mean']:.4f} ± {m['rmse_seeds_sd']:.4f} "
+                                             f"({int(m['n_seeds'])} seeds)" if m.get("n_seeds") else ""] if seeded else [])
+                           for m in models])
+
+
+def _ratings_intervals(intervals: list[dict]) -> str:
+    by_user = any(i.get("n_users") for i in intervals)
+    return _table(["RMSE(model) − RMSE(baseline), same test pairs", "difference",
+                   "paired bootstrap 95% interval" + (" (users resampled)" if by_user else ""), "beats?"],
+                  [[f"{i['model']} vs {i['against']}", f"{i['rmse_diff']:+.4f}",
+                    f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
+                    "**yes** (interval below 0)" if i["beats"] else "no (interval includes 0)"]
+                   for i in intervals])
+
+
 def ratings_tables(record: dict) -> str:
-    """The model table and the paired-interval table of ``results/ratings.json``."""
-    models = _table(["model", "RMSE", "MAE", "Pearson", "Spearman", "n pairs"],
-                    [[m["model"], _num(m["rmse"]), _num(m["mae"]), _num(m["pearson"]), _num(m["spearman"]),
-                      str(m["n"])] for m in record["models"]])
-    intervals = _table(["RMSE(model) − RMSE(baseline), same test pairs", "difference",
-                        "paired bootstrap 95% interval", "beats?"],
-                       [[f"{i['model']} vs {i['against']}", f"{i['rmse_diff']:+.4f}",
-                         f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
-                         "**yes** (interval below 0)" if i["beats"] else "no (interval includes 0)"]
-                        for i in record["intervals"]])
-    return models + "\n\n" + intervals
+    """The model table and the paired-interval table of ``results/ratings.json``, then the same per slice."""
+    parts = [_ratings_models(record["models"]), _ratings_intervals(record["intervals"])]
+    for name, part in record.get("slices", {}).items():
+        parts.append(f"Slice: {name} ({part['n']} pairs)\n\n" + _ratings_models(part["models"])
+                     + ("\n\n" + _ratings_intervals(part["intervals"]) if part["intervals"] else ""))
+    return "\n\n".join(parts)
 
 
 def variants_table(record: dict) -> str:
@@ -64,11 +78,25 @@ def trainer_table(record: dict) -> str:
     rows.append(["ratio ours / Trainer", "", f"**{ratios['tokens_per_s_ours_over_trainer']:.2f}x**",
                  f"{ratios['peak_rss_ours_over_trainer']:.2f}x",
                  f"{100 * ratios['val_loss_relative_difference']:+.2f}%"])
+    best = record.get("best_settings")
+    if best and best.get("trainer_bf16_autocast"):
+        r = best["trainer_bf16_autocast"]
+        rows.append(["transformers.Trainer + PEFT, `bf16=True` (CPU autocast)", f"{r['wall_s']:.1f} s",
+                     f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mb']:.0f} MB", f"{r['val_loss']:.4f}"])
     main = _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
+    if best:
+        settings = {"plain": "fp32", "bf16_autocast": "bf16 autocast", "fused_adamw": "fused AdamW", "compile": "compile",
+                    "bf16_base": "bf16 base"}
+        main += (f"\n\nEach side at its fastest setting whose validation loss stays within "
+                 f"{100 * best['tolerance']:.0f}% of its own fp32 run: ours ({settings.get(best['ours'], best['ours'])}) "
+                 f"/ Trainer ({settings.get(best['trainer'], best['trainer'])}) = "
+                 f"**{best['tokens_per_s_ours_over_trainer']:.2f}x** non-pad tokens/s, validation loss "
+                 f"{100 * best['val_loss_relative_difference']:+.2f}%.")
     if not record.get("tried"):
         return main
     names = {"fused_adamw": "fused AdamW (`fused=True`)", "compile": "`torch.compile` (dynamic shapes, compile time included)",
-             "bf16_autocast": "bf16 autocast (CPU with native bf16)"}
+             "bf16_autocast": "bf16 autocast (CPU with native bf16)",
+             "bf16_base": "bf16 autocast, frozen base held in bf16, fp32 adapters"}
     tried = _table(["tried on our side", "wall time", "non-pad tokens/s", "speed vs ours as shipped",
                     "validation loss vs ours"],
                    [[names.get(k, k), f"failed: {r['error']}", "", "", ""] if "error" in r else
@@ -83,9 +111,11 @@ def lora_speed_table(record: dict) -> str:
     """``results/bench_lora_train_speed.json``: our LoRA vs PEFT, training steps/s, memory, merge, file size."""
     labels = {"smollm2-135m": "SmolLM2-135M", "gpt2-small-random": "GPT-2-small-shaped, random"}
     rows = []
+    precisions = {"float32": "fp32", "bf16_autocast": "bf16 autocast"}
     for name, r in record["setups"].items():
         o, p, ratio = r["ours"], r["peft"], r["ratios"]
-        rows.append([f"{labels.get(name, name)} ({', '.join(r['targets'])})",
+        model, precision = r.get("model", name), r.get("precision", "float32")
+        rows.append([f"{labels.get(model, model)} ({', '.join(r['targets'])}), {precisions.get(precision, precision)}",
                      f"{o['steps_per_s']:.3f}", f"{p['steps_per_s']:.3f}", f"{ratio['steps_per_s_ours_over_peft']:.2f}x",
                      f"{o['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MB ({ratio['peak_rss_ours_over_peft']:.2f}x)",
                      f"{1000 * o['merge_s']:.0f} / {1000 * p['merge_s']:.0f} ms",

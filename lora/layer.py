@@ -126,8 +126,13 @@ class LoRALayer(nn.Module):
         out = self.base(x)  # (..., out)
         if self.merged or self.disabled:
             return out
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype))))
-        return out + (update * self.scaling).to(out.dtype)
+        h = self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))  # (..., r)
+        if h.dtype == out.dtype:  # one GEMM scales the update and adds it to the base output, in place of
+            # a multiply and an add over the (..., out) tensor
+            flat = torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, self.r), self.lora_B.weight.t(),
+                               alpha=self.scaling)
+            return flat.view(out.shape)
+        return out + self.lora_B(h * self.scaling).to(out.dtype)  # fp32 adapters on a bf16 / fp16 base
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"

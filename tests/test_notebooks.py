@@ -74,17 +74,20 @@ def test_main_notebook_tiny(tmp_path, shared_data):
 def test_llm_notebook_tiny(tmp_path, shared_data):
     run = f"test-ratings-{tmp_path.name}"
     _run("llm.ipynb", tmp_path, MOVIELENS_DIR=str(shared_data / "movielens" / "ml-latest-small"), MAX_PER_USER=1,
-         N_EVAL=16, N_ZERO_SHOT=8, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run,
+         N_EVAL=4, N_ZERO_SHOT=2, N_VAL=8, N_AGREEMENT=4, EPOCHS=1, BATCH_SIZE=8, RUN_NAME=run,
          DATA_OUT=str(tmp_path / "data"), TRAIN_LIMIT=32, SURPRISE_BASELINES=["SVD"], PREDICTORS=["bias", "SVD"],
-         RESIDUAL_TO="SVD", RESULTS_JSON="")
+         RESIDUAL_TO="SVD", BASELINE_SEEDS=2, RESULTS_JSON="")
     run_dir = ROOT / "runs" / run
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        models = [r["model"] for r in metrics["models"]]
-        assert {"user + item bias", "SVD (surprise)", "LoRA-tuned, adjusting SVD (expected value)"} <= set(models)
-        assert {r["against"] for r in metrics["intervals"]} == {"user + item bias", "SVD (surprise)"}
-        greedy = next(r for r in metrics["models"] if "greedy" in r["model"])
-        assert metrics["n_test_pairs"] == 16 and greedy["n"] + metrics["greedy_parse_failures"] == 16
+        models = {r["model"]: r for r in metrics["models"]}
+        assert {"user + item bias", "SVD (surprise, tuned)", "LoRA-tuned, adjusting SVD (expected value)"} <= set(models)
+        assert models["SVD (surprise, tuned)"]["n_seeds"] == 2 and metrics["baselines"]["SVD"]["grid"]
+        assert {r["against"] for r in metrics["intervals"]} == {"user + item bias", "SVD (surprise, tuned)"}
+        assert {r["n_users"] for r in metrics["intervals"]} == {4} and metrics["n_test_pairs"] == 20  # 4 users x 5
+        last = metrics["slices"]["each user's last rating"]
+        greedy = next(r for r in last["models"] if "greedy" in r["model"])
+        assert last["n"] == 4 and greedy["n"] + metrics["greedy_parse_failures"] == 4 == metrics["greedy_pairs"]
         assert (run_dir / "adapter.gguf").stat().st_size > 0 and (run_dir / "Modelfile").is_file()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

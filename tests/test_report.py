@@ -98,3 +98,16 @@ def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
     line = instruct_reader_table({"rows": [row]}).splitlines()[2]
     assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 76.2 / 70.0 | 35.8 / 50.5 | 41.5 / 56.5 | "
                     "-5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")
+
+
+def test_ratings_tables_show_the_seed_spread_and_each_slice():
+    from cinephile.report import ratings_tables
+    row = {"model": "SVD++ (surprise, tuned)", "rmse": 0.9, "mae": 0.7, "pearson": 0.5, "spearman": 0.5, "n": 10,
+           "rmse_seeds_mean": 0.91, "rmse_seeds_sd": 0.004, "n_seeds": 5}
+    interval = {"model": "m", "against": "SVD++ (surprise, tuned)", "rmse_diff": 0.01, "ci95_lo": -0.01,
+                "ci95_hi": 0.03, "n": 10, "n_users": 2, "beats": False}
+    text = ratings_tables({"models": [row], "intervals": [interval],
+                           "slices": {"cold movies": {"n": 4, "models": [{**row, "n": 4}], "intervals": []}}})
+    assert "| SVD++ (surprise, tuned) | 0.9000 | 0.700 | 0.500 | 0.500 | 10 | 0.9100 ± 0.0040 (5 seeds) |" in text
+    assert "paired bootstrap 95% interval (users resampled)" in text
+    assert "Slice: cold movies (4 pairs)" in text and "| 4 | 0.9100 ± 0.0040 (5 seeds) |" in text

@@ -1,4 +1,5 @@
-"""Rating prediction: classic baselines, metrics, the results table and plots.
+"""Rating prediction by classic recommenders: means, the regularised user + item bias model, scikit-surprise's
+models (settings chosen on validation in cinephile.ratings.tuning) and the out-of-fold predictions the prompts show.
 
 Reading a rating out of a language model (``score_ratings``, ``greedy_ratings``) lives in
 cinephile.ratings.scoring, parsing generated answers (``parse_rating``) in cinephile.ratings.evaluate.
@@ -11,11 +12,15 @@ References:
 from __future__ import annotations
 
 import logging
+import os
+import time
+
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
 
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
-from cinephile.ratings.evaluate import rating_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -109,69 +114,68 @@ class BiasBaseline:
         return np.clip(self.mu + b_u + b_i, MIN_RATING, MAX_RATING)
 
 
-def baseline_table(train: pd.DataFrame, test: pd.DataFrame, subset: pd.DataFrame, *,
-                   surprise: tuple[str, ...] = ("SVD", "SVD++")) -> tuple[pd.DataFrame, dict]:
-    """Fit the classic baselines on ``train``; score them on ``subset`` and on all of ``test``.
-
-    Args:
-        train: train ratings (userId, movieId, rating).
-        test: every test rating.
-        subset: the test rows the language models are scored on.
-        surprise: scikit-surprise models fitted on the same train split ("SVD", "SVD++", "BaselineOnly").
-
-    Returns:
-        ``(table, preds)``: one row per baseline with the metrics on ``subset`` and ``rmse_all_test``;
-        ``preds`` maps baseline name -> predictions for ``subset``.
-    """
-    both = pd.concat([subset, test])[["userId", "movieId"]]  # one fit per model predicts both
-    predicted = {"global mean": global_mean(train, both), "user mean": user_mean(train, both),
-                 "item mean": item_mean(train, both), "user + item bias": BiasBaseline().fit(train).predict(both)}
-    for name in surprise:
-        predicted[f"{name} (surprise)"] = surprise_predict(name, train, both)
-    rows, preds = [], {}
-    for name, p in predicted.items():
-        preds[name] = p[: len(subset)]
-        rows.append({"model": name, **rating_metrics(subset["rating"], preds[name]),
-                     "rmse_all_test": rating_metrics(test["rating"], p[len(subset):])["rmse"]})
-    return pd.DataFrame(rows), preds
+SURPRISE_MODELS = ("BaselineOnly", "KNNBaseline", "SVD", "SVD++")  # scikit-surprise models surprise_predict fits
 
 
-SURPRISE_MODELS = ("BaselineOnly", "SVD", "SVD++")  # scikit-surprise models surprise_predict fits
-
-
-def _surprise_algorithms() -> dict:
-    """Fresh scikit-surprise models by name (imported lazily: an optional dependency of the baselines)."""
+def surprise_model(name: str, seed: int = 0, **params):
+    """A fresh scikit-surprise model by name, with ``params`` over its defaults (imported lazily: optional)."""
     try:
-        from surprise import SVD, BaselineOnly, SVDpp
+        from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
     except ModuleNotFoundError:
         raise ModuleNotFoundError("the SVD / SVD++ baselines need scikit-surprise: "
                                   "pip install scikit-surprise==1.1.5") from None
-    return {"BaselineOnly": lambda: BaselineOnly(bsl_options={"method": "als", "reg_u": 15, "reg_i": 10,
-                                                              "n_epochs": 10}, verbose=False),
-            "SVD": lambda: SVD(random_state=0),
-            "SVD++": lambda: SVDpp(random_state=0, cache_ratings=True)}
+    bsl = {"method": "als", "reg_u": 15, "reg_i": 10, "n_epochs": 10}
+    build = {"BaselineOnly": lambda: BaselineOnly(bsl_options=bsl, verbose=False, **params),
+             # item-based k-NN on baseline-corrected ratings (Koren 2010), shrunk Pearson similarities
+             "KNNBaseline": lambda: KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False},
+                                                bsl_options=bsl, verbose=False, **params),
+             "SVD": lambda: SVD(random_state=seed, **params),
+             "SVD++": lambda: SVDpp(random_state=seed, cache_ratings=True, **params)}
+    if name not in build:
+        raise ValueError(f"unknown surprise model {name!r}; choose one of {sorted(build)}")
+    return build[name]()
 
 
-def surprise_predict(name: str, train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-    """Fit scikit-surprise's ``name`` ("BaselineOnly", "SVD", "SVD++") on ``train``; predict ``target``.
+def surprise_predict(name: str, train: pd.DataFrame, target: pd.DataFrame, *, seed: int = 0,
+                     params: dict | None = None) -> np.ndarray:
+    """Fit scikit-surprise's ``name`` (one of SURPRISE_MODELS) on ``train``; predict ``target``.
 
     Same split, same pairs as every other model here; surprise clips predictions to [0.5, 5].
+    ``seed`` is the factor models' initialisation; ``params`` their settings (None: surprise's defaults).
     """
     from surprise import Dataset, Reader
 
-    algos = _surprise_algorithms()
-    if name not in algos:
-        raise ValueError(f"unknown surprise model {name!r}; choose one of {sorted(algos)}")
+    algo = surprise_model(name, seed, **(params or {}))
     _check_train(train)
     data = Dataset.load_from_df(train[["userId", "movieId", "rating"]], Reader(rating_scale=(MIN_RATING, MAX_RATING)))
-    algo = algos[name]()
     algo.fit(data.build_full_trainset())
     return np.array([algo.predict(u, m).est for u, m in zip(target["userId"], target["movieId"])], dtype=float)
 
 
+def _fit_predict(name: str, train: pd.DataFrame, target: pd.DataFrame, seed: int = 0,
+                 params: dict | None = None) -> tuple[np.ndarray, float]:
+    """One fit of ``name`` ("bias" or a surprise model) on ``train``: its predictions on ``target`` and seconds."""
+    t0 = time.perf_counter()
+    pred = (BiasBaseline().fit(train).predict(target) if name == "bias"
+            else surprise_predict(name, train, target, seed=seed, params=params))
+    return pred, time.perf_counter() - t0
+
+
+def fit_many(tasks: list[tuple], *, n_jobs: int | None = None, desc: str = "fits",
+             progress: bool = False) -> list[tuple[np.ndarray, float]]:
+    """``(name, train, target, seed, params)`` fits, side by side on the machine's cores (a surprise fit uses one),
+    in the order given: ``[(predictions, seconds), ...]``. ``n_jobs=1`` runs them in this process."""
+    n_jobs = min(len(tasks), n_jobs or os.cpu_count() or 1)
+    if n_jobs <= 1:
+        return [_fit_predict(*t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_fit_predict)(*t) for t in tasks)
+    return list(tqdm(results, total=len(tasks), desc=desc, disable=not progress))
+
+
 def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int, int]]], *,
-                            models: tuple[str, ...] = ("bias",), folds: int = 5,
-                            seed: int = 0) -> dict[str, dict[tuple[int, int], float]]:
+                            models: tuple[str, ...] = ("bias",), folds: int = 5, seed: int = 0,
+                            params: dict[str, dict] | None = None,
+                            n_jobs: int | None = None) -> dict[str, dict[tuple[int, int], float]]:
     """Predictions a recommender makes from training data only, to show in the LLM's prompt.
 
     Pairs of the "train" split are predicted out of fold: the model is refitted without those
@@ -185,6 +189,8 @@ def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int
         models: "bias" (our BiasBaseline) and/or surprise names ("SVD", "SVD++", "BaselineOnly").
         folds: refits for the training pairs (>= 1).
         seed: fold assignment.
+        params: model name -> its settings (e.g. those ``tuning.tune`` chose on validation).
+        n_jobs: fits side by side (None: one per core; ``fit_many``).
 
     Returns:
         model name -> {(user_id, movie_id): prediction}.
@@ -199,16 +205,11 @@ def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int
                          f"({len(absent)} such pairs): training pairs are predicted out of fold, by a fit without "
                          "their own rating; list pairs that are not train ratings under another split (e.g. 'test')")
 
-    def predict(fit_on, target):
-        for name in models:
-            values = (BiasBaseline().fit(fit_on).predict(target) if name == "bias"
-                      else surprise_predict(name, fit_on, target))
-            out[name].update(zip(map(tuple, target.to_numpy().tolist()), values))
-
-    out: dict[str, dict[tuple[int, int], float]] = {name: {} for name in models}
+    jobs = []  # (name, fit on, target): every fit first, then run side by side
     others = [p for split, split_pairs in pairs.items() if split != "train" for p in split_pairs]
     if others:
-        predict(train, pd.DataFrame(others, columns=["userId", "movieId"]).drop_duplicates())
+        target = pd.DataFrame(others, columns=["userId", "movieId"]).drop_duplicates()
+        jobs += [(name, train, target) for name in models]
     if pairs.get("train"):
         target = pd.DataFrame(pairs["train"], columns=["userId", "movieId"]).drop_duplicates()
         keyed = train.set_index(["userId", "movieId"])
@@ -216,7 +217,13 @@ def recommender_predictions(train: pd.DataFrame, pairs: dict[str, list[tuple[int
         for f in range(folds):
             held = target[fold == f]
             if len(held):
-                predict(keyed.drop(index=list(map(tuple, held.to_numpy()))).reset_index(), held)
+                fit_on = keyed.drop(index=list(map(tuple, held.to_numpy()))).reset_index()
+                jobs += [(name, fit_on, held) for name in models]
+    out: dict[str, dict[tuple[int, int], float]] = {name: {} for name in models}
+    done = fit_many([(name, fit_on, target, 0, (params or {}).get(name)) for name, fit_on, target in jobs],
+                    n_jobs=n_jobs)
+    for (name, _, target), (values, _) in zip(jobs, done):
+        out[name].update(zip(map(tuple, target.to_numpy().tolist()), values))
     return out
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cinephile import io
+from cinephile import io, models
 from cinephile.ratings.scoring import Answers, answer_format
 from cinephile.train import TrainConfig
 
@@ -20,7 +20,9 @@ class RatingsConfig:
     model_name: str = "smollm2-135m"  # as for models.load_base_model
     movielens_dir: str = "Data/ml-latest-small"  # downloaded from GroupLens into this folder when missing
     movielens_alternatives: tuple[str, ...] = ("../shared/data/movielens",)  # local copies tried first
-    max_per_user: int | None = 2  # training instructions per user (see pick)
+    test_per_user: int = 5  # each user's last ratings that are test pairs
+    val_per_user: int = 5  # the ratings just before those: validation pairs
+    max_per_user: int | None = 7  # training instructions per user (see pick)
     pick: str = "latest"  # "latest": each user's most recent train ratings; "random": a seeded sample
     train_limit: int | None = None  # keep only the first N training instructions (quick runs)
     history_size: int = 20  # most recent earlier ratings considered per prompt
@@ -28,10 +30,13 @@ class RatingsConfig:
     predictor_folds: int = 1  # refits for the training prompts' predictions
     residual_to: str | None = "SVD++"  # answer the adjustment to this recommender's prediction; None: the rating
     show_counts: bool = True  # show how many ratings the user / movie averages rest on
-    surprise_baselines: tuple[str, ...] = ("SVD", "SVD++")  # scikit-surprise models in the baseline table
-    n_eval: int | None = None  # test users scored by the language models (None: all)
-    n_zero_shot: int = 64  # test users scored by the untuned model (a reference)
-    n_val: int = 64  # validation instructions for the best-adapter choice
+    surprise_baselines: tuple[str, ...] = ("KNNBaseline", "SVD", "SVD++")  # scikit-surprise models in the table
+    tune_baselines: bool = True  # SVD / SVD++ settings chosen on the validation pairs (tuning.GRIDS)
+    baseline_seeds: int = 5  # SVD / SVD++ fitted with this many seeds (mean and spread of RMSE)
+    cold_max: int = 5  # a "cold" movie has at most this many training ratings
+    n_eval: int | None = None  # test users scored by the language models, every test pair of each (None: all)
+    n_zero_shot: int = 64  # users whose last test rating the untuned model scores (a reference)
+    n_val: int = 64  # validation instructions for the best-adapter choice (a seeded sample)
     loss: str = "rating"  # "rating": squared error of the expected rating + rating_lambda x CE; "token": CE
     rating_lambda: float = 0.1  # weight of the answer's cross-entropy in the rating loss
     lora_r: int = 16  # LoRA rank
@@ -44,6 +49,7 @@ class RatingsConfig:
     max_len: int = 448  # longest tokenised example
     n_agreement: int = 24  # validation prompts answered by both PyTorch and llama.cpp
     device: str | None = None  # None: cuda, then mps, then cpu
+    bf16: bool | str | None = "auto"  # bf16 autocast in training and scoring; "auto": where the CPU has it natively
     run_name: str = "ratings"  # outputs go to runs/<run_name>/
     data_out: str = "Data"  # where the instruction JSONL files go
     results_json: str = "results/ratings.json"  # the final table ("" to skip)
@@ -57,10 +63,12 @@ class RatingsConfig:
         return cls(**{names[k]: v for k, v in params.items() if k in names}).resolved()
 
     def resolved(self) -> RatingsConfig:
-        """A new config with the system prompt chosen and lists (from ``-p``) turned into tuples."""
+        """A new config with the system prompt chosen, ``bf16="auto"`` decided for this machine
+        (``models.native_bf16``) and lists (from ``-p``) turned into tuples."""
         tuples = {k: tuple(getattr(self, k)) for k in ("movielens_alternatives", "predictors", "surprise_baselines",
                                                        "lora_layers") if getattr(self, k) is not None}
-        return dataclasses.replace(self, system=self.system or self.answers.system, **tuples)
+        bf16 = models.native_bf16() if self.bf16 == "auto" else (None if self.bf16 is None else bool(self.bf16))
+        return dataclasses.replace(self, system=self.system or self.answers.system, bf16=bf16, **tuples)
 
     @property
     def answers(self) -> Answers:
@@ -73,8 +81,11 @@ class RatingsConfig:
         return f"LoRA-tuned, adjusting {self.residual_to}" if self.residual_to else "LoRA-tuned"
 
     def train_config(self) -> TrainConfig:
+        """The training settings (``bf16`` False / None: mixed precision on a GPU, fp32 on a CPU)."""
+        if self.bf16 == "auto":
+            raise ValueError('bf16 is still "auto"; resolve the config with resolved() first')
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_len=self.max_len,
-                           device=self.device)
+                           device=self.device, bf16=self.bf16 or None)
 
 
 def start_run(cfg: RatingsConfig) -> Path:

@@ -79,28 +79,73 @@ def parse_adjustment(text: str | None) -> float | None:
     return _snap(_read_number(match.group(1)), ADJUSTMENTS[0], ADJUSTMENTS[-1])
 
 
-def results_table(y_true, preds: dict[str, np.ndarray], baselines: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row of metrics per model on the same pairs, with ``rmse_all_test`` from ``baselines`` where known."""
-    table = pd.DataFrame([{"model": name, **rating_metrics(y_true, p)} for name, p in preds.items()])
-    if baselines is not None:
-        table = table.merge(baselines[["model", "rmse_all_test"]], on="model", how="left")
-    return table
+def results_table(y_true, preds: dict[str, np.ndarray], seeds: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row of metrics per model on the same pairs.
+
+    ``seeds``: model name -> (seeds, pairs) predictions of the same model fitted with other seeds; its row then
+    also has the mean and standard deviation of RMSE over the seeds (``rmse_seeds_mean``, ``rmse_seeds_sd``).
+    """
+    rows = []
+    for name, p in preds.items():
+        row = {"model": name, **rating_metrics(y_true, p)}
+        if seeds and name in seeds:
+            by_seed = [rating_metrics(y_true, s)["rmse"] for s in seeds[name]]
+            row.update(rmse_seeds_mean=float(np.mean(by_seed)), rmse_seeds_sd=float(np.std(by_seed, ddof=1))
+                       if len(by_seed) > 1 else float("nan"), n_seeds=len(by_seed))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def paired_bootstrap(y_true, pred_a, pred_b, *, n_boot: int = 2000, seed: int = 0) -> dict:
+COLD, WARM, LAST = "cold movies", "warm movies", "each user's last rating"
+
+
+def slices(examples: list[dict], cold_max: int = 5) -> dict[str, np.ndarray]:
+    """Boolean masks over ``examples`` (in time order within each user): all pairs, movies with at most
+    ``cold_max`` training ratings (a factor model knows little of them), the other movies, and each user's
+    last pair."""
+    count = np.array([e["item_count"] for e in examples])
+    users = [e["user_id"] for e in examples]
+    last = np.zeros(len(examples), dtype=bool)
+    last[list({u: i for i, u in enumerate(users)}.values())] = True  # the last position seen per user
+    return {"all": np.ones(len(examples), dtype=bool), f"{COLD} (<= {cold_max} training ratings)": count <= cold_max,
+            f"{WARM} (> {cold_max} training ratings)": count > cold_max, LAST: last}
+
+
+def paired_bootstrap(y_true, pred_a, pred_b, *, groups=None, n_boot: int = 2000, seed: int = 0) -> dict:
     """RMSE(a) - RMSE(b) on the same pairs, with a paired bootstrap 95% interval.
 
+    Args:
+        y_true, pred_a, pred_b: equal-length 1-D arrays.
+        groups: optional group of each pair (e.g. its user): then whole groups are resampled, since a
+            user's several test ratings are not independent of each other. None: pairs are resampled.
+        n_boot: bootstrap samples.
+        seed: the resampling seed.
+
     Returns:
-        ``{"diff", "lo", "hi", "n"}``; a beats b only when ``hi < 0``.
+        ``{"diff", "lo", "hi", "n", "n_groups"}``; a beats b only when ``hi < 0``.
     """
     y, a, b = (np.asarray(v, dtype=float) for v in (y_true, pred_a, pred_b))
     if not (y.shape == a.shape == b.shape) or y.ndim != 1 or len(y) < 2:
         raise ValueError(f"need three 1-D arrays of equal length >= 2, got {y.shape}, {a.shape}, {b.shape}")
     ea, eb = (a - y) ** 2, (b - y) ** 2
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))  # (n_boot, n) resampled pairs
-    diffs = np.sqrt(ea[idx].mean(1)) - np.sqrt(eb[idx].mean(1))
+    if groups is None:
+        codes = np.arange(len(y))
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups must give one group per pair: {groups.shape} for {y.shape} pairs")
+        codes = np.unique(groups, return_inverse=True)[1]
+    n_groups = int(codes.max()) + 1
+    if n_groups < 2:
+        raise ValueError("all pairs are in one group; a bootstrap over groups needs at least 2")
+    # Per-group sums, then each bootstrap sample is a draw of groups with replacement.
+    sa, sb, n = (np.bincount(codes, weights=w, minlength=n_groups) for w in (ea, eb, np.ones(len(y))))
+    idx = np.random.default_rng(seed).integers(0, n_groups, (n_boot, n_groups))  # (n_boot, groups) drawn
+    count = n[idx].sum(1)
+    diffs = np.sqrt(sa[idx].sum(1) / count) - np.sqrt(sb[idx].sum(1) / count)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(np.sqrt(ea.mean()) - np.sqrt(eb.mean())), "lo": float(lo), "hi": float(hi), "n": len(y)}
+    return {"diff": float(np.sqrt(ea.mean()) - np.sqrt(eb.mean())), "lo": float(lo), "hi": float(hi), "n": len(y),
+            "n_groups": n_groups}
 
 
 def interval_table(y_true, preds: dict[str, np.ndarray], model: str, against: list[str], **kwargs) -> pd.DataFrame:
@@ -109,16 +154,24 @@ def interval_table(y_true, preds: dict[str, np.ndarray], model: str, against: li
     for other in against:
         res = paired_bootstrap(y_true, preds[model], preds[other], **kwargs)
         rows.append({"model": model, "against": other, "rmse_diff": res["diff"], "ci95_lo": res["lo"],
-                     "ci95_hi": res["hi"], "n": res["n"], "beats": res["hi"] < 0})
+                     "ci95_hi": res["hi"], "n": res["n"], "n_users": res["n_groups"], "beats": res["hi"] < 0})
     return pd.DataFrame(rows)
 
 
-def results_record(table: pd.DataFrame, intervals: pd.DataFrame, **extra) -> dict:
-    """The plain-JSON record of a ratings run (``results/ratings.json``): models, intervals and ``extra``."""
+def _records(table: pd.DataFrame) -> list[dict]:
     def clean(value):
         return None if isinstance(value, float) and np.isnan(value) else value
-    models = [{k: clean(v) for k, v in row.items()} for row in table.to_dict("records")]
-    return {"models": models, "intervals": intervals.to_dict("records"), **extra}
+    return [{k: clean(v) for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def results_record(table: pd.DataFrame, intervals: pd.DataFrame, slices: dict | None = None, **extra) -> dict:
+    """The plain-JSON record of a ratings run (``results/ratings.json``): models, intervals, the same per slice
+    (``{name: (table, intervals)}``) and ``extra``."""
+    out = {"models": _records(table), "intervals": _records(intervals)}
+    if slices is not None:
+        out["slices"] = {name: {"n": int(t["n"].max()), "models": _records(t), "intervals": _records(i)}
+                         for name, (t, i) in slices.items()}
+    return {**out, **extra}
 
 
 def rating_metrics(y_true, y_pred) -> dict:

@@ -62,8 +62,7 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
 
     target = f"{title.strip()} ({year})" if year is not None else title.strip()
     task = ("Predict how this user rates the target movie on a 0.5-5.0 scale; answer 'Rating: x.x'." if residual_to is None
-            else f"Predict how far this user's rating of the target movie lies from the {residual_to} prediction; "
-                 f"answer 'Adjustment: +x.x' ({ADJUSTMENTS[0]:+.1f} to {ADJUSTMENTS[-1]:+.1f}).")
+            else f"Adjust the {residual_to} prediction.")  # the system prompt asks for 'Adjustment: +x.x'
     lines = [task,
              f"Liked: {join(liked[:MAX_LIKED], '; ')}",
              f"Disliked: {join(disliked[:MAX_DISLIKED], '; ')}",
@@ -230,11 +229,13 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
                    dislike: float = 2.0, seed: int = 0, counts: bool = False, pick: str = "random") -> list[dict]:
     """Turn ratings into (prompt, "Rating: x.x") examples using only each user's earlier ratings.
 
-    "Earlier" is the (timestamp, movieId) order of temporal_split, so val targets see the
-    train ratings and test targets also the val rating. Liked/disliked titles come from the
-    last `history_size` earlier ratings; user mean and genre preferences from all of them;
-    the item mean from train ratings other than the target itself; tags only from before
-    the target's timestamp.
+    "Earlier" is the (timestamp, movieId) order of temporal_split, and a prompt only shows ratings
+    of the training period, the ratings every recommender is fitted on: a training target sees the
+    user's earlier ratings, a val or test target all of the user's train ratings and none of the
+    other val / test ratings (which a recommender has not seen either). Liked/disliked titles come
+    from the last `history_size` of those; user mean and genre preferences from all of them; the
+    item mean from train ratings other than the target itself; tags only from before the target's
+    timestamp.
 
     Args:
         split_df: output of temporal_split.
@@ -284,17 +285,19 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         if len(targets) == 0:
             continue
         mids, ratings, stamps = (g[c].to_numpy() for c in ("movieId", "rating", "timestamp"))
+        n_train = int((g["split"] == "train").sum())  # train ratings come first in a user's time order
         hot = onehot.loc[mids].to_numpy()  # (n, G)
         genre_n = np.vstack([np.zeros(len(genre_names)), np.cumsum(hot, 0)])  # row k: counts over ratings[:k]
         genre_sum = np.vstack([np.zeros(len(genre_names)), np.cumsum(hot * ratings[:, None], 0)])
         rating_sum = np.concatenate([[0.0], np.cumsum(ratings)])
         for k in targets:
             mid, rating, stamp = int(mids[k]), float(ratings[k]), int(stamps[k])
-            window = range(k - 1, max(k - history_size, 0) - 1, -1)  # most recent first
+            h = min(k, n_train)  # ratings [0, h) are the history this prompt may show
+            window = range(h - 1, max(h - history_size, 0) - 1, -1)  # most recent first
             liked = [shown[int(mids[j])] for j in window if ratings[j] >= like][:MAX_LIKED]
             disliked = [shown[int(mids[j])] for j in window if ratings[j] <= dislike][:MAX_DISLIKED]
-            user_mean = rating_sum[k] / k if k else None
-            preferred, avoided = _genre_preferences(genre_n[k], genre_sum[k], user_mean, genre_names)
+            user_mean = rating_sum[h] / h if h else None
+            preferred, avoided = _genre_preferences(genre_n[h], genre_sum[h], user_mean, genre_names)
             own = g["split"].iat[k] == "train"  # the target's own rating is in the train sums
             n_item = item_n.get(mid, 0) - own
             item_mean = (item_sum.get(mid, 0.0) - own * rating) / n_item if n_item > 0 else None
@@ -302,10 +305,10 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
             genres = list(info.at[mid, "genres"])
             prompt = build_prompt(liked, disliked, preferred, avoided, info.at[mid, "name"], year[mid],
                                   genres, top_tags, user_mean, item_mean,
-                                  **({"user_count": int(k), "item_count": int(n_item)} if counts else {}))
+                                  **({"user_count": int(h), "item_count": int(n_item)} if counts else {}))
             examples.append(dict(
                 user_id=int(user), movie_id=mid, rating=rating, timestamp=stamp, split=which,
-                prompt=prompt, response=f"Rating: {rating:.1f}", n_history=int(k), liked=liked,
+                prompt=prompt, response=f"Rating: {rating:.1f}", n_history=int(h), liked=liked,
                 disliked=disliked, preferred_genres=preferred, avoided_genres=avoided, title=shown[mid],
                 name=info.at[mid, "name"], year=year[mid], show_counts=counts,
                 genres=genres, tags=top_tags, user_mean=None if user_mean is None else round(float(user_mean), 4),

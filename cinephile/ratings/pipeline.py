@@ -19,7 +19,7 @@ from lora import disable_lora, export_gguf_adapter, inject_lora, save_adapter
 from cinephile import deploy, io, models
 from cinephile.prompts import chat_examples
 from cinephile.ratings import baselines as recommenders
-from cinephile.ratings import data, download, evaluate, instructions
+from cinephile.ratings import data, download, evaluate, instructions, tuning
 from cinephile.ratings.config import RatingsConfig
 from cinephile.ratings.scoring import (ADJUSTMENT_ANSWERS, RATING_ANSWERS, Answers, greedy_ratings,
                                       score_ratings)
@@ -37,14 +37,19 @@ class Split:
         return self.split[self.split["split"] == "train"]
 
     @property
+    def val_df(self) -> pd.DataFrame:
+        return self.split[self.split["split"] == "val"]
+
+    @property
     def test_df(self) -> pd.DataFrame:
         return self.split[self.split["split"] == "test"]
 
 
 def load_and_split(cfg: RatingsConfig) -> Split:
-    """Find (or download) MovieLens, load and clean it, and split each user's ratings in time."""
+    """Find (or download) MovieLens, load and clean it, and split each user's ratings in time: the last
+    ``cfg.test_per_user`` go to test, the ``cfg.val_per_user`` before them to validation."""
     ml = data.load_movielens(download.resolve_movielens(cfg.movielens_dir, alternatives=cfg.movielens_alternatives))
-    return Split(ml, data.temporal_split(ml.ratings))
+    return Split(ml, data.temporal_split(ml.ratings, n_test=cfg.test_per_user, n_val=cfg.val_per_user))
 
 
 def to_target(examples: list[dict], residual_to: str | None) -> list[dict]:
@@ -52,15 +57,17 @@ def to_target(examples: list[dict], residual_to: str | None) -> list[dict]:
     return instructions.as_residual(examples, residual_to) if residual_to else examples
 
 
-def rating_examples(cfg: RatingsConfig, split: Split, which: tuple[str, ...] = data.SPLITS) -> dict[str, list[dict]]:
-    """Instructions of each split in ``which``: prompts, recommender predictions and the answer target."""
+def rating_examples(cfg: RatingsConfig, split: Split, which: tuple[str, ...] = data.SPLITS,
+                    params: dict[str, dict] | None = None) -> dict[str, list[dict]]:
+    """Instructions of each split in ``which``: prompts, recommender predictions (with ``params``, the settings
+    ``baselines`` chose on validation) and the answer target."""
     raw = {w: instructions.build_examples(split.split, split.ml.movies, split.ml.tags, which=w,
                                           history_size=cfg.history_size, counts=cfg.show_counts,
                                           max_per_user=cfg.max_per_user, pick=cfg.pick) for w in which}
     if cfg.predictors:
         pairs = {w: [(e["user_id"], e["movie_id"]) for e in ex] for w, ex in raw.items()}
         recs = recommenders.recommender_predictions(split.train_df, pairs, models=tuple(cfg.predictors),
-                                                    folds=cfg.predictor_folds)
+                                                    folds=cfg.predictor_folds, params=params)
         raw = {w: instructions.with_predictions(ex, recs) for w, ex in raw.items()}
     return {w: to_target(ex, cfg.residual_to) for w, ex in raw.items()}
 
@@ -77,31 +84,36 @@ class Instructions:
     def y_eval(self) -> np.ndarray:
         return np.array([e["rating"] for e in self.eval])
 
+    @property
+    def users(self) -> np.ndarray:
+        """The user of each eval pair: the bootstrap resamples users, whose pairs are not independent."""
+        return np.array([e["user_id"] for e in self.eval])
 
-def build_instructions(cfg: RatingsConfig, split: Split) -> Instructions:
-    """Instructions per split, written to ``{data_out}/movielens_{split}.jsonl``, and the train/val/eval subsets."""
-    raw = rating_examples(cfg, split)
+
+def build_instructions(cfg: RatingsConfig, split: Split, params: dict[str, dict] | None = None) -> Instructions:
+    """Instructions per split, written to ``{data_out}/movielens_{split}.jsonl``, and the train/val/eval subsets.
+
+    ``params``: the recommenders' settings chosen on validation (``Baselines.params``), for the predictions
+    the prompts show. ``cfg.n_eval`` test users (seeded sample; None: all) are scored, every test pair of each.
+    """
+    raw = rating_examples(cfg, split, params=params)
     for w, ex in raw.items():
         io.write_jsonl(Path(cfg.data_out) / f"movielens_{w}.jsonl", ex)
     test = raw["test"]
-    chosen = range(len(test)) if cfg.n_eval is None else sorted(
-        np.random.default_rng(0).choice(len(test), size=min(cfg.n_eval, len(test)), replace=False))
+    users = sorted({e["user_id"] for e in test})
+    if cfg.n_eval is not None:
+        users = set(np.random.default_rng(0).choice(users, size=min(cfg.n_eval, len(users)), replace=False).tolist())
+    val = raw["val"]
+    val = [val[i] for i in np.random.default_rng(1).permutation(len(val))[:cfg.n_val]]  # a spread of users
     return Instructions(raw, raw["train"][:cfg.train_limit] if cfg.train_limit else raw["train"],
-                        raw["val"][:cfg.n_val], [test[i] for i in chosen])
+                        val, [e for e in test if e["user_id"] in users])
 
 
-@dataclass
-class Baselines:
-    rows: pd.DataFrame  # the baseline table (with rmse_all_test)
-    preds: dict[str, np.ndarray]  # model name -> predictions on the eval pairs
-
-
-def baselines(cfg: RatingsConfig, split: Split, instr: Instructions) -> Baselines:
-    """The classic recommenders fitted on the train split, scored on the language models' test pairs."""
-    pairs = [(e["user_id"], e["movie_id"]) for e in instr.eval]
-    eval_df = split.test_df.set_index(["userId", "movieId"]).loc[pairs].reset_index()
-    rows, preds = recommenders.baseline_table(split.train_df, split.test_df, eval_df, surprise=cfg.surprise_baselines)
-    return Baselines(rows, preds)
+def baselines(cfg: RatingsConfig, split: Split, *, progress: bool = True) -> tuning.Baselines:
+    """The classic recommenders fitted on the train split and predicting every test pair (``tuning.fit_baselines``
+    with ``cfg``'s surprise models, grid on validation when ``cfg.tune_baselines``, and seeds)."""
+    return tuning.fit_baselines(split.train_df, split.val_df, split.test_df, cfg.surprise_baselines,
+                                seeds=cfg.baseline_seeds, tune=cfg.tune_baselines, progress=progress)
 
 
 def load_rating_model(cfg: RatingsConfig):
@@ -156,47 +168,68 @@ def train_rating_model(model, tokenizer, train_ex: list[dict], val_ex: list[dict
 def expected_ratings(cfg: RatingsConfig, model, tokenizer, examples: list[dict], *, progress: bool = True) -> dict:
     """``score_ratings`` of chat examples in ``cfg``'s answer format (anchors taken from the examples)."""
     return score_ratings(model, tokenizer, [e["prompt"] for e in examples], batch_size=cfg.batch_size,
-                         answers=cfg.answers, anchors=cfg.answers.anchors(examples), progress=progress)
+                         answers=cfg.answers, anchors=cfg.answers.anchors(examples), progress=progress, bf16=cfg.bf16)
+
+
+def last_ratings(examples: list[dict]) -> list[int]:
+    """Positions of each user's last pair in ``examples`` (the slice greedy decoding and zero-shot score)."""
+    return np.flatnonzero(evaluate.slices(examples)[evaluate.LAST]).tolist()
 
 
 def zero_shot(cfg: RatingsConfig, model, tokenizer, ex: Examples) -> dict:
-    """Expected ratings of the untuned model (adapters off) on the first ``n_zero_shot`` eval examples."""
-    from_base = ex.eval[:cfg.n_zero_shot]
+    """Expected ratings of the untuned model (adapters off) on the last test pair of ``n_zero_shot`` users."""
+    from_base = [ex.eval[i] for i in last_ratings(ex.eval)[:cfg.n_zero_shot]]
     with disable_lora(model):
         return expected_ratings(cfg, model, tokenizer, from_base)
 
 
 @dataclass
 class Scores:
-    """The tuned model on the eval pairs next to the baselines."""
-    table: pd.DataFrame  # one row per model (the results table)
-    intervals: pd.DataFrame  # paired bootstrap of the tuned model against the baselines
+    """The tuned model on the eval pairs next to the baselines, overall and per slice."""
+    table: pd.DataFrame  # one row per model on all eval pairs (the results table)
+    intervals: pd.DataFrame  # paired bootstrap (users resampled) of the tuned model against the baselines
     preds: dict[str, np.ndarray]  # model name -> predictions (baselines and the tuned model)
-    greedy_texts: list[str]  # generated answers
+    greedy_texts: list[str]  # generated answers on each user's last pair
     n_failed: int  # greedy answers holding no rating
     against: list[str] = field(default_factory=list)  # the baselines of the intervals
+    slices: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = field(default_factory=dict)  # name -> (table, intervals)
 
 
-def score(cfg: RatingsConfig, model, tokenizer, instr: Instructions, ex: Examples, base: Baselines,
+def score(cfg: RatingsConfig, model, tokenizer, instr: Instructions, ex: Examples, base: tuning.Baselines,
           zero: dict) -> Scores:
-    """Expected value, argmax and greedy decoding on the eval pairs; the results and intervals tables."""
+    """Expected value and argmax on every eval pair, greedy decoding (what llama.cpp runs) on each user's last
+    pair; the results and interval tables overall and per slice (``evaluate.slices``)."""
     tuned = expected_ratings(cfg, model, tokenizer, ex.eval)
-    greedy, texts, n_failed = greedy_ratings(model, tokenizer, [e["prompt"] for e in ex.eval],
+    last = last_ratings(ex.eval)
+    greedy, texts, n_failed = greedy_ratings(model, tokenizer, [ex.eval[i]["prompt"] for i in last],
                                              batch_size=cfg.batch_size, answers=cfg.answers,
-                                             anchors=cfg.answers.anchors(ex.eval))
-    y = instr.y_eval
-    preds = {**base.preds, f"{cfg.label} (expected value)": tuned["expected"], f"{cfg.label} (argmax)": tuned["argmax"]}
+                                             anchors=cfg.answers.anchors([ex.eval[i] for i in last]), bf16=cfg.bf16)
+    y, users = instr.y_eval, instr.users
+    reported = f"{cfg.label} (expected value)"
+    preds = {**base.on(instr.eval), reported: tuned["expected"], f"{cfg.label} (argmax)": tuned["argmax"]}
+    seeds = base.seeds_on(instr.eval)
+    against = ["user + item bias"] + [tuning.baseline_name(n, base.tuned.get(n)) for n in cfg.surprise_baselines]
+    parts = {}
+    for name, mask in evaluate.slices(instr.eval, cfg.cold_max).items():
+        if not mask.any():
+            continue
+        table = evaluate.results_table(y[mask], {k: v[mask] for k, v in preds.items()},
+                                       {k: v[:, mask] for k, v in seeds.items()})
+        intervals = (evaluate.interval_table(y[mask], {k: v[mask] for k, v in preds.items()}, reported, against,
+                                             groups=users[mask]) if mask.sum() > 1 and len(set(users[mask])) > 1
+                     else pd.DataFrame())
+        parts[name] = (table, intervals)
+    yl = y[last]
     parsed = np.array([g is not None for g in greedy])
     greedy_row = {"model": f"{cfg.label} (greedy, parsed answers only)",
-                  **(evaluate.rating_metrics(y[parsed], np.array([g for g in greedy if g is not None]))
+                  **(evaluate.rating_metrics(yl[parsed], np.array([g for g in greedy if g is not None]))
                      if parsed.any() else {"n": 0})}
-    zero_row = {"model": f"zero-shot SmolLM2 (expected value, first {len(zero['expected'])} test users)",
-                **evaluate.rating_metrics(y[:len(zero["expected"])], zero["expected"])}
-    table = pd.concat([evaluate.results_table(y, preds, base.rows), pd.DataFrame([greedy_row, zero_row])],
-                      ignore_index=True)
-    against = ["user + item bias"] + [f"{n} (surprise)" for n in cfg.surprise_baselines]
-    intervals = evaluate.interval_table(y, preds, f"{cfg.label} (expected value)", against)
-    return Scores(table, intervals, preds, texts, n_failed, against)
+    zero_row = {"model": f"zero-shot SmolLM2 (expected value, last rating of the first {len(zero['expected'])} users)",
+                **evaluate.rating_metrics(yl[:len(zero["expected"])], zero["expected"])}
+    table, intervals = parts[evaluate.LAST]
+    parts[evaluate.LAST] = (pd.concat([table, pd.DataFrame([greedy_row, zero_row])], ignore_index=True), intervals)
+    table, intervals = parts.pop("all")
+    return Scores(table, intervals, preds, texts, n_failed, against, parts)
 
 
 def plot(cfg: RatingsConfig, instr: Instructions, scores: Scores, path=None):
@@ -226,7 +259,8 @@ def export(cfg: RatingsConfig, model, tokenizer, run_dir: Path, ex: Examples) ->
                    f"{deploy.display_path(modelfile)} && ollama run cinephile-ratings")
     check = ex.val[:cfg.n_agreement]
     _, pt_texts, _ = greedy_ratings(model, tokenizer, [e["prompt"] for e in check], batch_size=cfg.batch_size,
-                                    answers=cfg.answers, anchors=cfg.answers.anchors(check), progress=False)
+                                    answers=cfg.answers, anchors=cfg.answers.anchors(check), progress=False,
+                                    bf16=cfg.bf16)
     try:
         ids = [tokenizer(e["prompt"], add_special_tokens=False)["input_ids"] for e in check]
         cpp_texts = deploy.llama_cpp_generate(base_gguf, ids, lora_gguf=gguf, max_tokens=8, stop=["<|im_end|>"])
@@ -238,17 +272,24 @@ def export(cfg: RatingsConfig, model, tokenizer, run_dir: Path, ex: Examples) ->
                   pd.DataFrame({"pytorch": pt_texts, "llama.cpp": cpp_texts}))
 
 
+def baselines_record(base: tuning.Baselines) -> dict:
+    """The factor models' grids on validation, chosen settings and seeds, as plain JSON."""
+    return {name: {"params": t.params, "seeds": list(t.seeds), "grid": t.grid} for name, t in base.tuned.items()}
+
+
 def summary(cfg: RatingsConfig, instr: Instructions, ex: Examples, scores: Scores, exported: Export | None,
-            history: dict, timings: dict, run_dir: Path) -> dict:
+            history: dict, timings: dict, run_dir: Path, base: tuning.Baselines | None = None) -> dict:
     """The run's record: written to ``run_dir/metrics.json`` (with timings and history) and ``cfg.results_json``."""
     record = evaluate.results_record(
-        scores.table, scores.intervals, n_test_pairs=len(ex.eval), n_users=len({e["user_id"] for e in instr.eval}),
-        reported=f"{cfg.label} (expected value)", greedy_parse_failures=scores.n_failed,
+        scores.table, scores.intervals, scores.slices, n_test_pairs=len(ex.eval),
+        n_users=len({e["user_id"] for e in instr.eval}), reported=f"{cfg.label} (expected value)",
+        greedy_parse_failures=scores.n_failed, greedy_pairs=len(scores.greedy_texts),
         llama_cpp_agreement=exported.agreement if exported else None, wall_time_s=timings["total_s"],
-        n_train_examples=len(ex.train),
+        n_train_examples=len(ex.train), baselines=baselines_record(base) if base else None,
         config={"model": cfg.model_name, "max_per_user": cfg.max_per_user, "predictors": list(cfg.predictors),
                 "show_counts": cfg.show_counts, "residual_to": cfg.residual_to, "loss": cfg.loss,
                 "rating_lambda": cfg.rating_lambda, "pick": cfg.pick, "predictor_folds": cfg.predictor_folds,
+                "test_per_user": cfg.test_per_user, "val_per_user": cfg.val_per_user, "cold_max": cfg.cold_max,
                 "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                          "layers": None if cfg.lora_layers is None else list(cfg.lora_layers)},
                 "train": asdict(cfg.train_config())})

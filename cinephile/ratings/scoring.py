@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, fit_window, generate_answers
-from cinephile.models import position_window
+from cinephile.models import autocast, position_window
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
 from cinephile.ratings.evaluate import parse_adjustment, parse_rating
 from cinephile.ratings.instructions import ADJUSTMENTS, check_rating_examples, nearest_index
@@ -139,7 +139,7 @@ def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]])
     serves both "4.0" and "4.5") are appended to each prompt as branches of a tree that attend to
     the prompt but not to each other (``_tree_inputs``); only the last positions reach the LM head.
     """
-    c, batch, width = len(common), len(ids), ids.shape[1]
+    c, batch = len(common), len(ids)
     groups: dict[tuple, list[int]] = {}  # tokens fed after the prefix -> answers continuing them
     for j, suffix in enumerate(suffixes):
         groups.setdefault(tuple(suffix[:-1]), []).append(j)
@@ -228,7 +228,7 @@ class RatingLoss:
 
 
 def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, answers: Answers = RATING_ANSWERS,
-                  anchors=None, progress: bool = True) -> dict:
+                  anchors=None, progress: bool = True, bf16: bool | None = False) -> dict:
     """Score the answers (by default "Rating: 0.5" ... "Rating: 5.0") by log-probability after each prompt.
 
     Args:
@@ -240,6 +240,7 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         answers: the candidate answers (``ADJUSTMENT_ANSWERS`` for the residual target).
         anchors: for adjustment answers, the recommender prediction of each prompt.
         progress: show a progress bar.
+        bf16: autocast as ``models.autocast`` (False: fp32; True: bf16, fast on CPUs with native bf16).
 
     Returns:
         dict(expected (N,) and argmax (N,) ratings, probs (N, n answers) softmax over the answers,
@@ -255,7 +256,8 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="scoring ratings",
                         disable=not progress):
             batch, mask = left_pad([ids[k] + common for k in idx], pad_id, device)
-            logprobs[idx] = _score_batch(model, batch, mask, common, suffixes).double().cpu().numpy()
+            with autocast(device, bf16):
+                logprobs[idx] = _score_batch(model, batch, mask, common, suffixes).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
     values = np.array(answers.values)
     return dict(expected=answers.ratings(probs @ values, anchors), argmax=answers.ratings(values[probs.argmax(1)], anchors),
@@ -263,8 +265,8 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
 
 
 def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, batch_size: int = 8,
-                   answers: Answers = RATING_ANSWERS, anchors=None,
-                   progress: bool = True) -> tuple[list[float | None], list[str], int]:
+                   answers: Answers = RATING_ANSWERS, anchors=None, progress: bool = True,
+                   bf16: bool | None = False) -> tuple[list[float | None], list[str], int]:
     """Generate greedily (``generate.generate_answers``) and parse a rating from each answer.
 
     Args:
@@ -273,13 +275,14 @@ def greedy_ratings(model, tokenizer, prompts: list[str], *, max_new_tokens: int 
         max_new_tokens: generation budget per prompt.
         batch_size: prompts per generate call.
         progress: show a progress bar.
+        bf16: autocast of the generation (as in ``score_ratings``).
 
     Returns:
         (ratings with None where parsing failed, generated texts, number of failures).
     """
     answers.check_anchors(len(prompts), anchors)  # before any work
     texts = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, bf16=bf16)
     values = [answers.parse(t) for t in texts]
     ratings = answers.ratings([0.0 if v is None else v for v in values], anchors)  # parse failures stay None
     values = [None if v is None else float(r) for v, r in zip(values, ratings)]

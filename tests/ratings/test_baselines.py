@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from cinephile.ratings.baselines import baseline_table, BiasBaseline, global_mean, item_mean, recommender_predictions, surprise_predict, user_mean
+from cinephile.ratings.baselines import BiasBaseline, fit_many, global_mean, item_mean, recommender_predictions, surprise_predict, user_mean
 from cinephile.ratings.evaluate import interval_table, paired_bootstrap, plot_predictions, rating_metrics
 
 # ---------------------------------------------------------------- baselines
@@ -126,14 +126,9 @@ def test_our_bias_baseline_matches_surprise_baselineonly_within_0_002(real_split
     assert abs(ours - theirs) < 0.002
 
 
-def test_baseline_table_scores_every_model_on_the_same_pairs():
-    pytest.importorskip("surprise")
-    test = pd.DataFrame({"userId": [1, 2, 3], "movieId": [30, 20, 10], "rating": [2.0, 3.5, 4.0]})
-    table, preds = baseline_table(TRAIN, test, test.iloc[:2], surprise=("SVD",))
-    assert list(table["model"]) == ["global mean", "user mean", "item mean", "user + item bias", "SVD (surprise)"]
-    assert set(table["n"]) == {2} and all(len(p) == 2 for p in preds.values())
-    with pytest.raises(ValueError, match="unknown surprise model 'KNN'"):
-        surprise_predict("KNN", TRAIN, test)
+def test_surprise_predict_refuses_an_unknown_model_by_name():
+    with pytest.raises(ValueError, match="unknown surprise model 'KNN'; choose one of"):
+        surprise_predict("KNN", TRAIN, TARGET)
 
 
 def test_training_pairs_get_out_of_fold_predictions():
@@ -184,3 +179,31 @@ def test_paired_bootstrap_interval():
     assert table.loc[0, "beats"] and table.loc[0, "against"] == "bad"
     with pytest.raises(ValueError, match="equal length"):
         paired_bootstrap(y, good[:3], bad)
+
+
+def test_paired_bootstrap_over_users_is_wider_when_a_users_pairs_move_together():
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(120), 5)
+    y = rng.uniform(0.5, 5, len(users))
+    shift = rng.normal(0, 0.8, 120)[users]  # each user's error is shared by their five pairs
+    a, b = y + shift + rng.normal(0, 0.2, len(y)), y + rng.normal(0, 0.8, len(y))
+    by_pair, by_user = paired_bootstrap(y, a, b), paired_bootstrap(y, a, b, groups=users)
+    assert by_user["diff"] == by_pair["diff"] and by_user["n_groups"] == 120 and by_pair["n_groups"] == len(y)
+    assert by_user["hi"] - by_user["lo"] > 1.5 * (by_pair["hi"] - by_pair["lo"])
+    singletons = paired_bootstrap(y, a, b, groups=np.arange(len(y)))  # one pair per group: the pair bootstrap
+    assert (singletons["lo"], singletons["hi"]) == pytest.approx((by_pair["lo"], by_pair["hi"]))
+    with pytest.raises(ValueError, match="one group per pair"):
+        paired_bootstrap(y, a, b, groups=users[:10])
+    with pytest.raises(ValueError, match="one group"):
+        paired_bootstrap(y, a, b, groups=np.zeros(len(y)))
+
+
+def test_fit_many_side_by_side_gives_the_fits_of_one_process():
+    pytest.importorskip("surprise")
+    tasks = [("SVD", TRAIN, TARGET, seed, {"n_factors": 2, "n_epochs": 5}) for seed in (0, 1)]
+    tasks.append(("bias", TRAIN, TARGET, 0, None))
+    alone, side_by_side = fit_many(tasks, n_jobs=1), fit_many(tasks, n_jobs=2)
+    for (a, seconds), (b, _) in zip(alone, side_by_side):
+        np.testing.assert_array_equal(a, b)
+        assert seconds >= 0
+    assert not np.array_equal(alone[0][0], alone[1][0])  # the seed reaches the fit

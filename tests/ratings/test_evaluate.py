@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 
-from cinephile.ratings.evaluate import parse_adjustment, parse_rating, results_record
+from cinephile.ratings.evaluate import parse_adjustment, parse_rating, results_record, results_table, slices
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -47,3 +49,32 @@ def test_results_record_writes_missing_correlations_as_null():
     assert record["models"] == [{"model": "a", "rmse": 1.0, "pearson": None, "n": 2}]
     assert record["intervals"][0]["against"] == "b" and record["n_test_pairs"] == 2
     assert not any(isinstance(v, float) and math.isnan(v) for v in record["models"][0].values())
+
+
+def test_slices_split_cold_and_warm_movies_and_mark_each_users_last_pair():
+    examples = [{"user_id": u, "item_count": c} for u, c in [(1, 0), (1, 5), (1, 6), (2, 40), (2, 3), (3, 7)]]
+    parts = slices(examples, cold_max=5)
+    assert list(parts) == ["all", "cold movies (<= 5 training ratings)", "warm movies (> 5 training ratings)",
+                           "each user's last rating"]
+    assert parts["all"].all()
+    assert parts["cold movies (<= 5 training ratings)"].tolist() == [True, True, False, False, True, False]
+    assert parts["warm movies (> 5 training ratings)"].tolist() == [False, False, True, True, False, True]
+    assert parts["each user's last rating"].tolist() == [False, False, True, False, True, True]
+
+
+def test_results_table_adds_the_spread_over_seeds():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    seeds = np.stack([y + 0.1, y + 0.3, y - 0.2])  # RMSE 0.1, 0.3, 0.2
+    table = results_table(y, {"model": seeds[0], "other": y + 1}, {"model": seeds})
+    row = table.set_index("model").loc["model"]
+    assert row["rmse"] == pytest.approx(0.1) and row["n_seeds"] == 3
+    assert row["rmse_seeds_mean"] == pytest.approx(0.2) and row["rmse_seeds_sd"] == pytest.approx(0.1)
+    assert math.isnan(table.set_index("model").loc["other", "rmse_seeds_mean"])
+
+
+def test_results_record_keeps_each_slice_with_its_count():
+    table = pd.DataFrame([{"model": "a", "rmse": 1.0, "n": 3}])
+    intervals = pd.DataFrame([{"model": "a", "against": "b", "rmse_diff": -0.1}])
+    record = results_record(table, intervals, {"cold": (table, intervals)}, n_test_pairs=3)
+    assert record["slices"]["cold"] == {"n": 3, "models": record["models"], "intervals": record["intervals"]}
+    assert record["n_test_pairs"] == 3

@@ -7,6 +7,7 @@ import pytest
 
 from cinephile.io import read_jsonl, write_jsonl
 from cinephile.ratings import instructions
+from cinephile.ratings.scoring import RESIDUAL_SYSTEM
 from cinephile.ratings.data import load_movielens, temporal_split
 from cinephile.ratings.instructions import MAX_DISLIKED, MAX_LIKED, build_examples, build_prompt, latest_per_user
 
@@ -48,23 +49,27 @@ def test_build_examples_latest_picks_with_the_same_rule(tmp_path):
 
 # ---------------------------------------------------------------- examples
 
-def test_val_and_test_history_is_strictly_earlier(tiny):
+def test_val_and_test_prompts_show_only_the_training_period(tiny):
     df = temporal_split(tiny.ratings)
     val, = build_examples(df, tiny.movies, tiny.tags, which="val")
     test, = build_examples(df, tiny.movies, tiny.tags, which="test")
-    assert (val["movie_id"], val["n_history"], test["movie_id"], test["n_history"]) == (6, 5, 7, 6)
+    assert (val["movie_id"], val["n_history"], test["movie_id"], test["n_history"]) == (6, 5, 7, 5)
     assert val["liked"] == ["Heat (1995)", "The Matrix (1999)"]  # most recent first, movie 6 not yet rated
     assert val["disliked"] == ["Babylon 5", "Toy Story (1995)"]
-    assert test["liked"] == ["Sabrina (1995)", "Heat (1995)", "The Matrix (1999)"]  # the val rating is history
-    assert test["user_mean"] == pytest.approx((5 + 1 + 4 + 2 + 3 + 5) / 6, abs=1e-4)
+    # the val rating (Sabrina, 5.0) is after the training period: no recommender saw it, nor does the prompt
+    assert test["liked"] == val["liked"] and "Sabrina" not in test["prompt"]
+    assert test["user_mean"] == pytest.approx((5 + 1 + 4 + 2 + 3) / 5, abs=1e-4)
+    assert "average rating so far: 3.0\n" in test["prompt"]
+    counted, = build_examples(df, tiny.movies, tiny.tags, which="test", counts=True)
+    assert "average rating so far: 3.0 (5 ratings)" in counted["prompt"]
     assert test["response"] == "Rating: 4.5" and test["rating"] == 4.5
 
 
 def test_features_genres_item_mean_and_tags(tiny):
     df = temporal_split(tiny.ratings)
     test, = build_examples(df, tiny.movies, tiny.tags, which="test")
-    # earlier: Action 5,4 (mean 4.5 vs 3.33) preferred; Comedy 1,5 (3.0) avoided; others seen once
-    assert (test["preferred_genres"], test["avoided_genres"]) == (["Action"], ["Comedy"])
+    # train period: Action 5,4 (4.5 vs the user's 3.0) and Crime 4,3 (3.5) preferred; Comedy seen once
+    assert (test["preferred_genres"], test["avoided_genres"]) == (["Action", "Crime"], [])
     assert test["item_mean"] == 1.0  # only user 2's train rating of Jumanji
     assert test["tags"] == ["classic", "board game", "fun"]  # "future" (3 times) is tagged after the rating
     assert "Tags: classic, board game, fun" in test["prompt"] and "Target movie: Jumanji (1995)" in test["prompt"]
@@ -157,7 +162,8 @@ def test_residual_examples_ask_for_the_adjustment_to_the_recommender(tiny):
     res, = instructions.as_residual([shown], "SVD++")
     assert res["anchor"] == 3.79 and res["rating"] == 4.5 and res["response"] == "Adjustment: +0.5"  # 0.71 -> +0.5
     first, rest = res["prompt"].split("\n", 1)
-    assert "from the SVD++ prediction" in first and "'Adjustment: +x.x' (-2.0 to +2.0)" in first
+    assert first == "Adjust the SVD++ prediction."  # the system prompt (RESIDUAL_SYSTEM) states the answer format
+    assert "'Adjustment: +x.x'" in RESIDUAL_SYSTEM
     assert rest == shown["prompt"].split("\n", 1)[1] and "SVD++ 3.79" in rest  # same features, prediction shown
     assert [instructions.nearest_adjustment(r) for r in (-3.1, -0.26, 0.24, 2.7)] == [-2.0, -0.5, 0.0, 2.0]
     assert instructions.nearest_index([0.0, 0.5, 1.0], [0.25, 0.26, -4.0, 9.0]).tolist() == [0, 1, 0, 2]  # a tie: the first

@@ -34,7 +34,7 @@ def cfg(tmp_path):
     return RatingsConfig(movielens_dir=str(folder), movielens_alternatives=(), predictors=("bias",),
                                   residual_to="bias", surprise_baselines=(), lora_layers=None, lora_r=4,
                                   lora_alpha=8, data_out=str(tmp_path / "data"), batch_size=2, max_len=256,
-                                  n_zero_shot=1).resolved()
+                                  n_zero_shot=1, test_per_user=1, val_per_user=1).resolved()
 
 
 @pytest.fixture
@@ -74,11 +74,34 @@ def test_rating_target_keeps_the_rating_answer(cfg):
     assert raw["val"][0]["response"] == "Rating: 5.0" and "anchor" not in raw["val"][0]
 
 
-def test_baselines_are_scored_on_the_eval_pairs(cfg, staged):
+def test_baselines_predict_every_test_pair_and_align_to_the_eval_pairs(cfg, staged):
     split, instr = staged
-    base = pipeline.baselines(cfg, split, instr)
-    assert "user + item bias" in set(base.rows["model"])
-    assert all(len(p) == len(instr.eval) for p in base.preds.values())
+    base = pipeline.baselines(cfg, split, progress=False)
+    assert list(base.preds) == ["global mean", "user mean", "item mean", "user + item bias"]
+    assert all(len(p) == len(split.test_df) for p in base.preds.values()) and base.tuned == {}
+    on = base.on(instr.eval[::-1])  # any order of pairs
+    bias = dict(zip(zip(base.test["userId"], base.test["movieId"]), base.preds["user + item bias"]))
+    assert on["user + item bias"].tolist() == [bias[(e["user_id"], e["movie_id"])] for e in instr.eval[::-1]]
+
+
+def test_tuned_factor_models_are_named_and_their_settings_reach_the_prompts(cfg, monkeypatch):
+    pytest.importorskip("surprise")
+    monkeypatch.setitem(pipeline.tuning.GRIDS, "SVD", [{"n_factors": 2, "n_epochs": 5}, {"n_factors": 3, "n_epochs": 5}])
+    cfg = dataclasses.replace(cfg, surprise_baselines=("SVD",), baseline_seeds=2, predictors=("bias", "SVD"))
+    split = pipeline.load_and_split(cfg)
+    base = pipeline.baselines(cfg, split, progress=False)
+    assert "SVD (surprise, tuned)" in base.preds and base.tuned["SVD"].preds.shape == (2, len(split.test_df))
+    assert base.params["SVD"] in pipeline.tuning.GRIDS["SVD"] and len(base.tuned["SVD"].grid) == 2
+    seen = []
+    real = pipeline.recommenders.fit_many
+
+    def fit_many(tasks, **kwargs):  # (name, train, target, seed, params) per fit
+        seen.extend((name, params) for name, _, _, _, params in tasks)
+        return real(tasks, n_jobs=1)
+    monkeypatch.setattr(pipeline.recommenders, "fit_many", fit_many)
+    pipeline.build_instructions(cfg, split, base.params)
+    svd = [params for name, params in seen if name == "SVD"]
+    assert svd and all(params == base.params["SVD"] for params in svd)
 
 
 def test_train_and_score_stages_on_a_tiny_model(cfg, staged, tiny_model, tmp_path):
@@ -95,15 +118,18 @@ def test_train_and_score_stages_on_a_tiny_model(cfg, staged, tiny_model, tmp_pat
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
     assert history["best_val_loss"] < history["initial_val_loss"]
-    base = pipeline.baselines(cfg, split, instr)
+    base = pipeline.baselines(cfg, split, progress=False)
     scores = pipeline.score(cfg, model, tokenizer, instr, ex, base, zero)
     rows = list(scores.table["model"])
     assert {"LoRA-tuned, adjusting bias (expected value)", "LoRA-tuned, adjusting bias (argmax)",
-            "LoRA-tuned, adjusting bias (greedy, parsed answers only)", "user + item bias"} <= set(rows)
-    assert rows[-1] == "zero-shot SmolLM2 (expected value, first 1 test users)"
+            "user + item bias"} <= set(rows)
+    last = list(scores.slices["each user's last rating"][0]["model"])
+    assert last[-2:] == ["LoRA-tuned, adjusting bias (greedy, parsed answers only)",
+                         "zero-shot SmolLM2 (expected value, last rating of the first 1 users)"]
     expected = scores.preds["LoRA-tuned, adjusting bias (expected value)"]
     assert all(abs(p - e["anchor"]) <= 2 for p, e in zip(expected, instr.eval))  # anchor + an adjustment in [-2, 2]
     assert list(scores.intervals["against"]) == ["user + item bias"] and len(scores.greedy_texts) == 2
+    assert set(scores.intervals["n_users"]) == {2}
 
 
 def test_train_rating_model_refuses_an_unknown_loss(cfg):

@@ -275,3 +275,12 @@ def test_prompts_longer_than_the_window_are_scored_from_their_end(gpt2, tokenize
     assert len(tokenizer(long_prompt, add_special_tokens=False).input_ids) > 128
     scored = score_ratings(gpt2, tokenizer, [long_prompt], progress=False)
     assert np.isfinite(scored["expected"]).all()
+
+
+def test_score_ratings_under_bf16_autocast_stays_close_to_fp32(model, tokenizer):
+    prompts = ["Liked: Heat (1995)\nTarget movie: Casino (1995)", "Liked: none\nTarget movie: Sabrina (1995)"]
+    fp32 = score_ratings(model, tokenizer, prompts, progress=False)
+    bf16 = score_ratings(model, tokenizer, prompts, progress=False, bf16=True)
+    assert not np.array_equal(fp32["logprobs"], bf16["logprobs"])  # the autocast did run
+    np.testing.assert_allclose(bf16["probs"], fp32["probs"], atol=0.02)
+    assert next(model.parameters()).dtype == torch.float32  # parameters stay fp32
