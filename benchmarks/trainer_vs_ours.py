@@ -87,7 +87,9 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
                                                       max_len=1024, bf16=variant.startswith("bf16")))
     wall = time.perf_counter() - t0
-    model.float()  # the validation loss in fp32 for every variant (a bf16 base keeps its rounded values)
+    if variant == "bf16_base":  # the validation loss in fp32 for every variant (a bf16 base keeps its rounded values)
+        model.hf_quantizer, model.is_quantized = None, False  # the GGUF loader's marker: nothing is quantized
+        model.float()
     return {"wall_s": wall, "val_loss": evaluate_loss(model, val_items, tok.pad_token_id),
             "tokens": sum(len(i["input_ids"]) for i in train_items),
             **({"padding_share": padding_share(train_items)} if variant == "plain" else {})}
