@@ -200,7 +200,8 @@ def score(cfg: RatingsConfig, model, tokenizer, instr: Instructions, ex: Example
     """Expected value and argmax on every eval pair, greedy decoding (what llama.cpp runs) on each user's last
     pair; the results and interval tables overall and per slice (``evaluate.slices``)."""
     tuned = expected_ratings(cfg, model, tokenizer, ex.eval)
-    last = last_ratings(ex.eval)
+    masks = evaluate.slices(instr.eval, cfg.cold_max)  # ex.eval holds the same pairs in the same order
+    last = np.flatnonzero(masks[evaluate.LAST]).tolist()
     greedy, texts, n_failed = greedy_ratings(model, tokenizer, [ex.eval[i]["prompt"] for i in last],
                                              batch_size=cfg.batch_size, answers=cfg.answers,
                                              anchors=cfg.answers.anchors([ex.eval[i] for i in last]), bf16=cfg.bf16)
@@ -210,14 +211,13 @@ def score(cfg: RatingsConfig, model, tokenizer, instr: Instructions, ex: Example
     seeds = base.seeds_on(instr.eval)
     against = ["user + item bias"] + [tuning.baseline_name(n, base.tuned.get(n)) for n in cfg.surprise_baselines]
     parts = {}
-    for name, mask in evaluate.slices(instr.eval, cfg.cold_max).items():
+    for name, mask in masks.items():
         if not mask.any():
             continue
-        table = evaluate.results_table(y[mask], {k: v[mask] for k, v in preds.items()},
-                                       {k: v[:, mask] for k, v in seeds.items()})
-        intervals = (evaluate.interval_table(y[mask], {k: v[mask] for k, v in preds.items()}, reported, against,
-                                             groups=users[mask]) if mask.sum() > 1 and len(set(users[mask])) > 1
-                     else pd.DataFrame())
+        sliced = {k: v[mask] for k, v in preds.items()}
+        table = evaluate.results_table(y[mask], sliced, {k: v[:, mask] for k, v in seeds.items()})
+        intervals = (evaluate.interval_table(y[mask], sliced, reported, against, groups=users[mask])
+                     if len(set(users[mask])) > 1 else pd.DataFrame())
         parts[name] = (table, intervals)
     yl = y[last]
     parsed = np.array([g is not None for g in greedy])
