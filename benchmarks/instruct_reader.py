@@ -12,7 +12,7 @@ HotpotQA is only scored, never used to choose anything. About 25 minutes per con
 Appends (or replaces) the row ``--name`` in results/trivia_instruct.json.
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
-        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--seed 0]
+        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-train", type=int, default=240, help="training prompts (a seeded sample)")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--bridges", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"))
+    parser.add_argument("--generated", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"),
+                        help="written questions (Data/generated_questions.jsonl) per side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     saved = TriviaConfig.load(Path(args.run) / "config.json")
     cfg = pipeline.resolve_hardware(dataclasses.replace(
         saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
-        bridges=tuple(args.bridges), seed=args.seed, external_csv=args.external, external_limit=None,
+        bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, external_csv=args.external, external_limit=None,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
         lora_targets="auto"))
     t0 = time.time()
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lr": cfg.lr, "seed": cfg.seed,
-           "bridges": list(cfg.bridges), "n_train": len(trained.examples),
+           "bridges": list(cfg.bridges), "generated": list(cfg.generated), "n_train": len(trained.examples),
            "train_kinds": {k: sum(1 for r in retrieved.train if r["kind"] == k)
                            for k in dict.fromkeys(r["kind"] for r in retrieved.train)},
            "results": {name: [*t.to_dict("records"), *shelf.tables[name].to_dict("records")]

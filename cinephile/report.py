@@ -92,6 +92,10 @@ def trainer_table(record: dict) -> str:
                  f"/ Trainer ({settings.get(best['trainer'], best['trainer'])}) = "
                  f"**{best['tokens_per_s_ours_over_trainer']:.2f}x** non-pad tokens/s, validation loss "
                  f"{100 * best['val_loss_relative_difference']:+.2f}%.")
+        ours_bf16, trainer_bf16 = record.get("tried", {}).get("bf16_autocast"), best.get("trainer_bf16_autocast")
+        if ours_bf16 and trainer_bf16 and "error" not in ours_bf16:
+            main += (f" Both under bf16 autocast: **{ours_bf16['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x**, "
+                     f"validation loss {100 * (ours_bf16['val_loss'] / trainer_bf16['val_loss'] - 1):+.2f}%.")
     if not record.get("tried"):
         return main
     names = {"fused_adamw": "fused AdamW (`fused=True`)", "compile": "`torch.compile` (dynamic shapes, compile time included)",

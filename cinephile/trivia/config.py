@@ -33,6 +33,8 @@ class TriviaConfig:
     comparison_pairs: tuple[int, int] = (50, 8)  # film pairs with comparison questions, training / validation
     train_comparisons: bool = True  # train on the comparison questions (False: single-hop only)
     bridges: tuple[int, int] = (0, 0)  # bridge questions (film reached through other facts), training / validation
+    generated_questions: str = "Data/generated_questions.jsonl"  # questions an instruct model wrote (questions.py)
+    generated: tuple[int, int] = (0, 0)  # how many of them each side gets, training / validation (by their film)
     lexical_weight: float | str = "auto"  # BM25 share of the hybrid retriever; "auto": best training recall@1
     chunk_tokens: int | str = "auto"  # chunk size in tokens; "auto": best fed-context recall within the budget
     top_k: int | str = "auto"  # chunks fed to the reader; "auto" as chunk_tokens

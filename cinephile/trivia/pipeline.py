@@ -25,7 +25,7 @@ from lora import inject_lora
 
 from cinephile import io, models
 from cinephile.train import save_run, train
-from cinephile.trivia import chunking, data, evaluate, films, reader, retrieval, splits, zero_shot
+from cinephile.trivia import chunking, data, evaluate, films, questions, reader, retrieval, splits, zero_shot
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
 from cinephile.trivia.matching import covers
 
@@ -82,12 +82,31 @@ def load_and_split(cfg: TriviaConfig) -> Split:
         train_raw, val_raw = splits.film_split_with_comparisons(
             records, facts, val_fraction=cfg.val_fraction, train_pairs=cfg.comparison_pairs[0],
             val_pairs=cfg.comparison_pairs[1], bridges=cfg.bridges)
+        if any(cfg.generated):
+            train_raw, val_raw = with_generated(cfg, train_raw, val_raw)
         return Split(records, train_raw, val_raw, facts, report)
     if cfg.split != "id":
         raise ValueError(f'split must be "film" or "id", got {cfg.split!r}')
     train_raw, val_raw = splits.split_train_val([{**r, "kind": "single"} for r in records],
                                                 val_fraction=cfg.val_fraction)
     return Split(records, train_raw, val_raw, {}, report)
+
+
+def with_generated(cfg: TriviaConfig, train_raw: list[dict], val_raw: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Both sides plus ``cfg.generated`` questions of ``cfg.generated_questions`` about their own films."""
+    if not cfg.generated_questions or not Path(cfg.generated_questions).is_file():
+        raise FileNotFoundError(f"generated={cfg.generated} asks for written questions, but {cfg.generated_questions!r} "
+                                "is not a file; write it with python -m cinephile.trivia.questions, or set "
+                                "GENERATED = (0, 0)")
+    written = io.read_jsonl(cfg.generated_questions, required=("id", "question", "answer", "film"))
+    train_add = questions.attach(written, train_raw, limit=cfg.generated[0], seed=cfg.seed, prefix="train-")
+    val_add = questions.attach(written, val_raw, limit=cfg.generated[1], seed=cfg.seed, prefix="val-")
+    films_here = {r.get("film") for r in train_raw + val_raw}
+    elsewhere = sum(1 for w in written if w["film"] not in films_here)
+    logger.info("generated questions: %d in %s; %d to training, %d to validation%s", len(written),
+                cfg.generated_questions, len(train_add), len(val_add),
+                f"; {elsewhere} about films outside these questions' films, left out" if elsewhere else "")
+    return train_raw + train_add, val_raw + val_add
 
 
 def load_reader(cfg: TriviaConfig):

@@ -41,6 +41,21 @@ def test_conv1d_forward_matches_formula():
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_adapter_gradients_match_the_formula():
+    """The fused update (one addmm) back-propagates exactly as x @ (s * B @ A).T would."""
+    torch.manual_seed(0)
+    base = nn.Linear(12, 7)
+    layer = _nonzero(LoRALinear(base, r=3, alpha=6))
+    x, upstream = torch.randn(4, 5, 12, requires_grad=True), torch.randn(4, 5, 7)
+    got = torch.autograd.grad((layer(x) * upstream).sum(), [layer.lora_A.weight, layer.lora_B.weight, x])
+    a, b = (w.detach().clone().requires_grad_() for w in (layer.lora_A.weight, layer.lora_B.weight))
+    x2 = x.detach().clone().requires_grad_()
+    by_hand = x2 @ (base.weight + layer.scaling * b @ a).T + base.bias
+    expected = torch.autograd.grad((by_hand * upstream).sum(), [a, b, x2])
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
 def test_init_is_a_noop_and_a_uses_kaiming():
     torch.manual_seed(0)
     base = nn.Linear(16, 16)
