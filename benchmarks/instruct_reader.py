@@ -12,7 +12,7 @@ HotpotQA is only scored, never used to choose anything. About 25 minutes per con
 Appends (or replaces) the row ``--name`` in results/trivia_instruct.json.
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
-        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--seed 0]
+        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison] [--seed 0]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bridges", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"))
     parser.add_argument("--generated", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"),
                         help="written questions (Data/generated_questions.jsonl) per side")
+    parser.add_argument("--train-kinds", default="", help="train only on these kinds, e.g. generated,comparison "
+                        "(default: every kind of the training side)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     split = pipeline.load_and_split(cfg)
     model, tokenizer, _ = pipeline.load_reader(cfg)
     retrieved = pipeline.chunk_and_retrieve(cfg, split, tokenizer, embed_fn, compare=False)
+    if args.train_kinds:
+        kinds = set(args.train_kinds.split(","))
+        retrieved = dataclasses.replace(retrieved, train=[r for r in retrieved.train if r["kind"] in kinds])
     trained = pipeline.train_reader(cfg, model, tokenizer, retrieved)
     print(trained.describe().split("\nlast training example")[0], flush=True)
     rows = [pipeline.TUNED_ROW]
@@ -76,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lr": cfg.lr, "seed": cfg.seed,
-           "bridges": list(cfg.bridges), "generated": list(cfg.generated), "n_train": len(trained.examples),
+           "bridges": list(cfg.bridges), "generated": list(cfg.generated),
+           "train_kinds_kept": args.train_kinds or "all", "n_train": len(trained.examples),
            "train_kinds": {k: sum(1 for r in retrieved.train if r["kind"] == k)
                            for k in dict.fromkeys(r["kind"] for r in retrieved.train)},
            "results": {name: [*t.to_dict("records"), *shelf.tables[name].to_dict("records")]

@@ -224,14 +224,17 @@ def instruct_reader_table(record: dict) -> str:
         tuned = {name: s["tuned + retrieved context"] for name, s in score.items()}
         shelf = {name: s[r["best_off_the_shelf"]] for name, s in score.items()}
         paired = r["paired_tuned_vs_best"]
+        kinds = {k["row"]: k for k in r.get("validation_em_by_kind", [])}
+        written = [kinds.get(name, {}).get("generated") for name in ("tuned + retrieved context", r["best_off_the_shelf"])]
         rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
                      f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
+                     "–" if None in written else f"{written[0]:.1f} / {written[1]:.1f}",
                      f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
                      f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
                      interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
     return _table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
-                   "validation EM: tuned / off the shelf", "HotpotQA EM / F1: tuned", "off the shelf",
+                   "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
                    "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
                    "training time per step (with validation loss)"], rows)
 
@@ -244,9 +247,12 @@ def roofline_table(record: dict) -> str:
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(m["profile_share"].items())[:4])
         rows.append([m["model"], f"{m['flops']['train_step'] / 1e12:.2f} TFLOP", f"{m['step_s']:.2f} s",
                      f"{m['train_gflops']:.0f} / {m['matmul_gflops_at_model_shapes'][dtype]:.0f}",
-                     f"**{m['train_share_of_matmul_rate']:.0%}**", f"{m['generate_share_of_matmul_rate']:.0%}", top])
+                     f"**{m['train_share_of_matmul_rate']:.0%}**", f"{m['generate_share_of_matmul_rate']:.0%}",
+                     f"{m['generate_s']:.2f} s" + (f" ({m['generate_without_head_fix_s']:.2f} s)"
+                                                   if "generate_without_head_fix_s" in m else ""), top])
     return _table([f"reader (batch {record['batch']} x {record['seq_len']} tokens, {dtype})", "matmul work per step",
                    "step", "GFLOP/s: step / plain matmul", "share of the matmul rate", "generation's share",
+                   f"generation, {record['new_tokens']} tokens (without the contiguous head input)",
                    "step profile (self time)"], rows)
 
 

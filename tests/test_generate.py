@@ -127,3 +127,25 @@ def test_prompts_longer_than_the_window_keep_their_end(short_gpt2, smol_tokenize
     assert "1 of 2 prompts are longer than 58 tokens" in caplog.text
     with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room for a prompt in the model's 64 positions"):
         generate_answers(short_gpt2, tok, ["Hi"], max_new_tokens=64, progress=False)
+
+
+def test_the_lm_head_gets_a_contiguous_input_while_generating_and_the_hook_goes_afterwards(gpt2, smol_tokenizer):
+    from cinephile.generate import contiguous_head_input
+
+    head = gpt2.get_output_embeddings()
+    seen = []
+    probe = head.register_forward_hook(lambda module, args, out: seen.append(args[0].is_contiguous()))
+    try:
+        strided = torch.randn(2, 5, head.in_features)[:, -1:, :]  # the last position, as generate keeps it
+        assert not strided.is_contiguous()
+        with contiguous_head_input(gpt2):
+            with_hook = head(strided)
+        assert seen == [True] and not head._forward_pre_hooks
+        torch.testing.assert_close(with_hook, head(strided))  # the same values either way
+        seen.clear()
+        answers = generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=4, stop="\n\n\n", progress=False)
+        assert all(seen) and len(seen) > 2 and not head._forward_pre_hooks
+        assert answers == generate_answers(gpt2, smol_tokenizer, PROMPTS, max_new_tokens=4, stop="\n\n\n",
+                                           progress=False)
+    finally:
+        probe.remove()

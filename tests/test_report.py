@@ -53,13 +53,14 @@ def test_roofline_table_shows_each_reader_against_the_matmul_rate():
 
     model = {"model": "m", "flops": {"train_step": 1.5e12}, "step_s": 3.0, "train_gflops": 500.0,
              "matmul_gflops_at_model_shapes": {"bfloat16": 1000.0, "float32": 250.0},
-             "train_share_of_matmul_rate": 0.5, "generate_share_of_matmul_rate": 0.25,
-             "profile_share": {"matmul": 0.6, "dtype casts": 0.2, "attention": 0.1, "norms": 0.05, "other": 0.05}}
-    lines = roofline_table({"bf16": True, "batch": 8, "seq_len": 300, "models": [model]}).splitlines()
+             "train_share_of_matmul_rate": 0.5, "generate_share_of_matmul_rate": 0.25, "generate_s": 2.0,
+             "generate_without_head_fix_s": 5.25, "profile_share": {"matmul": 0.6, "dtype casts": 0.2, "attention": 0.1, "norms": 0.05, "other": 0.05}}
+    lines = roofline_table({"bf16": True, "batch": 8, "seq_len": 300, "new_tokens": 16, "models": [model]}).splitlines()
     assert lines[0].startswith("| reader (batch 8 x 300 tokens, bfloat16) |")
-    assert lines[2] == ("| m | 1.50 TFLOP | 3.00 s | 500 / 1000 | **50%** | 25% | matmul 60%, dtype casts 20%, "
-                        "attention 10%, norms 5% |")
-    fp32 = roofline_table({"bf16": False, "batch": 8, "seq_len": 300, "models": [model]}).splitlines()[2]
+    assert lines[2] == ("| m | 1.50 TFLOP | 3.00 s | 500 / 1000 | **50%** | 25% | 2.00 s (5.25 s) | matmul 60%, "
+                        "dtype casts 20%, attention 10%, norms 5% |")
+    fp32 = roofline_table({"bf16": False, "batch": 8, "seq_len": 300, "new_tokens": 16,
+                           "models": [model]}).splitlines()[2]
     assert "| 500 / 250 |" in fp32
 
 
@@ -96,8 +97,11 @@ def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
            "paired_tuned_vs_best": {"external": {"em": interval(-5.7, -13.2, 1.9), "f1": interval(-6.0, -12.0, 0.1)}},
            "seconds": {"per_step": 22.4}}
     line = instruct_reader_table({"rows": [row]}).splitlines()[2]
-    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 76.2 / 70.0 | 35.8 / 50.5 | 41.5 / 56.5 | "
+    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 76.2 / 70.0 | – | 35.8 / 50.5 | 41.5 / 56.5 | "
                     "-5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")
+    row["validation_em_by_kind"] = [{"row": "tuned + retrieved context", "single": 80.0, "generated": 61.5},
+                                    {"row": shelf, "single": 75.0, "generated": 58.25}]
+    assert "| 76.2 / 70.0 | 61.5 / 58.2 |" in instruct_reader_table({"rows": [row]})
 
 
 def test_ratings_tables_show_the_seed_spread_and_each_slice():

@@ -56,7 +56,7 @@ class TriviaConfig:
     max_len: int = 640  # longest training example in tokens
     max_train_examples: int | None = None  # a seeded sample of at most N training prompts (None: all)
     frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16"; "auto": bfloat16 for the
-    # Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
+    # Gemma 3 and Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
     off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot
     device: str | None = None  # None: cuda, then mps, then cpu
     seed: int = 0  # adapter initialisation, shuffling, dropout
@@ -107,11 +107,13 @@ class TriviaConfig:
 
 def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
     """``bf16="auto"`` -> native bf16 of this CPU; ``lora_targets="auto"`` -> the model's preset modules;
-    ``frozen_dtype="auto"`` -> bfloat16 for a Qwen reader (``models.PART_MODELS``) with bf16 on, else float32."""
+    ``frozen_dtype="auto"`` -> bfloat16 for the Gemma 3 and Qwen readers with bf16 on (a faster training step and
+    generation, ``benchmarks/roofline.py``), else float32."""
     bf16 = models.native_bf16() if cfg.bf16 == "auto" else (None if cfg.bf16 is None else bool(cfg.bf16))
     targets = cfg.lora_config().target_modules
     frozen = cfg.frozen_dtype
     if frozen == "auto":
-        frozen = "bfloat16" if bf16 and models.part_model(cfg.model_name) else "float32"
+        bf16_base = models.part_model(cfg.model_name) or cfg.model_name in models.GEMMA3_ALIASES
+        frozen = "bfloat16" if bf16 and bf16_base else "float32"
     return dataclasses.replace(cfg, bf16=bf16, lora_targets=targets if isinstance(targets, str) else tuple(targets),
                                frozen_dtype=frozen)

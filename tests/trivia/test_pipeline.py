@@ -211,11 +211,13 @@ def test_ablation_checks_every_step_before_training_the_first(monkeypatch, chang
         ablation.ablation(_resolved(), split, None, [good, {k: v for k, v in steps[1].items() if k != "k"}])
 
 
-def test_the_frozen_base_is_bf16_only_for_a_qwen_reader_with_bf16_on():
+def test_the_frozen_base_is_bf16_only_for_a_gemma_or_qwen_reader_with_bf16_on():
     qwen = TriviaConfig(model_name="qwen2.5-coder-1.5b", bf16=True)
     assert resolve_hardware(qwen).frozen_dtype == "bfloat16" and resolve_hardware(qwen).base_dtype() == torch.bfloat16
     assert resolve_hardware(dataclasses.replace(qwen, bf16=False)).frozen_dtype == "float32"
-    assert resolve_hardware(TriviaConfig(model_name="gemma3-270m", bf16=True)).frozen_dtype == "float32"
+    assert resolve_hardware(TriviaConfig(model_name="gemma3-270m", bf16=True)).frozen_dtype == "bfloat16"
+    assert resolve_hardware(TriviaConfig(model_name="gemma3-270m", bf16=False)).frozen_dtype == "float32"
+    assert resolve_hardware(TriviaConfig(model_name="smollm2-135m", bf16=True)).frozen_dtype == "float32"
     assert resolve_hardware(dataclasses.replace(qwen, frozen_dtype="float32")).frozen_dtype == "float32"
     with pytest.raises(ValueError, match='frozen_dtype must be "float32" or "bfloat16"'):
         dataclasses.replace(qwen, frozen_dtype="fp8").base_dtype()
