@@ -63,7 +63,7 @@ def padding_share(items: list[dict], batch: int = BATCH, seed: int = 1) -> float
     return 1 - sum(lengths) / padded
 
 
-def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
+def run_ours(n_train: int, n_val: int, variant: str = "plain", seed: int = 0) -> dict:
     import functools
 
     import torch
@@ -74,7 +74,7 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
 
     # bf16_base: the frozen weights held in bf16 (half the memory, no cast per step), adapters fp32
     model, tok = models.load_base_model(dtype=torch.bfloat16 if variant == "bf16_base" else torch.float32)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     inject_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.0, target_modules=tuple(TARGETS)))
     train_items, train_examples, val_items = data(n_train, n_val, tok)
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
     elif variant not in ("plain", "bf16_autocast", "bf16_base"):  # bf16: TrainConfig(bf16=True)
         raise SystemExit(f"unknown variant {variant!r}; use plain, fused_adamw, compile, bf16_autocast or bf16_base")
     train(model, tok, train_examples, [], TrainConfig(epochs=1, lr=LR, batch_size=BATCH, warmup_ratio=WARMUP,
-                                                      max_len=1024, bf16=variant.startswith("bf16")))
+                                                      max_len=1024, bf16=variant.startswith("bf16"), seed=seed))
     wall = time.perf_counter() - t0
     if variant == "bf16_base":  # the validation loss in fp32 for every variant (a bf16 base keeps its rounded values)
         model.hf_quantizer, model.is_quantized = None, False  # the GGUF loader's marker: nothing is quantized
@@ -95,7 +95,7 @@ def run_ours(n_train: int, n_val: int, variant: str = "plain") -> dict:
             **({"padding_share": padding_share(train_items)} if variant == "plain" else {})}
 
 
-def run_trainer(n_train: int, n_val: int, bf16: bool = False) -> dict:
+def run_trainer(n_train: int, n_val: int, bf16: bool = False, seed: int = 0) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -107,7 +107,7 @@ def run_trainer(n_train: int, n_val: int, bf16: bool = False) -> dict:
     # The GGUF weights were dequantized to fp32 at load; only the loader's marker says "quantized", and the
     # Trainer refuses to train a model with that marker. Nothing is quantized, so drop it.
     model.hf_quantizer, model.is_quantized = None, False
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
                                              task_type="CAUSAL_LM"))
     train_items, _, val_items = data(n_train, n_val, tok)
@@ -118,7 +118,7 @@ def run_trainer(n_train: int, n_val: int, bf16: bool = False) -> dict:
                              num_train_epochs=1, train_sampling_strategy="group_by_length", max_grad_norm=1.0,
                              logging_steps=10,
                              save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0,
-                             use_cpu=True, seed=0, disable_tqdm=False, bf16=bf16)
+                             use_cpu=True, seed=seed, disable_tqdm=False, bf16=bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train_items, optimizers=(opt, sched),
                       data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
     t0 = time.perf_counter()
@@ -129,9 +129,10 @@ def run_trainer(n_train: int, n_val: int, bf16: bool = False) -> dict:
 
 
 def child(which: str, n_train: int, n_val: int) -> None:
+    which, _, seed = which.partition("@")  # "ours:plain@1": another seed (adapter init, batch order)
     kind, _, variant = which.partition(":")
-    out = (run_trainer(n_train, n_val, bf16=variant == "bf16_autocast") if kind == "trainer"
-           else run_ours(n_train, n_val, variant or "plain"))
+    out = (run_trainer(n_train, n_val, bf16=variant == "bf16_autocast", seed=int(seed or 0)) if kind == "trainer"
+           else run_ours(n_train, n_val, variant or "plain", seed=int(seed or 0)))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -149,17 +150,48 @@ def best_settings(ours: dict, trainer: dict, tried: dict, trainer_bf16: dict | N
             "val_loss_relative_difference": round(o["val_loss"] / t["val_loss"] - 1, 4)}
 
 
+def run_child(which: str, args) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
+                           "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def seed_spread(seeds: list[int], args) -> None:
+    """Both fp32 trainings again with other seeds; their validation losses join the record's seed 0."""
+    from cinephile.io import read_json, save_json
+
+    record = read_json(args.out)
+    if (record["examples"], record["val_examples"]) != (args.examples, args.val):
+        raise SystemExit(f"{args.out} was measured with --examples {record['examples']} --val {record['val_examples']}; "
+                         "pass the same")
+    spread = {"seeds": [0], "ours": [record["results"]["ours"]["val_loss"]],
+              "trainer": [record["results"]["trainer"]["val_loss"]]}
+    for seed in seeds:
+        spread["seeds"].append(seed)
+        for side in ("ours", "trainer"):
+            spread[side].append(run_child(f"{side}:plain@{seed}", args)["val_loss"])
+            print(f"seed {seed} {side}: val loss {spread[side][-1]:.4f}", flush=True)
+    save_json(args.out, {**record, "seed_spread": spread})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=160)
     ap.add_argument("--val", type=int, default=48)
     ap.add_argument("--tries", default="fused_adamw,compile,bf16_autocast,bf16_base",
                     help="speed-ups tried on our side, comma-separated")
+    ap.add_argument("--seed-spread", default="", help="e.g. 1,2: only rerun both fp32 trainings with these seeds "
+                    "and add their validation losses to --out (the spread that says whether two losses differ)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_trainer.json"))
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.examples, args.val)
+    if args.seed_spread:
+        return seed_spread([int(x) for x in args.seed_spread.split(",")], args)
     from cinephile import models
 
     results, failed, trainer_failed = {}, {}, {}

@@ -96,6 +96,16 @@ def trainer_table(record: dict) -> str:
         if ours_bf16 and trainer_bf16 and "error" not in ours_bf16:
             main += (f" Both under bf16 autocast: **{ours_bf16['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x**, "
                      f"validation loss {100 * (ours_bf16['val_loss'] / trainer_bf16['val_loss'] - 1):+.2f}%.")
+    spread = record.get("seed_spread")
+    if spread:
+        import statistics
+
+        def spread_text(losses: list[float]) -> str:
+            return f"{statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} ({', '.join(f'{x:.4f}' for x in losses)})"
+        main += (f"\n\nValidation loss of the fp32 runs over seeds {', '.join(map(str, spread['seeds']))} (adapter "
+                 f"initial values and batch order): ours {spread_text(spread['ours'])}, Trainer "
+                 f"{spread_text(spread['trainer'])}; mean difference "
+                 f"{100 * (statistics.mean(spread['ours']) / statistics.mean(spread['trainer']) - 1):+.2f}%.")
     if not record.get("tried"):
         return main
     names = {"fused_adamw": "fused AdamW (`fused=True`)", "compile": "`torch.compile` (dynamic shapes, compile time included)",

@@ -23,6 +23,9 @@ def test_rendered_tables_follow_the_numbers():
     text = trainer_table(record)
     assert "| ratio ours / Trainer |  | **2.00x** | 0.90x | -0.99% |" in text
     assert text.count("\n") == 4
+    record["seed_spread"] = {"seeds": [0, 1, 2], "ours": [1.0, 1.1, 0.9], "trainer": [1.01, 1.02, 1.03]}
+    assert ("over seeds 0, 1, 2 (adapter initial values and batch order): ours 1.0000 ± 0.1000 (1.0000, 1.1000, "
+            "0.9000), Trainer 1.0200 ± 0.0100 (1.0100, 1.0200, 1.0300); mean difference -1.96%.") in trainer_table(record)
 
 
 def test_attention_table_shows_both_kernels_and_the_ratio():
