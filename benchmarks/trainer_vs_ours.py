@@ -150,13 +150,14 @@ def best_settings(ours: dict, trainer: dict, tried: dict, trainer_bf16: dict | N
             "val_loss_relative_difference": round(o["val_loss"] / t["val_loss"] - 1, 4)}
 
 
-def run_child(which: str, args) -> dict:
+def run_child(which: str, args) -> tuple[dict | None, str]:
+    """One training run in its own process: ``(result, "")``, or ``(None, its stderr)`` when it failed."""
     proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
                            "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+        return None, proc.stderr
+    return json.loads(lines[-1][len("RESULT "):]), ""
 
 
 def seed_spread(seeds: list[int], args) -> None:
@@ -172,7 +173,10 @@ def seed_spread(seeds: list[int], args) -> None:
     for seed in seeds:
         spread["seeds"].append(seed)
         for side in ("ours", "trainer"):
-            spread[side].append(run_child(f"{side}:plain@{seed}", args)["val_loss"])
+            result, stderr = run_child(f"{side}:plain@{seed}", args)
+            if result is None:
+                raise SystemExit(f"{side} seed {seed} run failed:\n{stderr[-3000:]}")
+            spread[side].append(result["val_loss"])
             print(f"seed {seed} {side}: val loss {spread[side][-1]:.4f}", flush=True)
     save_json(args.out, {**record, "seed_spread": spread})
 
@@ -199,17 +203,15 @@ def main() -> None:
     tries = [t for t in args.tries.split(",") if t and (not t.startswith("bf16") or bf16)]
     runs = ["ours", "trainer"] + [f"ours:{t}" for t in tries] + (["trainer:bf16_autocast"] if bf16 else [])
     for which in runs:
-        proc = subprocess.run([sys.executable, __file__, "--child", which, "--examples", str(args.examples),
-                               "--val", str(args.val)], capture_output=True, text=True, cwd=ROOT)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if (proc.returncode or not lines) and ":" in which:  # a try that fails is reported, not fatal
-            error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        result, stderr = run_child(which, args)
+        if result is None and ":" in which:  # a try that fails is reported, not fatal
+            error = (stderr.strip().splitlines() or ["no output"])[-1][:300]
             (trainer_failed if which.startswith("trainer") else failed)[which.partition(":")[2]] = {"error": error}
             print(f"{which} failed: {error}", flush=True)
             continue
-        if proc.returncode or not lines:
-            raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
-        results[which] = json.loads(lines[-1][len("RESULT "):])
+        if result is None:
+            raise SystemExit(f"{which} run failed:\n{stderr[-3000:]}")
+        results[which] = result
         r = results[which]
         r["tokens_per_s"] = r["tokens"] / r["wall_s"]
         print(f"{which:8s} {r['wall_s']:7.1f} s | {r['tokens_per_s']:7.1f} non-pad tokens/s | peak RSS "
