@@ -12,7 +12,8 @@ HotpotQA is only scored, never used to choose anything. About 25 minutes per con
 Appends (or replaces) the row ``--name`` in results/trivia_instruct.json.
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
-        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison] [--seed 0]
+        [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
+        [--keep-read] [--seed 0]
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="written questions (Data/generated_questions.jsonl) per side")
     parser.add_argument("--train-kinds", default="", help="train only on these kinds, e.g. generated,comparison "
                         "(default: every kind of the training side)")
+    parser.add_argument("--keep-read", action="store_true", help="train only on prompts the untuned model "
+                        "already reads (TriviaConfig.keep_read)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     saved = TriviaConfig.load(Path(args.run) / "config.json")
     cfg = pipeline.resolve_hardware(dataclasses.replace(
         saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
-        bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, external_csv=args.external, external_limit=None,
+        bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
+        external_csv=args.external, external_limit=None,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
         lora_targets="auto"))
     t0 = time.time()
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lr": cfg.lr, "seed": cfg.seed,
            "bridges": list(cfg.bridges), "generated": list(cfg.generated),
            "train_kinds_kept": args.train_kinds or "all", "n_train": len(trained.examples),
+           "read_filter": trained.read_filter,
            "train_kinds": {k: sum(1 for r in retrieved.train if r["kind"] == k)
                            for k in dict.fromkeys(r["kind"] for r in retrieved.train)},
            "results": {name: [*t.to_dict("records"), *shelf.tables[name].to_dict("records")]

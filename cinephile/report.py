@@ -266,12 +266,36 @@ def roofline_table(record: dict) -> str:
                    "step profile (self time)"], rows)
 
 
+def study_table(record: dict) -> str:
+    """``results/ratings_study.json``: the optuna trials on the validation pairs, best first, and the references."""
+    trials = sorted(record["trials"], key=lambda t: t["val_rmse"])
+    rows = [[f"trial {t['trial']}" + (" (best)" if t["trial"] == record["best"]["trial"] else ""), str(t["r"]),
+             f"{t['lr']:.2g}", str(t["per_user"]), f"{t['rating_lambda']:.2g}", str(t["n_train"]),
+             f"{t['train_s'] / 60:.1f} min", _num(t["val_rmse"], 4), str(t["val_n"])] for t in trials]
+    rows += [[r["variant"], "–", "–", "–", "–", "–", "–", _num(r["val_rmse"], 4), str(r["val_n"])]
+             for r in record["references"]]
+    return _table(["trial (validation split)", "rank", "learning rate", "instructions per user", "lambda",
+                   "training instructions", "training time", "validation RMSE", "n pairs"], rows)
+
+
+def notebook_wall_table(record: dict) -> str:
+    """``results/bench_notebook_wall.json``: main.ipynb's stages with an fp32 and a bf16 base, and the prediction."""
+    (old, new), predicted = record["runs"], record["predicted_s"]
+    stages = list(old["timings_s"])
+    rows = [[k.removesuffix("_s").replace("_", " "), f"{old['timings_s'][k] / 60:.2f}", f"{predicted[k] / 60:.2f}",
+             f"{new['timings_s'][k] / 60:.2f}", f"{new['timings_s'][k] / old['timings_s'][k]:.2f}x"] for k in stages]
+    rows[-1] = [f"**{c}**" for c in rows[-1]]
+    return _table(["main.ipynb stage (minutes)", old["label"], "predicted from the roofline", new["label"],
+                   "measured ratio"], rows)
+
+
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
              "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table,
              "ratings.json": ratings_tables, "ratings_variants.json": variants_table, "bench_index.json": index_table,
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
              "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
-             "trivia_instruct.json": instruct_reader_table}
+             "trivia_instruct.json": instruct_reader_table, "ratings_study.json": study_table,
+             "bench_notebook_wall.json": notebook_wall_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -282,7 +306,9 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "bench_lora_train_speed.json": "benchmarks/lora_train_speed.py",
            "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py",
            "bench_roofline.json": "benchmarks/roofline.py",
-           "trivia_instruct.json": "benchmarks/instruct_reader.py"}  # what writes each results file
+           "trivia_instruct.json": "benchmarks/instruct_reader.py",
+           "ratings_study.json": "python -m cinephile.ratings.sweeps",
+           "bench_notebook_wall.json": "benchmarks/notebook_wall.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

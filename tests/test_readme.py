@@ -43,3 +43,23 @@ def test_every_results_file_has_a_renderer_and_a_writer():
     assert names, f"no results files in {RESULTS}"
     assert [n for n in names if n not in RENDERERS] == []
     assert sorted(RENDERERS) == sorted(WRITERS)
+
+
+def test_notebook_wall_table_shows_both_runs_the_prediction_and_the_ratio():
+    from cinephile.report import notebook_wall_table
+    record = {"runs": [{"label": "fp32 base", "timings_s": {"training_s": 600.0, "total_s": 1200.0}},
+                       {"label": "bf16 base", "timings_s": {"training_s": 480.0, "total_s": 1020.0}}],
+              "predicted_s": {"training_s": 504.0, "total_s": 1104.0}}
+    lines = notebook_wall_table(record).splitlines()
+    assert lines[2:] == ["| training | 10.00 | 8.40 | 8.00 | 0.80x |",
+                         "| **total** | **20.00** | **18.40** | **17.00** | **0.85x** |"]
+
+
+def test_study_table_lists_trials_best_first_then_the_references():
+    from cinephile.report import study_table
+    trial = {"r": 8, "lr": 1e-3, "per_user": 2, "rating_lambda": 0.1, "n_train": 1220, "train_s": 300.0, "val_n": 240}
+    record = {"trials": [{**trial, "trial": 0, "val_rmse": 0.95}, {**trial, "trial": 1, "val_rmse": 0.91}],
+              "best": {"trial": 1}, "references": [{"variant": "SVD++ (recommender)", "val_rmse": 0.9, "val_n": 240}]}
+    lines = study_table(record).splitlines()
+    assert lines[2].startswith("| trial 1 (best) | 8 | 0.001 | 2 | 0.1 | 1220 | 5.0 min | 0.9100 | 240 |")
+    assert lines[3].startswith("| trial 0 | ") and lines[4].startswith("| SVD++ (recommender) | – |")

@@ -3,7 +3,9 @@
 Every variant trains a fresh adapter on the training instructions with the pipeline's stages
 (``pipeline.load_rating_model``, ``pipeline.train_rating_model``, ``pipeline.expected_ratings``) and scores
 the expected rating on validation targets (each user's second-to-last rating), never on the test split.
-The notebook's opt-in cell calls these functions; their table is committed under ``results/``.
+``optuna_study`` searches rank, learning rate, instructions per user and the cross-entropy weight with
+optuna's TPE sampler on the same validation pairs. The notebook's opt-in cells call these functions; their
+tables are committed under ``results/``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,64 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
             "val_n": len(val_raw)}
 
 
+SEARCH = {"r": (4, 8, 16, 32), "lr": (1e-4, 2e-3), "per_user": (1, 2, 4), "rating_lambda": (0.01, 1.0)}
+
+
+def suggest(trial, search: dict = SEARCH) -> dict:
+    """One trial's settings: rank (alpha = 2 x rank, the notebook's ratio), learning rate and the cross-entropy
+    weight on a log scale, instructions per user."""
+    r = trial.suggest_categorical("r", list(search["r"]))
+    return {"r": r, "alpha": 2 * r, "lr": trial.suggest_float("lr", *search["lr"], log=True),
+            "per_user": trial.suggest_categorical("per_user", list(search["per_user"])),
+            "rating_lambda": trial.suggest_float("rating_lambda", *search["rating_lambda"], log=True)}
+
+
+def optuna_study(cfg: RatingsConfig, split: pipeline.Split, *, params: dict[str, dict] | None = None,
+                 n_trials: int = 8, timeout_min: float | None = None, n_val: int = 240, seed: int = 0,
+                 search: dict = SEARCH, path: str | None = "results/ratings_study.json") -> dict:
+    """An optuna study of ``search`` on the validation pairs (seeded; the first half of the trials sampled at
+    random, the rest by TPE from them): each trial is
+    ``train_and_validate`` with the notebook's model, blocks and answer format (``cfg``).
+
+    Instructions are built once for the largest ``per_user`` (each user's latest training ratings, their
+    predictions from a refit without any of them, with the recommenders' tuned ``params``); a trial keeps
+    its ``per_user`` latest. ``n_val`` validation pairs are a seeded sample spread over users. The study stops after
+    ``n_trials`` or once ``timeout_min`` has passed (a trial under way finishes). Writes ``path`` (one unit).
+
+    Returns:
+        ``{"search", "n_trials", "trials": [...], "best": {...}, "references": [...], "wall_s"}``.
+    """
+    import optuna
+
+    t0 = time.time()
+    base = dataclasses.replace(cfg, max_per_user=max(search["per_user"]), pick="latest", predictor_folds=1,
+                               residual_to=None)
+    raw = pipeline.rating_examples(base, split, which=("train", "val"), params=params)
+    val = [raw["val"][i] for i in np.random.default_rng(seed).permutation(len(raw["val"]))[:n_val]]
+    fixed = {"model_name": cfg.model_name, "layers": cfg.lora_layers, "residual_to": cfg.residual_to,
+             "max_len": cfg.max_len, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "dropout": cfg.lora_dropout}
+    trials = []
+
+    def objective(trial) -> float:
+        settings = suggest(trial, search)
+        logger.warning("trial %d: %s", trial.number, settings)
+        row = train_and_validate(raw["train"], val, **fixed, **settings)
+        trials.append({"trial": trial.number, **row})
+        return row["val_rmse"]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, n_trials // 2))  # random, then TPE
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.optimize(objective, n_trials=n_trials, timeout=None if timeout_min is None else 60 * timeout_min)
+    record = {"search": {k: list(v) for k, v in search.items()}, "n_trials": len(trials), "trials": trials,
+              "n_train_users": len({e["user_id"] for e in raw["train"]}), "timeout_min": timeout_min,
+              "best": next(t for t in trials if t["trial"] == study.best_trial.number),
+              "references": reference_rows(val, cfg.predictors), "wall_s": time.time() - t0}
+    if path:
+        io.save_json(path, record)
+    return record
+
+
 def run_variants(variants: dict[str, dict], train_raw: list[dict], val_raw: list[dict]) -> list[dict]:
     """``train_and_validate`` for each named variant; rows in the order given."""
     rows = []
@@ -104,3 +164,26 @@ def variants_study(cfg: RatingsConfig, split: pipeline.Split, variants: dict[str
     rows = reference_rows(val, predictors) + run_variants(variants, raw["train"], val)
     io.save_json(path, {"rows": rows, "wall_s": time.time() - t0})
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cinephile.ratings.sweeps``: the optuna study with llm.ipynb's defaults."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m cinephile.ratings.sweeps", description=main.__doc__)
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--timeout-min", type=float, default=None, help="start no trial after this many minutes")
+    ap.add_argument("--out", default="results/ratings_study.json")
+    args = ap.parse_args(argv)
+    cfg = RatingsConfig().resolved()
+    split = pipeline.load_and_split(cfg)
+    tuned = pipeline.baselines(dataclasses.replace(cfg, baseline_seeds=1), split)  # settings chosen on validation
+    record = optuna_study(cfg, split, params=tuned.params, n_trials=args.trials, timeout_min=args.timeout_min,
+                          path=args.out)
+    best = record["best"]
+    print(f"{record['n_trials']} trials in {record['wall_s'] / 60:.1f} min; best validation RMSE {best['val_rmse']:.4f} "
+          f"(r={best['r']}, lr={best['lr']:.2g}, {best['per_user']} per user, lambda={best['rating_lambda']:.2g})")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,6 +55,9 @@ class TriviaConfig:
     bf16: bool | str | None = "auto"  # bf16 autocast in training and generation; "auto": where the CPU has it
     max_len: int = 640  # longest training example in tokens
     max_train_examples: int | None = None  # a seeded sample of at most N training prompts (None: all)
+    keep_read: bool = False  # train only on prompts the untuned reader already reads (its answer shares a word
+    # with the gold answer; comparison questions always kept): the tuning then changes the answer's form, not
+    # which part of the context the model picks
     frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16"; "auto": bfloat16 for the
     # Gemma 3 and Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
     off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot

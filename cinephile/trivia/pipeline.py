@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lora import inject_lora
+from lora import disable_lora, inject_lora
 
 from cinephile import io, models
+from cinephile.generate import generate_answers
 from cinephile.train import save_run, train
 from cinephile.trivia import chunking, data, evaluate, films, questions, reader, retrieval, splits, zero_shot
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
@@ -223,6 +224,7 @@ class Trained:
     history: dict
     saved: dict | None  # {"weights", "adapter", "config"} paths (None: not saved)
     seconds: float
+    read_filter: dict | None = None  # ``keep_read``: prompts kept / dropped per kind (None: no filter)
 
     def describe(self) -> str:
         h, n_gold = self.history, "-" if self.n_with_evidence is None else self.n_with_evidence
@@ -235,6 +237,24 @@ class Trained:
 
 def weights_name(cfg: TriviaConfig) -> str:
     return f"lora_{models.short_name(cfg.model_name)}_triviaqa_weights.pth"
+
+
+def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: str) -> tuple[list[dict], dict]:
+    """The training records whose question the untuned reader (adapters off) already reads from ``key``: its
+    greedy answer shares a word with a gold answer (F1 > 0). Comparison questions are always kept (a skill to
+    learn, not a span to find). Returns the kept records and ``{kind: {"kept", "dropped"}}``."""
+    prompts = [e["prompt"] for e in reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)]
+    with disable_lora(model):
+        preds = generate_answers(model, tokenizer, prompts, batch_size=cfg.batch_size, bf16=bool(cfg.bf16),
+                                 progress=True)
+    read = [r["kind"] == "comparison" or evaluate.f1_score(p, r.get("answer_aliases") or [r["answer"]]) > 0
+            for p, r in zip(preds, contexts)]
+    counts: dict[str, dict] = {}
+    for r, ok in zip(contexts, read):
+        c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})
+        c["kept" if ok else "dropped"] += 1
+    logger.info("keep_read: %s", counts)
+    return [r for r, ok in zip(contexts, read) if ok], counts
 
 
 def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_dir=None) -> Trained:
@@ -251,6 +271,9 @@ def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_
     if cfg.max_train_examples is not None and len(contexts) > cfg.max_train_examples:
         keep = sorted(random.Random(f"{cfg.seed}-train-sample").sample(range(len(contexts)), cfg.max_train_examples))
         contexts = [contexts[i] for i in keep]
+    read_filter = None
+    if cfg.keep_read:
+        contexts, read_filter = keep_read(cfg, model, tokenizer, contexts, key)
     train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)
     val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style)
     n_gold = None if cfg.raft_p_gold is None else sum(covers(r, r[key]) for r in contexts)
@@ -260,7 +283,7 @@ def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_
     if run_dir is not None:
         saved = save_run(model, run_dir, weights_name=weights_name(cfg),
                          config={**dataclasses.asdict(cfg), "history": history})
-    return Trained(train_ex, n_gold, history, saved, seconds)
+    return Trained(train_ex, n_gold, history, saved, seconds, read_filter)
 
 
 @dataclass

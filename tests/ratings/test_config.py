@@ -48,3 +48,16 @@ def test_start_run_writes_the_resolved_config(cfg, tmp_path, monkeypatch):
     assert run_dir == Path("runs") / "r"
     saved = read_json(run_dir / "config.json")
     assert saved["system"] == RESIDUAL_SYSTEM and saved["run_name"] == "r" and saved["predictors"] == ["bias"]
+
+
+@pytest.mark.parametrize("bf16, frozen, resolved", [(True, "auto", "bfloat16"), (False, "auto", "float32"),
+                                                    (None, "auto", "float32"), (True, "float32", "float32"),
+                                                    (False, "bfloat16", "bfloat16")])
+def test_frozen_dtype_auto_follows_bf16(bf16, frozen, resolved):
+    cfg = RatingsConfig(bf16=bf16, frozen_dtype=frozen).resolved()
+    assert cfg.frozen_dtype == resolved and cfg.resolved().frozen_dtype == resolved
+
+
+def test_an_unknown_frozen_dtype_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r'frozen_dtype must be "float32", "bfloat16" or "auto", got \'fp16\''):
+        RatingsConfig(frozen_dtype="fp16").resolved()

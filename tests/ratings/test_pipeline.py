@@ -46,11 +46,11 @@ def staged(cfg):
 @pytest.fixture
 def tiny_model(smol_tokenizer, monkeypatch):
     """``load_base_model`` returning a tiny random Llama over the SmolLM2 vocabulary."""
-    def load(name, device=None):
+    def load(name, device=None, dtype=torch.float32):
         torch.manual_seed(0)
         cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2, intermediate_size=64)
-        return LlamaForCausalLM(cfg), smol_tokenizer
+        return LlamaForCausalLM(cfg).to(dtype), smol_tokenizer
     monkeypatch.setattr(models, "load_base_model", load)
 
 
@@ -130,6 +130,22 @@ def test_train_and_score_stages_on_a_tiny_model(cfg, staged, tiny_model, tmp_pat
     assert all(abs(p - e["anchor"]) <= 2 for p, e in zip(expected, instr.eval))  # anchor + an adjustment in [-2, 2]
     assert list(scores.intervals["against"]) == ["user + item bias"] and len(scores.greedy_texts) == 2
     assert set(scores.intervals["n_users"]) == {2}
+
+
+def test_a_bf16_base_trains_fp32_adapters_only(cfg, staged, tiny_model):
+    _, instr = staged
+    cfg = dataclasses.replace(cfg, bf16=True, frozen_dtype="bfloat16")
+    model, tokenizer = pipeline.load_rating_model(cfg)
+    dtypes = {("lora_" in n, p.dtype) for n, p in model.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}  # base in bf16, adapters in fp32
+    ex = pipeline.chat(cfg, tokenizer, instr)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_config = dataclasses.replace(cfg.train_config(), epochs=2, lr=2e-2, warmup_ratio=0.0)
+    pipeline.train_rating_model(model, tokenizer, ex.train, ex.train, train_config, answers=cfg.answers,
+                                loss="rating", rating_lambda=0.1)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
 
 
 def test_train_rating_model_refuses_an_unknown_loss(cfg):

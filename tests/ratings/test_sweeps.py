@@ -1,5 +1,7 @@
 """Validation sweeps: which instructions a variant trains on, and the recommender reference rows."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,36 @@ def test_train_and_validate_runs_the_pipeline_stages(monkeypatch):
     row = train_and_validate(train, [GOOD, {**GOOD, "user_id": 2}], per_user=2, r=4)
     assert calls == [("load", 4), ("train", 2, "rating")]
     assert row["n_train"] == 2 and row["val_rmse"] == 0 and row["val_n"] == 2 and row["r"] == 4
+
+
+def test_optuna_study_searches_on_validation_and_keeps_the_best_trial(monkeypatch, tmp_path):
+    from cinephile.ratings import sweeps
+    from cinephile.ratings.config import RatingsConfig
+
+    built = {}
+    val = [{**GOOD, "predictions": {"bias": 3.5, "SVD": 3.8, "SVD++": 3.9}} for _ in range(5)]
+
+    def fake_examples(cfg, split, which, params=None):
+        built.update(max_per_user=cfg.max_per_user, which=which)
+        return {"train": [GOOD] * 3, "val": val}
+
+    seen = []
+
+    def fake_train(train_raw, val_raw, **settings):  # a smooth validation RMSE, lowest near lr 1e-3, r 8
+        seen.append(settings)
+        rmse = 0.9 + abs(np.log10(settings["lr"]) + 3) + abs(settings["r"] - 8) / 100 + settings["per_user"] / 1000
+        return {**settings, "val_rmse": rmse, "val_n": len(val_raw)}
+
+    monkeypatch.setattr(sweeps.pipeline, "rating_examples", fake_examples)
+    monkeypatch.setattr(sweeps, "train_and_validate", fake_train)
+    cfg = RatingsConfig(predictors=("bias", "SVD", "SVD++"), residual_to="SVD++")
+    record = sweeps.optuna_study(cfg, split=None, n_trials=6, path=str(tmp_path / "study.json"))
+    assert built == {"max_per_user": 4, "which": ("train", "val")}  # instructions for the largest per_user
+    assert record["n_trials"] == len(seen) == 6
+    assert all(s["alpha"] == 2 * s["r"] and s["per_user"] in (1, 2, 4) and 1e-4 <= s["lr"] <= 2e-3 for s in seen)
+    assert all(s["residual_to"] == "SVD++" and s["layers"] == cfg.lora_layers for s in seen)  # the notebook's
+    assert record["best"]["val_rmse"] == min(t["val_rmse"] for t in record["trials"])
+    assert [r["variant"] for r in record["references"]] == ["bias (recommender)", "SVD (recommender)",
+                                                            "SVD++ (recommender)"]
+    saved = json.loads((tmp_path / "study.json").read_text())
+    assert (saved["best"]["trial"], saved["best"]["val_rmse"]) == (record["best"]["trial"], record["best"]["val_rmse"])

@@ -234,3 +234,33 @@ def test_train_reader_keeps_a_seeded_sample_and_evaluation_runs_only_the_rows_as
     monkeypatch.setattr(evaluate, "generate_answers", lambda m, t, prompts, **kw: ["Steven Spielberg"] * len(prompts))
     got = pipeline.evaluate_reader(cfg, model, tok, retrieved, rows=[pipeline.TUNED_ROW])
     assert list(got.table["row"]) == ["tuned + retrieved context"] and got.paired is None
+
+
+def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_rest(monkeypatch):
+    cfg = _resolved(keep_read=True)
+    model, tok = tiny_llama(), _tok()
+    comparison = {**_records("c")[0], "id": "c0", "kind": "comparison"}
+    split = pipeline.Split([], _records("t") + [comparison], _records("v"))
+    retrieved = pipeline.chunk_and_retrieve(cfg, split, tok, HashEmbedder(), compare=False)
+    answers = {r["question"]: r["answer"] for r in retrieved.train}
+    off = []
+
+    class Off:
+        def __enter__(self):
+            off.append(True)
+
+        def __exit__(self, *exc):
+            off.append(False)
+
+    def generate(m, t, prompts, **kw):  # the untuned reader: a near-miss on t0, wrong on t1 and on the comparison
+        assert off == [True], "answers must come from the base model, adapters off"
+        return [answers[QUESTIONS[0][0]].split()[-1] if QUESTIONS[0][0] in p else "nobody" for p in prompts]
+
+    monkeypatch.setattr(pipeline, "disable_lora", lambda m: Off())
+    monkeypatch.setattr(pipeline, "generate_answers", generate)
+    monkeypatch.setattr(pipeline, "train", lambda m, t, tr, va, tc: {"questions": sorted(e["prompt"] for e in tr)})
+    trained = pipeline.train_reader(cfg, model, tok, retrieved)
+    assert trained.read_filter == {"single": {"kept": 1, "dropped": 1}, "comparison": {"kept": 1, "dropped": 0}}
+    kept = trained.history["questions"]
+    assert len(kept) == 2 and any(QUESTIONS[0][0] in p for p in kept) and not any(QUESTIONS[1][0] in p for p in kept)
+    assert pipeline.train_reader(_resolved(), model, tok, retrieved).read_filter is None
