@@ -33,7 +33,7 @@ from lora import disable_lora
 
 from cinephile.generate import generate_answers
 from cinephile.io import require_keys, save_figure, write_jsonl
-from cinephile.trivia.matching import covers, normalize_answer
+from cinephile.trivia.matching import accepted_answers, covers, normalize_answer
 from cinephile.trivia.reader import trivia_examples
 
 logger = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ def score_predictions(preds: Sequence[str] | dict[str, str], records: Sequence[d
         )
     em = f1 = 0.0
     for pred, rec in zip(preds, records):
-        aliases = rec.get("answer_aliases") or [rec["answer"]]
-        em += exact_match(pred, aliases)
-        f1 += f1_score(pred, aliases)
+        accepted = accepted_answers(rec)
+        em += exact_match(pred, accepted)
+        f1 += f1_score(pred, accepted)
     n = len(records)
     return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
 
@@ -258,8 +258,8 @@ def error_analysis(lines: Sequence[dict], records: Sequence[dict], *, row: str =
     for x in failed:
         r = by_id[x["id"]]
         pred = normalize_answer(x["prediction"])
-        aliases = [normalize_answer(a) for a in r.get("answer_aliases") or [r["answer"]]]
-        if pred and any(f" {a} " in f" {pred} " or f" {pred} " in f" {a} " for a in aliases if a):
+        accepted = [normalize_answer(a) for a in accepted_answers(r)]
+        if pred and any(f" {a} " in f" {pred} " or f" {pred} " in f" {a} " for a in accepted if a):
             kind = "normalisation"
         elif not covers(r, r.get(context_key) or ""):
             kind = "retrieval miss"

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from cinephile.io import require_keys
+from cinephile.trivia.matching import accepted_answers
 
 _FROM_QA = "load the records with data.load_qa_csv() (the sample's contexts, not chunked yet)"
 BLOCK_START = re.compile(r"^(?P<title>[^\n]+?)(?:, whose [^\n]*?,)? is an? (?P<year>\d{4}) ")
@@ -54,7 +55,7 @@ def film_of(record: dict, blocks: dict[str, list[str]]) -> str:
     named = [t for t in blocks if t.lower() in record["question"].lower()]
     if named:
         return max(named, key=len)
-    answers = [a.lower() for a in record.get("answer_aliases") or [record["answer"]]]
+    answers = [a.lower() for a in accepted_answers(record)]
     holding = [t for t in blocks if any(a in " ".join(blocks[t]).lower() for a in answers)
                and any(blocks[t][0] in p for p in paragraphs(record["context"]))]
     if len(holding) != 1:
@@ -203,7 +204,7 @@ def bridge_records(records: Sequence[dict], facts: dict[str, dict], *, prefix: s
         described = _description(film, facts)
         if described and film in r["question"]:
             out.append({**base, "id": f"{prefix}{r['id']}-d", "question": r["question"].replace(film, described, 1),
-                        "answer": r["answer"], "answer_aliases": list(r.get("answer_aliases") or [r["answer"]]),
+                        "answer": r["answer"], "answer_aliases": accepted_answers(r),
                         "evidence": [str(f["year"]), f["director"], r["answer"]], "kind": "bridge"})
         match = ROLE_QUESTION.match(r["question"].strip())
         if match and match["film"].strip() == film:

@@ -53,6 +53,11 @@ def answer_in_text(aliases: Sequence[str], text: str) -> bool:
     return any(a in padded for a in _norm_aliases(aliases))
 
 
+def accepted_answers(record: dict) -> list[str]:
+    """Every accepted answer of ``record``: its ``answer_aliases``, or its ``answer`` alone."""
+    return list(record.get("answer_aliases") or [record["answer"]])
+
+
 def evidence_groups(record: dict) -> list[list[str]]:
     """What a context must hold to answer ``record``: groups of strings, each satisfied by any one of them.
 
@@ -62,7 +67,7 @@ def evidence_groups(record: dict) -> list[list[str]]:
     """
     if record.get("evidence"):
         return [[e] for e in record["evidence"]]
-    return [list(record.get("answer_aliases") or [record["answer"]])]
+    return [accepted_answers(record)]
 
 
 def covers(record: dict, text: str) -> bool:

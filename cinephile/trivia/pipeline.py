@@ -28,7 +28,7 @@ from cinephile.generate import generate_answers
 from cinephile.train import save_run, train
 from cinephile.trivia import chunking, data, evaluate, films, questions, reader, retrieval, splits, zero_shot
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
-from cinephile.trivia.matching import covers
+from cinephile.trivia.matching import accepted_answers, covers
 
 logger = logging.getLogger(__name__)
 
@@ -247,8 +247,7 @@ def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: st
     with disable_lora(model):
         preds = generate_answers(model, tokenizer, prompts, batch_size=cfg.batch_size, bf16=bool(cfg.bf16),
                                  progress=True)
-    read = [r["kind"] == "comparison" or evaluate.f1_score(p, r.get("answer_aliases") or [r["answer"]]) > 0
-            for p, r in zip(preds, contexts)]
+    read = [r["kind"] == "comparison" or evaluate.f1_score(p, accepted_answers(r)) > 0 for p, r in zip(preds, contexts)]
     counts: dict[str, dict] = {}
     for r, ok in zip(contexts, read):
         c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})
