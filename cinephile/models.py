@@ -205,6 +205,13 @@ def lora_preset(model_name: str, *, r: int = 16, alpha: float = 32.0, dropout: f
     return dataclasses.replace(preset, target_modules=pattern)
 
 
+def frozen_torch_dtype(frozen_dtype: str) -> torch.dtype:
+    """The torch dtype of a config's resolved ``frozen_dtype`` ("float32" or "bfloat16")."""
+    if frozen_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f'frozen_dtype must be "float32" or "bfloat16" once resolved, got {frozen_dtype!r}')
+    return getattr(torch, frozen_dtype)
+
+
 def native_bf16() -> bool:
     """True when the CPU advertises native bf16 arithmetic (AMX or AVX512-BF16): bf16 autocast then pays off."""
     try:

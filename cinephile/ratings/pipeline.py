@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lora import disable_lora, export_gguf_adapter, inject_lora, save_adapter
 
@@ -120,8 +119,8 @@ def baselines(cfg: RatingsConfig, split: Split, *, progress: bool = True) -> tun
 def load_rating_model(cfg: RatingsConfig):
     """The base model (weights in ``cfg.frozen_dtype``) with fp32 LoRA adapters injected as ``cfg`` says, and its
     tokenizer."""
-    dtype = torch.bfloat16 if cfg.frozen_dtype == "bfloat16" else torch.float32
-    model, tokenizer = models.load_base_model(cfg.model_name, dtype=dtype, device=models.pick_device(cfg.device))
+    model, tokenizer = models.load_base_model(cfg.model_name, dtype=models.frozen_torch_dtype(cfg.frozen_dtype),
+                                              device=models.pick_device(cfg.device))
     inject_lora(model, models.lora_preset(cfg.model_name, r=cfg.lora_r, alpha=cfg.lora_alpha,
                                           dropout=cfg.lora_dropout, layers=cfg.lora_layers))
     return model, tokenizer

@@ -11,8 +11,6 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-
 from cinephile import io, models
 from cinephile.train import TrainConfig
 
@@ -91,9 +89,7 @@ class TriviaConfig:
 
     def base_dtype(self):
         """The torch dtype the frozen base loads in (``frozen_dtype``, resolved)."""
-        if self.frozen_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f'frozen_dtype must be "float32" or "bfloat16" once resolved, got {self.frozen_dtype!r}')
-        return getattr(torch, self.frozen_dtype)
+        return models.frozen_torch_dtype(self.frozen_dtype)
 
     def train_config(self) -> TrainConfig:
         """The training settings (``bf16`` False / None: mixed precision on a GPU, fp32 on a CPU)."""
