@@ -9,7 +9,8 @@ model read the same retrieved contexts, and the tuned row is paired with the bes
 film-disjoint training side (single-hop, comparison and ``--bridges`` bridge questions), one epoch.
 HotpotQA is only scored, never used to choose anything. About 25 minutes per configuration on 2 cores.
 
-Appends (or replaces) the row ``--name`` in results/trivia_instruct.json.
+Appends (or replaces) the row ``--name`` in results/trivia_instruct.json; the per-question answers of both
+readers go to runs/instruct-reader/<name>-seed<seed>/predictions_{validation,external}.jsonl.
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
            "history": {k: v for k, v in trained.history.items() if "loss" in k},
            "seconds": {"training": trained.seconds, "per_step": trained.seconds / steps, "tuned_eval": eval_s,
                        "off_the_shelf": shelf.seconds, "total": time.time() - t0}}
+    slug = "".join(c if c.isalnum() else "-" for c in args.name.lower()).strip("-")
+    for name, ev in (("validation", validation), ("external", external)):
+        io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
+                       ev.lines + shelf.lines[name])
     previous = io.read_json(args.out)["rows"] if Path(args.out).is_file() else []
     io.save_json(args.out, {"rows": [r for r in previous if r["name"] != args.name] + [row]})
     print(f"wrote {args.out}: {args.name}", flush=True)

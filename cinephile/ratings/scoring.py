@@ -105,17 +105,19 @@ def _inference(model):
         model.train(was_training)
 
 
-def _tree_inputs(mask: torch.Tensor, fed: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tree_inputs(mask: torch.Tensor, fed: list[tuple[int, ...]],
+                 past_len: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ids, positions and 4D additive mask that append every branch in ``fed`` after each prompt.
 
     Each branch attends to its row's prompt and to its own earlier tokens, never to another branch,
     and continues the prompt's positions, so one forward pass scores all branches (tree attention).
+    With ``past_len`` the rows continue a cached prefix of that many tokens, which every query sees.
     """
     batch, width = mask.shape
     branch_ids = [tok for g in fed for tok in g]
     n = len(branch_ids)
     device = mask.device
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # true positions despite left padding
+    positions = past_len + (mask.cumsum(-1) - 1).clamp(min=0)  # true positions despite left padding
     offsets = torch.tensor([i for g in fed for i in range(len(g))], device=device)
     positions = torch.cat([positions, positions[:, -1:] + 1 + offsets], 1)
     owner = torch.tensor([k for k, g in enumerate(fed) for _ in g], device=device)
@@ -129,27 +131,31 @@ def _tree_inputs(mask: torch.Tensor, fed: list[tuple[int, ...]]) -> tuple[torch.
     allowed[:, width:, :width] = keys_ok.expand(batch, n, width)
     allowed[:, width:, width:] = branch_part
     ids = torch.tensor(branch_ids, dtype=torch.long, device=device).expand(batch, n)
+    if past_len:
+        allowed = torch.cat([allowed.new_ones(batch, width + n, past_len), allowed], -1)
     return ids, positions, allowed
 
 
-def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]]) -> torch.Tensor:
+def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]], past=None) -> torch.Tensor:
     """Total log-prob of `common + suffix` after each row, for every suffix: (B, n_suffixes).
 
     One forward pass: the distinct inputs the suffixes need after the shared prefix (e.g. "4", "."
     serves both "4.0" and "4.5") are appended to each prompt as branches of a tree that attend to
     the prompt but not to each other (``_tree_inputs``); only the last positions reach the LM head.
+    ``past``: a KV cache (batch B) of a prefix that every row continues (``score_ratings``' shared prefixes).
     """
     c, batch = len(common), len(ids)
     groups: dict[tuple, list[int]] = {}  # tokens fed after the prefix -> answers continuing them
     for j, suffix in enumerate(suffixes):
         groups.setdefault(tuple(suffix[:-1]), []).append(j)
     fed = [g for g in groups if g]
-    branch_ids, positions, allowed = _tree_inputs(mask, fed)
+    past_len = 0 if past is None else past.get_seq_length()
+    branch_ids, positions, allowed = _tree_inputs(mask, fed, past_len)
     dtype = next(model.parameters()).dtype
     additive = torch.zeros(allowed.shape, dtype=dtype, device=ids.device).masked_fill(~allowed, torch.finfo(dtype).min)
     n = branch_ids.shape[1]
     out = model(input_ids=torch.cat([ids, branch_ids], 1), attention_mask=additive[:, None], position_ids=positions,
-                use_cache=False, logits_to_keep=n + c + 1)
+                past_key_values=past, use_cache=past is not None, logits_to_keep=n + c + 1)
     logp = out.logits.float().log_softmax(-1)  # (B, c + 1 + n, V)
     prompt_logp, branch_logp = logp[:, :c + 1], logp[:, c + 1:]
     base = prompt_logp[:, torch.arange(c), torch.tensor(common, dtype=torch.long)].sum(-1)  # (B,)
@@ -227,8 +233,42 @@ class RatingLoss:
         return (mse + self.lam * ce).mean(), len(starts)
 
 
+def shared_prefixes(ids: list[list[int]], max_group: int, min_shared: int) -> tuple[list[tuple[int, list[int]]],
+                                                                                   list[int]]:
+    """Prompts that begin with the same ``min_shared`` or more tokens, grouped (at most ``max_group`` each).
+
+    Neighbours in token order are grouped while their common prefix stays that long; the prefix stops
+    one token short of the shortest member, so every member keeps a token of its own.
+
+    Returns:
+        ([(prefix length, member indices), ...] for groups of two or more, indices of the other prompts).
+    """
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    groups, rest, members, shared = [], [], [], 0
+
+    def close():
+        if len(members) > 1:
+            groups.append((shared, list(members)))
+        else:
+            rest.extend(members)
+
+    for i in order:
+        if members and len(members) < max_group:
+            first, seq = ids[members[0]], ids[i]
+            n = next((k for k, (a, b) in enumerate(zip(first, seq)) if a != b), min(len(first), len(seq)))
+            n = min(n, shared, len(seq) - 1)
+            if n >= min_shared:
+                members.append(i)
+                shared = n
+                continue
+        close()
+        members, shared = [i], len(ids[i]) - 1
+    close()
+    return groups, sorted(rest)
+
+
 def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, answers: Answers = RATING_ANSWERS,
-                  anchors=None, progress: bool = True, bf16: bool | None = False) -> dict:
+                  anchors=None, progress: bool = True, bf16: bool | None = False, min_shared: int | None = 64) -> dict:
     """Score the answers (by default "Rating: 0.5" ... "Rating: 5.0") by log-probability after each prompt.
 
     Args:
@@ -241,6 +281,9 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         anchors: for adjustment answers, the recommender prediction of each prompt.
         progress: show a progress bar.
         bf16: autocast as ``models.autocast`` (False: fp32; True: bf16, fast on CPUs with native bf16).
+        min_shared: prompts that begin with at least this many equal tokens (a user's test pairs share their
+            whole history) run that prefix once, its KV cache shared by up to ``batch_size`` of them
+            (``shared_prefixes``); None: every prompt runs whole. The scores are the same either way.
 
     Returns:
         dict(expected (N,) and argmax (N,) ratings, probs (N, n answers) softmax over the answers,
@@ -252,12 +295,18 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     ids = fit_window(ids, position_window(model), len(common) + max(len(s) for s in suffixes))
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
+    groups, rest = shared_prefixes(ids, batch_size, min_shared) if min_shared else ([], list(range(len(ids))))
+    jobs = groups + [(0, [rest[k] for k in b]) for b in length_batches([len(ids[k]) for k in rest], batch_size)]
     with _inference(model):
-        for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="scoring ratings",
-                        disable=not progress):
-            batch, mask = left_pad([ids[k] + common for k in idx], pad_id, device)
+        for shared, idx in tqdm(jobs, desc="scoring ratings", disable=not progress):
             with autocast(device, bf16):
-                logprobs[idx] = _score_batch(model, batch, mask, common, suffixes).double().cpu().numpy()
+                past = None
+                if shared:
+                    past = model(input_ids=torch.tensor([ids[idx[0]][:shared]], device=device), use_cache=True,
+                                 logits_to_keep=1).past_key_values
+                    past.batch_repeat_interleave(len(idx))
+                batch, mask = left_pad([ids[k][shared:] + common for k in idx], pad_id, device)
+                logprobs[idx] = _score_batch(model, batch, mask, common, suffixes, past).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
     values = np.array(answers.values)
     return dict(expected=answers.ratings(probs @ values, anchors), argmax=answers.ratings(values[probs.argmax(1)], anchors),

@@ -106,6 +106,55 @@ def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
                 assert got[row, j].item() == pytest.approx(ref, abs=1e-4)
 
 
+HISTORY = ("Predict how this user rates the target movie.\nLiked: Heat (1995); Casino (1995); Fargo (1996); "
+           "Alien (1979)\nDisliked: Cats (2019)\nPreferred genres: Crime, Drama\nAvoided genres: Musical\n")
+SHARED = [HISTORY + f"Target movie: {t}\nGenres: {g}" for t, g in
+          [("The Matrix (1999)", "Sci-Fi"), ("Toy Story (1995)", "Animation"), ("Heat 2", "Crime, Drama"),
+           ("Up (2009)", "Animation")]]
+
+
+def test_shared_prefixes_groups_prompts_that_begin_alike():
+    from cinephile.ratings.scoring import shared_prefixes
+    ids = [[1, 2, 3, 4, 9], [7, 7], [1, 2, 3, 5], [1, 2, 3, 4, 8], [1, 2, 3], [1, 2, 6]]
+    groups, rest = shared_prefixes(ids, max_group=3, min_shared=2)
+    assert groups == [(2, [4, 3, 0]), (2, [2, 5])]  # in token order, at most three a group
+    assert rest == [1]
+    groups, rest = shared_prefixes(ids, max_group=8, min_shared=3)
+    assert groups == [(3, [3, 0, 2])]  # [1, 2, 3] alone: its prefix must leave it a token of its own
+    assert rest == [1, 4, 5]
+    assert shared_prefixes(ids, max_group=8, min_shared=10) == ([], list(range(6)))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_shared_prefix_runs_once_and_scores_as_whole_prompts(kind, signed, tokenizer, request):
+    model = request.getfixturevalue("model" if kind == "llama" else "gpt2")
+    prompts = SHARED + PROMPTS  # four prompts with one long history, three alone
+    answers = ADJUSTMENT_ANSWERS if signed else RATING_ANSWERS
+    anchors = [3.0] * len(prompts) if signed else None
+    widths = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        shared = score_ratings(model, tokenizer, prompts, batch_size=3, answers=answers, anchors=anchors,
+                               progress=False, min_shared=16)
+    finally:
+        hook.remove()
+    assert any(w[0] == 1 and w[1] >= 40 for w in widths)  # the history ran once, as one row
+    whole = score_ratings(model, tokenizer, prompts, batch_size=3, answers=answers, anchors=anchors, progress=False,
+                          min_shared=None)
+    np.testing.assert_allclose(shared["logprobs"], whole["logprobs"], atol=1e-4)
+    ref = np.stack([slow_logprobs(model, tokenizer, p, answers.prefix, signed) for p in prompts])
+    np.testing.assert_allclose(shared["logprobs"], ref, atol=1e-4)
+    np.testing.assert_allclose(shared["expected"], whole["expected"], atol=1e-5)
+
+
+def test_a_shared_prefix_under_bf16_autocast_stays_close_to_whole_prompts(model, tokenizer):
+    shared = score_ratings(model, tokenizer, SHARED, progress=False, bf16=True, min_shared=16)
+    whole = score_ratings(model, tokenizer, SHARED, progress=False, bf16=True, min_shared=None)
+    np.testing.assert_allclose(shared["probs"], whole["probs"], atol=0.02)
+
+
 def test_score_ratings_rejects_empty_prompts(model, tokenizer):
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         score_ratings(model, tokenizer, ["ok", ""], progress=False)
