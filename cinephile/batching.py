@@ -31,7 +31,7 @@ def pad_id_of(tokenizer) -> int:
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool = False,
-                   seed: int = 0) -> list[list[int]]:
+                   seed: int = 0, groups: Sequence | None = None) -> list[list[int]]:
     """Group item indices into batches of similar length.
 
     Args:
@@ -40,14 +40,29 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool = F
         shuffle: random order; items are then sorted by length only inside pools of
             ``POOL_BATCHES`` batches and the batches are shuffled, so every epoch differs.
         seed: seed of the shuffle.
+        groups: a key per item: items with the same key are batched together (in their order, at most
+            ``batch_size`` a batch), never with another key's, e.g. a user's prompts that share their
+            history (``scoring.RatingLoss`` then runs it once); batches are shuffled, or ordered by length.
 
     Returns:
         Lists of indices; every index appears exactly once.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = list(range(len(lengths)))
     rng = random.Random(seed)
+    if groups is not None:
+        if len(groups) != len(lengths):
+            raise ValueError(f"groups has {len(groups)} keys for {len(lengths)} items; give one key per item")
+        members: dict = {}
+        for i, key in enumerate(groups):
+            members.setdefault(key, []).append(i)
+        out = [m[s:s + batch_size] for m in members.values() for s in range(0, len(m), batch_size)]
+        if shuffle:
+            rng.shuffle(out)
+        else:
+            out.sort(key=lambda b: max(lengths[i] for i in b))
+        return out
+    order = list(range(len(lengths)))
     if shuffle:
         rng.shuffle(order)
         pool = batch_size * POOL_BATCHES
@@ -88,8 +103,10 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> dic
     return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r}
 
 
-def tokenize_examples(tokenizer, examples: list[dict], max_len: int, name: str = "training") -> list[dict]:
-    """``tokenize_example`` for each ``{"prompt", "response"}`` example, numeric fields (``NUMERIC``) kept.
+def tokenize_examples(tokenizer, examples: list[dict], max_len: int, name: str = "training",
+                      group_by: str | None = None) -> list[dict]:
+    """``tokenize_example`` for each ``{"prompt", "response"}`` example, numeric fields (``NUMERIC``) kept, and
+    with ``group_by`` that field's value as ``group`` (``length_batches(groups=...)``).
 
     Raises:
         ValueError: naming the ``name`` example (by index) that is not a dict with "prompt" and
@@ -111,7 +128,11 @@ def tokenize_examples(tokenizer, examples: list[dict], max_len: int, name: str =
         if all(label == IGNORE for label in item["labels"][1:]):  # position t predicts token t + 1
             raise ValueError(f"{name} example {i} has no target token: its prompt and response give no tokens, "
                              "so nothing predicts the EOS; drop the example or give it a prompt")
-        out.append({**item, **{k: e[k] for k in NUMERIC if k in e}})
+        if group_by is not None and group_by not in e:
+            raise ValueError(f"{name} example {i} has no {group_by!r} to batch by; give every example one, or "
+                             "train with group_by=None")
+        out.append({**item, **{k: e[k] for k in NUMERIC if k in e},
+                    **({"group": e[group_by]} if group_by is not None else {})})
     return out
 
 

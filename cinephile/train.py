@@ -44,6 +44,8 @@ class TrainConfig:
     device: str | None = None  # None: cuda, then mps, then cpu
     log_every: int = 10  # optimizer steps between train-loss records
     bf16: bool | None = None  # None: mixed precision on CUDA only; True: bf16 autocast on any device; False: fp32
+    group_by: str | None = None  # an example field: examples with the same value share their batches (a user's
+    # prompts with one history, which scoring.RatingLoss runs once); None: batches of similar length
 
     def __post_init__(self):
         names = ("epochs", "batch_size", "grad_accum", "log_every", "max_len", "lr", "grad_clip", "weight_decay",
@@ -167,7 +169,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     if check is not None:
         check(train_examples)
         check(val_examples)
-    tok = tokenize_examples(tokenizer, train_examples, max_len, "training")
+    tok = tokenize_examples(tokenizer, train_examples, max_len, "training", cfg.group_by)
     val = tokenize_examples(tokenizer, val_examples, max_len, "validation")
     device = pick_device(cfg.device)
     model.to(device)
@@ -177,7 +179,8 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     rank, world = distributed.rank_world()
     global_batch = cfg.batch_size * world
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_batches = math.ceil(len(tok) / global_batch)
+    n_batches = len(length_batches(lengths := [len(it["input_ids"]) for it in tok], global_batch,
+                                   groups=[it["group"] for it in tok] if cfg.group_by else None))
     steps = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)  # a short last group still steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay(steps, cfg.warmup_ratio))
     history = {"step": [], "train_loss": [], "epoch_val_loss": [], "epoch_train_loss": [],
@@ -196,12 +199,12 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
         raise diverged("the validation loss before training", history["initial_val_loss"], 0, 0)
     epoch, step, running = 0, 0, []
     bar = tqdm(total=steps, desc="train", unit="step", disable=rank != 0)
-    lengths = [len(it["input_ids"]) for it in tok]
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             epoch_losses = []
-            groups = length_batches(lengths, global_batch, shuffle=True, seed=cfg.seed + epoch)
+            groups = length_batches(lengths, global_batch, shuffle=True, seed=cfg.seed + epoch,
+                                    groups=[it["group"] for it in tok] if cfg.group_by else None)
             for i, shard in enumerate(group[rank::world] for group in groups):
                 group = min(cfg.grad_accum, n_batches - i // cfg.grad_accum * cfg.grad_accum)  # batches in this step
                 local = torch.zeros((), device=device)  # a rank left without examples adds nothing

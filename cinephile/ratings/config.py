@@ -30,6 +30,10 @@ class RatingsConfig:
     predictor_folds: int = 1  # refits for the training prompts' predictions
     residual_to: str | None = "SVD++"  # answer the adjustment to this recommender's prediction; None: the rating
     show_counts: bool = True  # show how many ratings the user / movie averages rest on
+    recent_ratings: int = 0  # show the latest N (<= 8) training-period ratings with their values instead of the
+    # liked / disliked titles (0: liked and disliked)
+    shared_history: bool = False  # a user's training instructions show one history (before the earliest of them)
+    # and are batched together, so training runs it once per user (scoring.RatingLoss)
     surprise_baselines: tuple[str, ...] = ("KNNBaseline", "SVD", "SVD++")  # scikit-surprise models in the table
     tune_baselines: bool = True  # SVD / SVD++ settings chosen on the validation pairs (tuning.GRIDS)
     baseline_seeds: int = 5  # SVD / SVD++ fitted with this many seeds (mean and spread of RMSE)
@@ -50,7 +54,7 @@ class RatingsConfig:
     n_agreement: int = 24  # validation prompts answered by both PyTorch and llama.cpp
     device: str | None = None  # None: cuda, then mps, then cpu
     bf16: bool | str | None = "auto"  # bf16 autocast in training and scoring; "auto": where the CPU has it natively
-    frozen_dtype: str = "float32"  # the frozen base's weights: "float32", "bfloat16" (adapters stay fp32, and
+    frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16" (adapters stay fp32, and
     # autocast no longer casts the base's weights at every step: SmolLM2's step 1.12x in the roofline); "auto":
     # bfloat16 when bf16 autocast is on
     run_name: str = "ratings"  # outputs go to runs/<run_name>/
@@ -92,7 +96,8 @@ class RatingsConfig:
         if self.bf16 == "auto":
             raise ValueError('bf16 is still "auto"; resolve the config with resolved() first')
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_len=self.max_len,
-                           device=self.device, bf16=self.bf16 or None)
+                           device=self.device, bf16=self.bf16 or None,
+                           group_by="user_id" if self.shared_history else None)
 
 
 def start_run(cfg: RatingsConfig) -> Path:

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 MAX_LIKED, MAX_DISLIKED, MAX_TAGS, MAX_GENRES = 5, 3, 3, 3
+MAX_RECENT = 8  # recent ratings an example keeps (with their values), for prompts that show them
 
 
 ADJUSTMENTS = tuple(k / 2 for k in range(-4, 5))  # -2.0 ... +2.0: answers of the residual target (as_residual)
@@ -35,7 +36,7 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
                  title: str, year: int | None, genres: list[str], tags: list[str],
                  user_mean: float | None, item_mean: float | None, *, user_count: int | None = None,
                  item_count: int | None = None, predictions: dict[str, float] | None = None,
-                 residual_to: str | None = None) -> str:
+                 residual_to: str | None = None, recent: list[tuple[str, float]] | None = None) -> str:
     """Format the rating-prediction instruction (pure function).
 
     Args:
@@ -48,6 +49,8 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
             bias model's), shown with two decimals.
         residual_to: ask for the adjustment to this recommender's prediction ("Adjustment: +x.x",
             see ``as_residual``) instead of the rating itself.
+        recent: (title, rating) of the user's latest earlier ratings, most recent first: shown with their
+            values in place of the liked and disliked titles (None: liked and disliked).
 
     Returns:
         The prompt, lines joined by "\\n", without leading or trailing whitespace.
@@ -63,9 +66,10 @@ def build_prompt(liked: list[str], disliked: list[str], preferred_genres: list[s
     target = f"{title.strip()} ({year})" if year is not None else title.strip()
     task = ("Predict how this user rates the target movie on a 0.5-5.0 scale; answer 'Rating: x.x'." if residual_to is None
             else f"Adjust the {residual_to} prediction.")  # the system prompt asks for 'Adjustment: +x.x'
-    lines = [task,
-             f"Liked: {join(liked[:MAX_LIKED], '; ')}",
-             f"Disliked: {join(disliked[:MAX_DISLIKED], '; ')}",
+    history = ([f"Liked: {join(liked[:MAX_LIKED], '; ')}", f"Disliked: {join(disliked[:MAX_DISLIKED], '; ')}"]
+               if recent is None else
+               [f"Recent ratings, newest first: {join([f'{t} {r:.1f}' for t, r in recent], '; ')}"])
+    lines = [task, *history,
              f"Preferred genres: {join(preferred_genres)}",
              f"Avoided genres: {join(avoided_genres)}",
              f"Target movie: {target}",
@@ -83,7 +87,24 @@ def _render(e: dict, predictions: dict[str, float], residual_to: str | None = No
     return build_prompt(e["liked"], e["disliked"], e["preferred_genres"], e["avoided_genres"], e["name"],
                         e["year"], e["genres"], e["tags"], e["user_mean"], e["item_mean"],
                         **({"user_count": e["n_history"], "item_count": e["item_count"]} if e.get("show_counts") else {}),
-                        predictions=predictions, residual_to=residual_to)
+                        predictions=predictions, residual_to=residual_to,
+                        recent=[tuple(x) for x in e["recent"][:e["show_recent"]]] if e.get("show_recent") else None)
+
+
+def showing_recent(examples: list[dict], n: int) -> list[dict]:
+    """The examples with prompts that show the ``n`` (<= MAX_RECENT) latest earlier ratings with their values in
+    place of the liked and disliked titles (0: liked and disliked again); predictions and target kept.
+    Rating examples only (``build_examples`` / ``with_predictions``): turn them into adjustments afterwards."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= MAX_RECENT:
+        raise ValueError(f"recent ratings shown must be a whole number from 0 to {MAX_RECENT}, got {n!r}")
+    check_rating_examples(examples)
+    for i, e in enumerate(examples):
+        if "anchor" in e:
+            raise ValueError(f"example {i} answers an adjustment; call showing_recent before as_residual")
+        if n and "recent" not in e:
+            raise ValueError(f"example {i} has no recent ratings; build the examples again with build_examples")
+    return [{**e, "show_recent": n, "prompt": _render({**e, "show_recent": n}, e.get("predictions") or {})}
+            for e in examples]
 
 
 def check_rating_examples(examples: list[dict], *, anchor: bool = False) -> list[dict]:
@@ -226,7 +247,8 @@ def _top_tags(stamps: np.ndarray, texts: np.ndarray, before: int) -> list[str]:
 
 def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, *, which: str = "train",
                    history_size: int = 20, max_per_user: int | None = 8, like: float = 4.0,
-                   dislike: float = 2.0, seed: int = 0, counts: bool = False, pick: str = "random") -> list[dict]:
+                   dislike: float = 2.0, seed: int = 0, counts: bool = False, pick: str = "random",
+                   recent: int = 0, shared_history: bool = False) -> list[dict]:
     """Turn ratings into (prompt, "Rating: x.x") examples using only each user's earlier ratings.
 
     "Earlier" is the (timestamp, movieId) order of temporal_split, and a prompt only shows ratings
@@ -249,6 +271,12 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         like, dislike: a rating >= like is "liked", <= dislike is "disliked".
         seed: seed of the per-user sample of train targets.
         counts: also show how many ratings the user and movie averages rest on.
+        recent: show the user's latest ``recent`` (<= MAX_RECENT) earlier ratings with their values in place of
+            the liked and disliked titles (0: liked and disliked). Every example keeps MAX_RECENT of them
+            (``recent``), so ``showing_recent`` can switch later.
+        shared_history: a user's training targets all show one history, the ratings before the earliest of
+            them (as the user's val / test targets all show the same training period), so their prompts begin
+            alike and ``scoring.RatingLoss`` runs that beginning once per batch (train with ``group_by="user_id"``).
 
     Returns:
         One dict per target: user_id, movie_id, rating, timestamp, split, prompt, response
@@ -262,6 +290,8 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
     check_columns(movies, "movies", ("movieId", "name", "year", "genres"))
     if pick not in ("random", "latest"):
         raise ValueError(f"pick must be 'random' or 'latest', got {pick!r}")
+    if isinstance(recent, bool) or not isinstance(recent, numbers.Integral) or not 0 <= recent <= MAX_RECENT:
+        raise ValueError(f"recent must be a whole number from 0 to {MAX_RECENT}, got {recent!r}")
     if not like > dislike:
         raise ValueError(f"like must be greater than dislike, got like={like}, dislike={dislike}")
     df = split_df.sort_values(["userId", "timestamp", "movieId"], kind="stable")
@@ -290,9 +320,10 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
         genre_n = np.vstack([np.zeros(len(genre_names)), np.cumsum(hot, 0)])  # row k: counts over ratings[:k]
         genre_sum = np.vstack([np.zeros(len(genre_names)), np.cumsum(hot * ratings[:, None], 0)])
         rating_sum = np.concatenate([[0.0], np.cumsum(ratings)])
+        first = int(min(targets)) if shared_history and which == "train" else len(mids)
         for k in targets:
             mid, rating, stamp = int(mids[k]), float(ratings[k]), int(stamps[k])
-            h = min(k, n_train)  # ratings [0, h) are the history this prompt may show
+            h = min(k, n_train, first)  # ratings [0, h) are the history this prompt may show
             window = range(h - 1, max(h - history_size, 0) - 1, -1)  # most recent first
             liked = [shown[int(mids[j])] for j in window if ratings[j] >= like][:MAX_LIKED]
             disliked = [shown[int(mids[j])] for j in window if ratings[j] <= dislike][:MAX_DISLIKED]
@@ -303,14 +334,16 @@ def build_examples(split_df: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
             item_mean = (item_sum.get(mid, 0.0) - own * rating) / n_item if n_item > 0 else None
             top_tags = _top_tags(*tag_index.get(mid, (np.array([]), np.array([]))), before=stamp)
             genres = list(info.at[mid, "genres"])
+            latest = [[shown[int(mids[j])], float(ratings[j])] for j in window][:MAX_RECENT]
             prompt = build_prompt(liked, disliked, preferred, avoided, info.at[mid, "name"], year[mid],
                                   genres, top_tags, user_mean, item_mean,
-                                  **({"user_count": int(h), "item_count": int(n_item)} if counts else {}))
+                                  **({"user_count": int(h), "item_count": int(n_item)} if counts else {}),
+                                  recent=[tuple(x) for x in latest[:recent]] if recent else None)
             examples.append(dict(
                 user_id=int(user), movie_id=mid, rating=rating, timestamp=stamp, split=which,
                 prompt=prompt, response=f"Rating: {rating:.1f}", n_history=int(h), liked=liked,
                 disliked=disliked, preferred_genres=preferred, avoided_genres=avoided, title=shown[mid],
-                name=info.at[mid, "name"], year=year[mid], show_counts=counts,
+                name=info.at[mid, "name"], year=year[mid], show_counts=counts, recent=latest, show_recent=recent,
                 genres=genres, tags=top_tags, user_mean=None if user_mean is None else round(float(user_mean), 4),
                 item_mean=None if item_mean is None else round(float(item_mean), 4), item_count=int(n_item)))
     if not examples:

@@ -63,6 +63,7 @@ def rating_examples(cfg: RatingsConfig, split: Split, which: tuple[str, ...] = d
     ``baselines`` chose on validation) and the answer target."""
     raw = {w: instructions.build_examples(split.split, split.ml.movies, split.ml.tags, which=w,
                                           history_size=cfg.history_size, counts=cfg.show_counts,
+                                          recent=cfg.recent_ratings, shared_history=cfg.shared_history,
                                           max_per_user=cfg.max_per_user, pick=cfg.pick) for w in which}
     if cfg.predictors:
         pairs = {w: [(e["user_id"], e["movie_id"]) for e in ex] for w, ex in raw.items()}
@@ -289,7 +290,9 @@ def summary(cfg: RatingsConfig, instr: Instructions, ex: Examples, scores: Score
         llama_cpp_agreement=exported.agreement if exported else None, wall_time_s=timings["total_s"],
         n_train_examples=len(ex.train), baselines=baselines_record(base) if base else None,
         config={"model": cfg.model_name, "max_per_user": cfg.max_per_user, "predictors": list(cfg.predictors),
-                "show_counts": cfg.show_counts, "residual_to": cfg.residual_to, "loss": cfg.loss,
+                "show_counts": cfg.show_counts, "recent_ratings": cfg.recent_ratings,
+                "shared_history": cfg.shared_history, "residual_to": cfg.residual_to,
+                "loss": cfg.loss,
                 "rating_lambda": cfg.rating_lambda, "pick": cfg.pick, "predictor_folds": cfg.predictor_folds,
                 "test_per_user": cfg.test_per_user, "val_per_user": cfg.val_per_user, "cold_max": cfg.cold_max,
                 "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,

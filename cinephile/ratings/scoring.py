@@ -170,6 +170,29 @@ def _score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]],
     return scores
 
 
+def _score_shared(model, prompts: list[list[int]], common: list[int], suffixes: list[list[int]], pad_id: int,
+                  min_shared: int | None, device) -> torch.Tensor:
+    """``_score_batch`` of one batch of prompts (token ids without ``common``): (B, n_suffixes), in prompt order.
+
+    Prompts that begin with ``min_shared`` or more equal tokens (``shared_prefixes``) run that prefix once and
+    continue its KV cache; the others run whole, together. Differentiable, so training takes the same path.
+    """
+    groups, rest = shared_prefixes(prompts, len(prompts), min_shared) if min_shared else ([], list(range(len(prompts))))
+    jobs = groups + ([(0, rest)] if rest else [])
+    parts, order = [], []
+    for shared, idx in jobs:
+        past = None
+        if shared:
+            past = model(input_ids=torch.tensor([prompts[idx[0]][:shared]], device=device), use_cache=True,
+                         logits_to_keep=1).past_key_values
+            past.batch_repeat_interleave(len(idx))
+        ids, mask = left_pad([prompts[k][shared:] + common for k in idx], pad_id, device)
+        parts.append(_score_batch(model, ids, mask, common, suffixes, past))
+        order += idx
+    logp = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return logp if order == sorted(order) else logp[torch.argsort(torch.tensor(order, device=logp.device))]
+
+
 def answer_token_ids(tokenizer, answers: Answers = RATING_ANSWERS) -> tuple[list[int], list[list[int]]]:
     """Token ids of the answers: the shared prefix and each answer's own suffix.
 
@@ -197,7 +220,8 @@ class RatingLoss:
     where the answer starts. ``check_examples`` refuses unusable examples before training starts.
     """
 
-    def __init__(self, tokenizer, lam: float = 0.1, answers: Answers = RATING_ANSWERS):
+    def __init__(self, tokenizer, lam: float = 0.1, answers: Answers = RATING_ANSWERS, min_shared: int | None = 64):
+        self.min_shared = min_shared  # rows beginning with this many equal tokens run them once (shared_prefixes)
         self.common, self.suffixes = answer_token_ids(tokenizer, answers)
         self.pad_id, self.lam, self.residual = pad_id_of(tokenizer), lam, answers.residual
         self.values = torch.tensor(answers.values)
@@ -219,9 +243,9 @@ class RatingLoss:
                 raise ValueError(f"batch rows {rows} hold a NaN or infinite {key}; check the examples with "
                                  "RatingLoss.check_examples before training")
         starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
-        prompts = [row[:s].tolist() + self.common for row, s in zip(batch["input_ids"], starts)]
-        ids, mask = left_pad(prompts, self.pad_id, batch["input_ids"].device)
-        logp = _score_batch(model, ids, mask, self.common, self.suffixes)  # (B, n answers) log P(answer | prompt)
+        prompts = [row[:s].tolist() for row, s in zip(batch["input_ids"], starts)]
+        logp = _score_shared(model, prompts, self.common, self.suffixes, self.pad_id, self.min_shared,
+                             batch["input_ids"].device)  # (B, n answers) log P(answer | prompt)
         values = self.values.to(logp)
         rating = batch["rating"].double()
         anchor = batch["anchor"].double() if self.residual else torch.zeros_like(rating)
@@ -299,14 +323,9 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     jobs = groups + [(0, [rest[k] for k in b]) for b in length_batches([len(ids[k]) for k in rest], batch_size)]
     with _inference(model):
         for shared, idx in tqdm(jobs, desc="scoring ratings", disable=not progress):
-            with autocast(device, bf16):
-                past = None
-                if shared:
-                    past = model(input_ids=torch.tensor([ids[idx[0]][:shared]], device=device), use_cache=True,
-                                 logits_to_keep=1).past_key_values
-                    past.batch_repeat_interleave(len(idx))
-                batch, mask = left_pad([ids[k][shared:] + common for k in idx], pad_id, device)
-                logprobs[idx] = _score_batch(model, batch, mask, common, suffixes, past).double().cpu().numpy()
+            with autocast(device, bf16):  # a group of one shared prefix, or a length batch run whole
+                logprobs[idx] = _score_shared(model, [ids[k] for k in idx], common, suffixes, pad_id,
+                                              min_shared if shared else None, device).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
     values = np.array(answers.values)
     return dict(expected=answers.ratings(probs @ values, anchors), argmax=answers.ratings(values[probs.argmax(1)], anchors),

@@ -25,8 +25,10 @@ from cinephile.ratings.config import RatingsConfig
 logger = logging.getLogger(__name__)
 
 DEFAULTS = dict(model_name="smollm2-135m", r=16, alpha=32, dropout=0.1, layers=None, lr=5e-4, epochs=1,
-                batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1, residual_to=None)
-FIELDS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "layers": "lora_layers"}  # -> RatingsConfig
+                batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1, residual_to=None, recent=0,
+                shared_history=False)
+FIELDS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "layers": "lora_layers",
+          "recent": "recent_ratings"}  # -> RatingsConfig
 
 
 def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
@@ -52,7 +54,9 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     """Train one adapter with ``settings`` (keys of ``DEFAULTS``) and score it on ``val_raw``.
 
     ``residual_to`` (a recommender in the examples' predictions, e.g. "SVD++") trains the adjustment to
-    its prediction (``instructions.as_residual``) instead of the rating.
+    its prediction (``instructions.as_residual``) instead of the rating; ``recent`` shows that many latest
+    earlier ratings with their values in place of the liked and disliked titles (``instructions.showing_recent``);
+    ``shared_history`` batches each user's instructions together (``train_raw`` built with that option).
 
     Returns:
         The settings plus n_train, train_s, val_rmse, val_mae and val_n (expected-value ratings).
@@ -62,6 +66,8 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     for raw in (train_raw, val_raw):  # before any work
         instructions.check_rating_examples(raw)
     picked = pick_per_user(train_raw, s["per_user"])
+    if s["recent"]:
+        picked, val_raw = (instructions.showing_recent(x, s["recent"]) for x in (picked, val_raw))
     picked, val_raw = (pipeline.to_target(x, cfg.residual_to) for x in (picked, val_raw))
     model, tokenizer = pipeline.load_rating_model(cfg)
     train_ex, val_ex = (chat_examples(x, tokenizer, cfg.system) for x in (picked, val_raw))
@@ -134,13 +140,15 @@ def optuna_study(cfg: RatingsConfig, split: pipeline.Split, *, params: dict[str,
     return record
 
 
-def run_variants(variants: dict[str, dict], train_raw: list[dict], val_raw: list[dict]) -> list[dict]:
-    """``train_and_validate`` for each named variant; rows in the order given."""
-    rows = []
-    for name, settings in variants.items():
-        logger.warning("variant %s: %s", name, settings)
-        rows.append({"variant": name, **train_and_validate(train_raw, val_raw, **settings)})
-    return rows
+TOP10 = list(range(20, 30))
+RESIDUAL = dict(per_user=2, layers=TOP10, residual_to="SVD++")
+VARIANTS = {  # name -> settings of train_and_validate; the first three change the one before, the rest the third
+    "all 30 blocks, 1 per user": dict(per_user=1),
+    "top 10 blocks, 2 per user": dict(per_user=2, layers=TOP10),
+    "residual to SVD++, top 10 blocks, 2 per user": RESIDUAL,
+    "residual, the 8 latest ratings with their values instead of liked / disliked titles": {**RESIDUAL, "recent": 8},
+    "residual, one history per user (the ratings before its earliest instruction)": {**RESIDUAL, "shared_history": True},
+}
 
 
 def reference_rows(val_raw: list[dict], names: tuple[str, ...]) -> list[dict]:
@@ -154,32 +162,48 @@ def reference_rows(val_raw: list[dict], names: tuple[str, ...]) -> list[dict]:
 def variants_study(cfg: RatingsConfig, split: pipeline.Split, variants: dict[str, dict], *, n_val: int = 240,
                    predictors: tuple[str, ...] = ("bias", "SVD", "SVD++"), path: str = "results/ratings_variants.json"
                    ) -> list[dict]:
-    """Instructions for the variants (2 latest per user, counts, ``predictors``), the reference rows and each
-    variant's row, written to ``path``."""
+    """Instructions for the variants (2 latest per user, counts, ``predictors``; built once more with one history
+    per user when a variant asks for ``shared_history``), the reference rows and each variant's row, written to
+    ``path``."""
     t0 = time.time()
     base = dataclasses.replace(cfg, max_per_user=2, pick="latest", show_counts=True, predictors=predictors,
-                               predictor_folds=1, residual_to=None)
+                               predictor_folds=1, residual_to=None, recent_ratings=0, shared_history=False)
     raw = pipeline.rating_examples(base, split, which=("train", "val"))
     val = raw["val"][:n_val]
-    rows = reference_rows(val, predictors) + run_variants(variants, raw["train"], val)
+    trains = {False: raw["train"]}
+    rows = reference_rows(val, predictors)
+    for name, settings in variants.items():
+        shared = bool(settings.get("shared_history"))
+        if shared not in trains:
+            trains[shared] = pipeline.rating_examples(dataclasses.replace(base, shared_history=shared), split,
+                                                      which=("train",))["train"]
+        logger.warning("variant %s: %s", name, settings)
+        rows.append({"variant": name, **train_and_validate(trains[shared], val, **settings)})
     io.save_json(path, {"rows": rows, "wall_s": time.time() - t0})
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m cinephile.ratings.sweeps``: the optuna study with llm.ipynb's defaults."""
+    """``python -m cinephile.ratings.sweeps``: the optuna study with llm.ipynb's defaults (``--variants``: the
+    named variants of ``VARIANTS`` instead, into results/ratings_variants.json)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m cinephile.ratings.sweeps", description=main.__doc__)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--timeout-min", type=float, default=None, help="start no trial after this many minutes")
-    ap.add_argument("--out", default="results/ratings_study.json")
+    ap.add_argument("--variants", action="store_true", help="run the named variants, not the study")
+    ap.add_argument("--out", default=None, help="default: results/ratings_study.json (results/ratings_variants.json)")
     args = ap.parse_args(argv)
     cfg = RatingsConfig().resolved()
     split = pipeline.load_and_split(cfg)
+    if args.variants:
+        rows = variants_study(cfg, split, VARIANTS, path=args.out or "results/ratings_variants.json")
+        for row in rows:
+            print(f"{row['variant']}: validation RMSE {row['val_rmse']:.4f}")
+        return
     tuned = pipeline.baselines(dataclasses.replace(cfg, baseline_seeds=1), split)  # settings chosen on validation
     record = optuna_study(cfg, split, params=tuned.params, n_trials=args.trials, timeout_min=args.timeout_min,
-                          path=args.out)
+                          path=args.out or "results/ratings_study.json")
     best = record["best"]
     print(f"{record['n_trials']} trials in {record['wall_s'] / 60:.1f} min; best validation RMSE {best['val_rmse']:.4f} "
           f"(r={best['r']}, lr={best['lr']:.2g}, {best['per_user']} per user, lambda={best['rating_lambda']:.2g})")

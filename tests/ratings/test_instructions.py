@@ -65,6 +65,50 @@ def test_val_and_test_prompts_show_only_the_training_period(tiny):
     assert test["response"] == "Rating: 4.5" and test["rating"] == 4.5
 
 
+def test_recent_ratings_are_shown_with_their_values_newest_first_and_only_from_the_training_period(tiny):
+    df = temporal_split(tiny.ratings)
+    plain, = build_examples(df, tiny.movies, tiny.tags, which="test")
+    shown, = build_examples(df, tiny.movies, tiny.tags, which="test", recent=3)
+    line = "Recent ratings, newest first: Casino (1995) 3.0; Babylon 5 2.0; Heat (1995) 4.0"
+    assert line in shown["prompt"].splitlines() and "Liked:" not in shown["prompt"]
+    assert "Sabrina" not in shown["prompt"]  # the validation rating is after the training period
+    assert shown["recent"] == plain["recent"] == [["Casino (1995)", 3.0], ["Babylon 5", 2.0], ["Heat (1995)", 4.0],
+                                                  ["Toy Story (1995)", 1.0], ["The Matrix (1999)", 5.0]]
+    assert instructions.showing_recent([plain], 3)[0]["prompt"] == shown["prompt"]
+    assert instructions.showing_recent([shown], 0)[0]["prompt"] == plain["prompt"]  # liked and disliked again
+    key = (plain["user_id"], plain["movie_id"])
+    predicted, = instructions.with_predictions([shown], {"SVD++": {key: 3.5}})
+    assert line in predicted["prompt"] and "SVD++ 3.50" in predicted["prompt"]  # re-rendering keeps the ratings
+    res, = instructions.as_residual([predicted], "SVD++")
+    assert line in res["prompt"]
+    with pytest.raises(ValueError, match="call showing_recent before as_residual"):
+        instructions.showing_recent([res], 2)
+    with pytest.raises(ValueError, match="from 0 to 8, got 9"):
+        instructions.showing_recent([plain], 9)
+    with pytest.raises(ValueError, match="recent must be a whole number from 0 to 8, got -1"):
+        build_examples(df, tiny.movies, tiny.tags, which="test", recent=-1)
+    old = {k: v for k, v in plain.items() if k != "recent"}  # an example written before it kept recent ratings
+    with pytest.raises(ValueError, match="example 0 has no recent ratings; build the examples again"):
+        instructions.showing_recent([old], 2)
+
+
+def test_shared_history_shows_a_users_training_targets_the_ratings_before_the_earliest(tiny):
+    df = temporal_split(tiny.ratings)  # user 1: train movies 1-5 (positions 0-4); targets need 3 earlier ratings
+    own = by_movie(build_examples(df, tiny.movies, tiny.tags, which="train", max_per_user=None))
+    shared = by_movie(build_examples(df, tiny.movies, tiny.tags, which="train", max_per_user=None,
+                                     shared_history=True))
+    assert sorted(shared) == sorted(own) == [4, 5]
+    assert (own[4]["n_history"], own[5]["n_history"]) == (3, 4)  # each target its own past
+    assert shared[4]["n_history"] == shared[5]["n_history"] == 3  # both: the ratings before movie 4
+    assert shared[5]["liked"] == own[4]["liked"] and "Babylon 5" not in shared[5]["prompt"].split("Target movie")[0]
+    head = [e["prompt"].split("Target movie:")[0] for e in shared.values()]
+    assert head[0] == head[1]  # one beginning: RatingLoss runs it once
+    assert shared[5]["rating"] == own[5]["rating"] and shared[5]["item_mean"] == own[5]["item_mean"]
+    test_plain, = build_examples(df, tiny.movies, tiny.tags, which="test")
+    test_shared, = build_examples(df, tiny.movies, tiny.tags, which="test", shared_history=True)
+    assert test_shared == test_plain  # val / test targets already share the training period
+
+
 def test_features_genres_item_mean_and_tags(tiny):
     df = temporal_split(tiny.ratings)
     test, = build_examples(df, tiny.movies, tiny.tags, which="test")

@@ -236,6 +236,76 @@ def test_rating_loss_matches_score_ratings_and_trains_the_expected_value(model, 
         loss_fn(tuned, {k: v for k, v in batch.items() if k != "rating"})
 
 
+def test_rating_loss_runs_a_shared_history_once_with_the_same_loss_and_gradients(model, tokenizer):
+    import copy
+
+    from cinephile.batching import collate, tokenize_example
+    from cinephile.ratings.scoring import RatingLoss
+    from lora import LoRAConfig, adapter_parameters, inject_lora
+
+    torch.manual_seed(0)
+    tuned = copy.deepcopy(model)
+    inject_lora(tuned, LoRAConfig.llama(r=4, alpha=8, dropout=0.0))
+    for p in adapter_parameters(tuned):  # B = 0 after injection: give the adapters a value of their own
+        torch.nn.init.normal_(p, std=0.05)
+    prompts = SHARED + PROMPTS[:2]  # four with one history, two alone
+    items = [{**tokenize_example(tokenizer, p, f"Rating: {r:.1f}", 256), "rating": r}
+             for p, r in zip(prompts, [4.5, 1.0, 3.0, 2.5, 5.0, 0.5])]
+    batch = collate(items, tokenizer.pad_token_id)
+    widths, grads, losses = [], [], []
+    hook = tuned.register_forward_pre_hook(lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        for min_shared in (16, None):
+            tuned.zero_grad()
+            loss, n = RatingLoss(tokenizer, lam=0.5, min_shared=min_shared)(tuned, batch)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in adapter_parameters(tuned)]))
+    finally:
+        hook.remove()
+    assert [w[0] for w in widths] == [1, 4, 2, 6]  # shared: the history once, its four rows, the other two; whole: six
+    assert n == 6 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().sum() > 0
+
+
+def test_grouped_batches_keep_a_key_together():
+    from cinephile.batching import length_batches
+    keys = ["a", "b", "a", "c", "a", "b", "a"]
+    got = length_batches([5, 1, 6, 2, 7, 3, 8], 3, shuffle=True, seed=1, groups=keys)
+    assert sorted(map(sorted, got)) == [[0, 2, 4], [1, 5], [3], [6]]  # each batch one key, at most 3, in order
+    assert length_batches([5, 1, 6, 2, 7, 3, 8], 3, groups=keys) == [[3], [1, 5], [0, 2, 4], [6]]  # by length
+    with pytest.raises(ValueError, match="groups has 2 keys for 7 items"):
+        length_batches([5, 1, 6, 2, 7, 3, 8], 3, groups=["a", "b"])
+
+
+def test_training_with_group_by_batches_each_users_examples_together(model, tokenizer):
+    import copy
+
+    from cinephile.ratings.scoring import RatingLoss
+    from cinephile.train import TrainConfig, train
+    from lora import LoRAConfig, inject_lora
+
+    tuned = copy.deepcopy(model)
+    inject_lora(tuned, LoRAConfig.llama(r=2, alpha=4))
+    examples = [{"prompt": p, "response": "Rating: 4.0", "rating": 4.0, "user_id": u}
+                for p, u in zip(SHARED + PROMPTS, [7, 7, 7, 7, 1, 2, 3])]
+    seen = []
+    loss_fn = RatingLoss(tokenizer)
+
+    def spy(m, batch):
+        seen.append(sorted(batch["rating"].shape))
+        return loss_fn(m, batch)
+
+    train(tuned, tokenizer, examples, [], TrainConfig(epochs=1, batch_size=4, device="cpu", max_len=256,
+                                                      group_by="user_id"), loss_fn=spy)
+    assert sorted(s[0] for s in seen) == [1, 1, 1, 4]  # user 7's four prompts in one batch, the others alone
+    with pytest.raises(ValueError, match="training example 0 has no 'user_id' to batch by"):
+        train(tuned, tokenizer, [{k: v for k, v in e.items() if k != "user_id"} for e in examples], [],
+              TrainConfig(epochs=1, batch_size=4, device="cpu", group_by="user_id"), loss_fn=loss_fn)
+
+
 def test_rating_loss_on_adjustments_trains_anchor_plus_expected_adjustment(model, tokenizer):
     import copy
 

@@ -73,6 +73,52 @@ def test_train_and_validate_runs_the_pipeline_stages(monkeypatch):
     assert row["n_train"] == 2 and row["val_rmse"] == 0 and row["val_n"] == 2 and row["r"] == 4
 
 
+def test_the_recent_ratings_variant_trains_and_scores_prompts_that_show_them(monkeypatch, tiny):
+    from cinephile.ratings import pipeline
+    from cinephile.ratings.data import temporal_split
+    from cinephile.ratings.instructions import build_examples
+    seen = {}
+    monkeypatch.setattr(pipeline, "load_rating_model", lambda cfg: ("m", "t"))
+    monkeypatch.setattr("cinephile.ratings.sweeps.chat_examples", lambda raw, tok, system: [dict(e) for e in raw])
+    monkeypatch.setattr(pipeline, "train_rating_model", lambda model, tok, tr, va, tc, **kw: seen.update(train=tr) or {})
+    monkeypatch.setattr(pipeline, "expected_ratings",
+                        lambda cfg, model, tok, ex: seen.update(val=ex) or {"expected": np.array([3.0] * len(ex))})
+    df = temporal_split(tiny.ratings)
+    train_raw, val_raw = (build_examples(df, tiny.movies, tiny.tags, which=w) for w in ("train", "val"))
+    row = train_and_validate(train_raw, val_raw, per_user=1, recent=2)
+    assert row["recent"] == 2 and variant_config({"recent": 2}).recent_ratings == 2
+    for e in seen["train"] + seen["val"]:
+        assert "Recent ratings, newest first: " in e["prompt"] and "Liked:" not in e["prompt"]
+    train_and_validate(train_raw, val_raw, per_user=1)
+    assert all("Liked:" in e["prompt"] for e in seen["train"] + seen["val"])
+
+
+def test_the_variants_study_trains_the_shared_history_variant_on_instructions_built_for_it(monkeypatch, tmp_path):
+    from cinephile.ratings import sweeps
+    from cinephile.ratings.config import RatingsConfig
+
+    val = [{**GOOD, "predictions": {"bias": 3.5, "SVD": 3.8, "SVD++": 3.9}} for _ in range(3)]
+    built, trained = [], []
+
+    def fake_examples(cfg, split, which, params=None):
+        built.append((cfg.shared_history, which))
+        return {"train": [{**GOOD, "shared": cfg.shared_history}], "val": val}
+
+    def fake_train(train_raw, val_raw, **settings):
+        trained.append((train_raw[0]["shared"], bool(settings.get("shared_history"))))
+        return {**settings, "val_rmse": 1.0, "val_n": len(val_raw)}
+
+    monkeypatch.setattr(sweeps.pipeline, "rating_examples", fake_examples)
+    monkeypatch.setattr(sweeps, "train_and_validate", fake_train)
+    rows = sweeps.variants_study(RatingsConfig(shared_history=True), None, sweeps.VARIANTS,
+                                 path=str(tmp_path / "v.json"))
+    assert built == [(False, ("train", "val")), (True, ("train",))]  # built once more, only for that variant
+    assert trained == [(False, False)] * 4 + [(True, True)]
+    assert [r["variant"] for r in rows][3:] == list(sweeps.VARIANTS)
+    assert variant_config({"shared_history": True}).train_config().group_by == "user_id"
+    assert variant_config({}).train_config().group_by is None
+
+
 def test_optuna_study_searches_on_validation_and_keeps_the_best_trial(monkeypatch, tmp_path):
     from cinephile.ratings import sweeps
     from cinephile.ratings.config import RatingsConfig
