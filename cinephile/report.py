@@ -157,6 +157,20 @@ def pipeline_speed_table(record: dict) -> str:
          f"**{r['speedup']:.1f}x**"]])
 
 
+def rating_speed_table(record: dict) -> str:
+    """``results/bench_rating_speed.json``: scoring and training with a user's history run once, against whole prompts."""
+    s, t = record["scoring"], record["training"]
+    own, shared = t["own history"], t["shared history"]
+    return _table(["measurement", "whole prompts, each its own history", "one history per user, run once", "ratio"], [
+        [f"(a) scoring {s['prompts']:,} test prompts of {s['users']} users ({s['mean_prompt_tokens']:.0f} tokens; "
+         f"the shared history {s['mean_shared_tokens']:.0f}; tokens run {s['tokens_run_ratio']:.2f}x)",
+         f"{s['whole_s']:.1f} s", f"{s['shared_s']:.1f} s", f"**{s['ratio']:.2f}x**"],
+        [f"(b) one training epoch, {own['instructions']:,} instructions of {own['users']} users "
+         f"({t['per_user']} per user; {own['mean_prompt_tokens']:.0f} / {shared['mean_prompt_tokens']:.0f} tokens)",
+         f"{own['seconds']:.1f} s ({own['per_instruction_s']:.3f} s each)",
+         f"{shared['seconds']:.1f} s ({shared['per_instruction_s']:.3f} s each)", f"**{t['ratio']:.2f}x**"]])
+
+
 def interval_text(p: dict) -> str:
     """A paired difference and its 95% interval in points: ``"+4.8 [-3.8, +14.3]"``."""
     return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
@@ -295,20 +309,21 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
              "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
              "trivia_instruct.json": instruct_reader_table, "ratings_study.json": study_table,
-             "bench_notebook_wall.json": notebook_wall_table}
+             "bench_notebook_wall.json": notebook_wall_table, "bench_rating_speed.json": rating_speed_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
            "bench_attention.json": "benchmarks/attention_speed.py",
            "bench_span_decoding.json": "benchmarks/span_decoding.py",
-           "ratings.json": "llm.ipynb", "ratings_variants.json": "llm.ipynb (RUN_VARIANTS = True)",
+           "ratings.json": "llm.ipynb", "ratings_variants.json": "python -m cinephile.ratings.sweeps --variants",
            "bench_index.json": "benchmarks/index_scale.py", "bench_trainer.json": "benchmarks/trainer_vs_ours.py",
            "bench_lora_train_speed.json": "benchmarks/lora_train_speed.py",
            "bench_pipeline_speed.json": "benchmarks/pipeline_speed.py",
            "bench_roofline.json": "benchmarks/roofline.py",
            "trivia_instruct.json": "benchmarks/instruct_reader.py",
            "ratings_study.json": "python -m cinephile.ratings.sweeps",
-           "bench_notebook_wall.json": "benchmarks/notebook_wall.py"}  # what writes each results file
+           "bench_notebook_wall.json": "benchmarks/notebook_wall.py",
+           "bench_rating_speed.json": "benchmarks/rating_speed.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

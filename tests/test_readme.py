@@ -63,3 +63,19 @@ def test_study_table_lists_trials_best_first_then_the_references():
     lines = study_table(record).splitlines()
     assert lines[2].startswith("| trial 1 (best) | 8 | 0.001 | 2 | 0.1 | 1220 | 5.0 min | 0.9100 | 240 |")
     assert lines[3].startswith("| trial 0 | ") and lines[4].startswith("| SVD++ (recommender) | – |")
+
+
+def test_rating_speed_table_shows_both_ways_and_the_ratios():
+    from cinephile.report import rating_speed_table
+    record = {"scoring": {"prompts": 320, "users": 64, "mean_prompt_tokens": 240.0, "mean_shared_tokens": 150.0,
+                          "tokens_run_ratio": 0.5, "whole_s": 40.0, "shared_s": 22.0, "ratio": 0.55},
+              "training": {"per_user": 8, "ratio": 0.6,
+                           "own history": {"instructions": 256, "users": 32, "seconds": 80.0,
+                                           "per_instruction_s": 0.3125, "mean_prompt_tokens": 240.0},
+                           "shared history": {"instructions": 256, "users": 32, "seconds": 48.0,
+                                              "per_instruction_s": 0.1875, "mean_prompt_tokens": 236.0}}}
+    lines = rating_speed_table(record).splitlines()
+    assert lines[2] == ("| (a) scoring 320 test prompts of 64 users (240 tokens; the shared history 150; tokens run "
+                        "0.50x) | 40.0 s | 22.0 s | **0.55x** |")
+    assert lines[3] == ("| (b) one training epoch, 256 instructions of 32 users (8 per user; 240 / 236 tokens) | "
+                        "80.0 s (0.312 s each) | 48.0 s (0.188 s each) | **0.60x** |")
