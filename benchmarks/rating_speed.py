@@ -14,9 +14,9 @@ Both use llm.ipynb's model settings (bf16 where the CPU has it natively, the bas
 adapters on the top 10 blocks) and MovieLens through llm.ipynb's data path; prompts carry no recommender
 predictions (no factor-model fits needed) and answer the rating.
 
-Writes results/bench_rating_speed.json (seconds, ratios, tokens run; under bf16 the largest difference in
-expected rating of each scoring path from whole prompts in fp32: bf16 rounds differently for different
-shapes, while in fp32 the two paths agree to 1e-4).
+Writes results/bench_rating_speed.json (seconds, ratios, tokens run; under bf16 the difference in expected
+rating of each scoring path from an fp32 model (fp32 base, no autocast) on whole prompts: bf16 rounds
+differently for different shapes, while in fp32 the two paths agree to 1e-4).
 
     python benchmarks/rating_speed.py [--users 64] [--train-users 32] [--per-user 8] [--repeats 2]
 """
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     from cinephile.prompts import chat_examples
     from cinephile.ratings import pipeline
     from cinephile.ratings.config import RatingsConfig
-    from cinephile.ratings.scoring import score_ratings, shared_prefixes
+    from cinephile.ratings.branches import shared_prefixes
+    from cinephile.ratings.scoring import score_ratings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=64, help="scoring: the first N users, every test pair of each")
@@ -72,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(groups)} shared prefixes of {np.mean([p for p, _ in groups]):.0f} tokens; tokens run: "
           f"{shared_tokens / whole_tokens:.2f} of whole prompts", flush=True)
 
-    def score(min_shared, bf16=cfg.bf16, n=None):
+    def score(min_shared, n=None):
         t0 = time.perf_counter()
         out = score_ratings(model, tokenizer, prompts[:n], batch_size=cfg.batch_size, answers=answers,
-                            progress=False, bf16=bf16, min_shared=min_shared)
+                            progress=False, bf16=cfg.bf16, min_shared=min_shared)
         return time.perf_counter() - t0, out
 
     score(None, n=cfg.batch_size)  # warm-up
@@ -87,10 +88,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {name}: {seconds:.1f} s", flush=True)
     whole, shared = statistics.median(times["whole"]), statistics.median(times["shared"])
     from_fp32 = {}
-    if cfg.bf16:  # bf16 rounds differently for different shapes: both paths against whole prompts in fp32
-        fp32 = score(None, bf16=False)[1]["expected"]
+    if cfg.bf16:  # bf16 rounds differently for different shapes: both paths against an fp32 model on whole prompts
+        fp32_model, _ = pipeline.load_rating_model(dataclasses.replace(cfg, bf16=False, frozen_dtype="float32"))
+        fp32 = score_ratings(fp32_model, tokenizer, prompts, batch_size=cfg.batch_size, answers=answers,
+                             progress=False, bf16=False, min_shared=None)["expected"]
         from_fp32 = {name: {"max": float(np.abs(o["expected"] - fp32).max()),
                             "mean": float(np.abs(o["expected"] - fp32).mean())} for name, o in outs.items()}
+        print("expected rating against an fp32 model on whole prompts: " + ", ".join(
+            f"{k} max {v['max']:.4f} mean {v['mean']:.4f}" for k, v in from_fp32.items()), flush=True)
+        fp32_model = None
     scoring = {"prompts": len(prompts), "users": len(users), "mean_prompt_tokens": whole_tokens / len(ids),
                "shared_groups": len(groups), "mean_shared_tokens": float(np.mean([p for p, _ in groups])),
                "tokens_run_ratio": shared_tokens / whole_tokens, "min_shared": args.min_shared, "seconds": times,

@@ -92,12 +92,12 @@ def test_score_ratings_is_one_forward_pass_and_restores_train_mode(model, tokeni
 
 def test_answers_of_different_lengths_are_scored_exactly(model, tokenizer):
     from cinephile.batching import left_pad
-    from cinephile.ratings.scoring import _score_batch
+    from cinephile.ratings.branches import score_batch
     prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
     common, suffixes = [66, 674], [[5], [6, 7], [6, 8], [9, 10, 11], [9, 10, 12]]
     batch, mask = left_pad([p + common for p in prompts], 0, "cpu")
     with torch.inference_mode():
-        got = _score_batch(model, batch, mask, common, suffixes)
+        got = score_batch(model, batch, mask, common, suffixes)
         for row, p in enumerate(prompts):
             for j, suffix in enumerate(suffixes):
                 answer = common + suffix
@@ -114,7 +114,7 @@ SHARED = [HISTORY + f"Target movie: {t}\nGenres: {g}" for t, g in
 
 
 def test_shared_prefixes_groups_prompts_that_begin_alike():
-    from cinephile.ratings.scoring import shared_prefixes
+    from cinephile.ratings.branches import shared_prefixes
     ids = [[1, 2, 3, 4, 9], [7, 7], [1, 2, 3, 5], [1, 2, 3, 4, 8], [1, 2, 3], [1, 2, 6]]
     groups, rest = shared_prefixes(ids, max_group=3, min_shared=2)
     assert groups == [(2, [4, 3, 0]), (2, [2, 5])]  # in token order, at most three a group
