@@ -186,7 +186,8 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         bf16: autocast as ``models.autocast`` (False: fp32; True: bf16, fast on CPUs with native bf16).
         min_shared: prompts that begin with at least this many equal tokens (a user's test pairs share their
             whole history) run that prefix once, its KV cache shared by up to ``batch_size`` of them
-            (``shared_prefixes``); None: every prompt runs whole. The scores are the same either way.
+            (``shared_prefixes``), several groups per forward pass while they hold no more tokens than a batch
+            of whole prompts; None: every prompt runs whole. The scores are the same either way.
 
     Returns:
         dict(expected (N,) and argmax (N,) ratings, probs (N, n answers) softmax over the answers,
@@ -199,10 +200,17 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
     groups, rest = shared_prefixes(ids, batch_size, min_shared) if min_shared else ([], list(range(len(ids))))
-    jobs = groups + [(0, [rest[k] for k in b]) for b in length_batches([len(ids[k]) for k in rest], batch_size)]
+    jobs, budget = [], batch_size * max(map(len, ids))  # a pack of groups runs no more tokens than a whole batch
+    for shared, idx in groups:
+        cost = shared + sum(len(ids[k]) - shared for k in idx)
+        if not jobs or not jobs[-1][0] or jobs[-1][1] + cost > budget:
+            jobs.append([True, 0, []])
+        jobs[-1][1] += cost
+        jobs[-1][2] += idx
+    jobs += [[False, 0, [rest[k] for k in b]] for b in length_batches([len(ids[k]) for k in rest], batch_size)]
     with _inference(model):
-        for shared, idx in tqdm(jobs, desc="scoring ratings", disable=not progress):
-            with autocast(device, bf16):  # a group of one shared prefix, or a length batch run whole
+        for shared, _, idx in tqdm(jobs, desc="scoring ratings", disable=not progress):
+            with autocast(device, bf16):  # groups sharing their prefixes, or a length batch run whole
                 logprobs[idx] = score_prompts(model, [ids[k] for k in idx], common, suffixes, pad_id,
                                               min_shared if shared else None, device).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)

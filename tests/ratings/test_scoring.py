@@ -149,6 +149,23 @@ def test_a_shared_prefix_runs_once_and_scores_as_whole_prompts(kind, signed, tok
     np.testing.assert_allclose(shared["expected"], whole["expected"], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_two_histories_of_different_lengths_share_one_forward_pass(kind, tokenizer, request):
+    model = request.getfixturevalue("model" if kind == "llama" else "gpt2")
+    other = "Predict a rating.\nLiked: Up (2009)\nDisliked: none\nAvoided genres: Horror, Musical, War\n"
+    prompts = [SHARED[0], other + "Target movie: Heat (1995)", SHARED[1], other + "Target movie: Alien (1979)"]
+    widths = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        shared = score_ratings(model, tokenizer, prompts, batch_size=8, progress=False, min_shared=16)
+    finally:
+        hook.remove()
+    assert [w[0] for w in widths] == [2, 4]  # both histories (left-padded) in one pass, then the four targets
+    ref = np.stack([slow_logprobs(model, tokenizer, p) for p in prompts])
+    np.testing.assert_allclose(shared["logprobs"], ref, atol=1e-4)
+
+
 def test_a_shared_prefix_under_bf16_autocast_stays_close_to_whole_prompts(model, tokenizer):
     shared = score_ratings(model, tokenizer, SHARED, progress=False, bf16=True, min_shared=16)
     whole = score_ratings(model, tokenizer, SHARED, progress=False, bf16=True, min_shared=None)
