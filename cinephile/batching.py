@@ -40,9 +40,11 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool = F
         shuffle: random order; items are then sorted by length only inside pools of
             ``POOL_BATCHES`` batches and the batches are shuffled, so every epoch differs.
         seed: seed of the shuffle.
-        groups: a key per item: items with the same key are batched together (in their order, at most
-            ``batch_size`` a batch), never with another key's, e.g. a user's prompts that share their
-            history (``scoring.RatingLoss`` then runs it once); batches are shuffled, or ordered by length.
+        groups: a key per item: a key's items stay together in one batch (in their order; more than
+            ``batch_size`` of them are cut into chunks of ``batch_size``), and whole keys fill the batches,
+            e.g. users whose prompts share their history (``scoring.RatingLoss`` runs each history once).
+            Keys fill the batches in order of length, so every epoch has the same batches (``shuffle``
+            shuffles their order).
 
     Returns:
         Lists of indices; every index appears exactly once.
@@ -56,11 +58,15 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool = F
         members: dict = {}
         for i, key in enumerate(groups):
             members.setdefault(key, []).append(i)
-        out = [m[s:s + batch_size] for m in members.values() for s in range(0, len(m), batch_size)]
+        chunks = [m[s:s + batch_size] for m in members.values() for s in range(0, len(m), batch_size)]
+        chunks.sort(key=lambda c: max(lengths[i] for i in c))
+        out = []
+        for chunk in chunks:  # whole chunks fill the batches in turn, by length: the same batches every epoch
+            if not out or len(out[-1]) + len(chunk) > batch_size:
+                out.append([])
+            out[-1] += chunk
         if shuffle:
             rng.shuffle(out)
-        else:
-            out.sort(key=lambda b: max(lengths[i] for i in b))
         return out
     order = list(range(len(lengths)))
     if shuffle:

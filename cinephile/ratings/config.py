@@ -22,7 +22,7 @@ class RatingsConfig:
     movielens_alternatives: tuple[str, ...] = ("../shared/data/movielens",)  # local copies tried first
     test_per_user: int = 5  # each user's last ratings that are test pairs
     val_per_user: int = 5  # the ratings just before those: validation pairs
-    max_per_user: int | None = 7  # training instructions per user (see pick)
+    max_per_user: int | None = 8  # training instructions per user (see pick)
     pick: str = "latest"  # "latest": each user's most recent train ratings; "random": a seeded sample
     train_limit: int | None = None  # keep only the first N training instructions (quick runs)
     history_size: int = 20  # most recent earlier ratings considered per prompt
@@ -32,7 +32,7 @@ class RatingsConfig:
     show_counts: bool = True  # show how many ratings the user / movie averages rest on
     recent_ratings: int = 0  # show the latest N (<= 8) training-period ratings with their values instead of the
     # liked / disliked titles (0: liked and disliked)
-    shared_history: bool = False  # a user's training instructions show one history (before the earliest of them)
+    shared_history: bool = True  # a user's training instructions show one history (before the earliest of them)
     # and are batched together, so training runs it once per user (scoring.RatingLoss)
     surprise_baselines: tuple[str, ...] = ("KNNBaseline", "SVD", "SVD++")  # scikit-surprise models in the table
     tune_baselines: bool = True  # SVD / SVD++ settings chosen on the validation pairs (tuning.GRIDS)

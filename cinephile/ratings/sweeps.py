@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -117,7 +118,8 @@ def optuna_study(cfg: RatingsConfig, split: pipeline.Split, *, params: dict[str,
     raw = pipeline.rating_examples(base, split, which=("train", "val"), params=params)
     val = [raw["val"][i] for i in np.random.default_rng(seed).permutation(len(raw["val"]))[:n_val]]
     fixed = {"model_name": cfg.model_name, "layers": cfg.lora_layers, "residual_to": cfg.residual_to,
-             "max_len": cfg.max_len, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "dropout": cfg.lora_dropout}
+             "max_len": cfg.max_len, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "dropout": cfg.lora_dropout,
+             "shared_history": cfg.shared_history, "recent": cfg.recent_ratings}
     trials = []
 
     def objective(trial) -> float:
@@ -160,12 +162,18 @@ def reference_rows(val_raw: list[dict], names: tuple[str, ...]) -> list[dict]:
 
 
 def variants_study(cfg: RatingsConfig, split: pipeline.Split, variants: dict[str, dict], *, n_val: int = 240,
-                   predictors: tuple[str, ...] = ("bias", "SVD", "SVD++"), path: str = "results/ratings_variants.json"
-                   ) -> list[dict]:
+                   predictors: tuple[str, ...] = ("bias", "SVD", "SVD++"), path: str = "results/ratings_variants.json",
+                   only: list[str] | None = None) -> list[dict]:
     """Instructions for the variants (2 latest per user, counts, ``predictors``; built once more with one history
     per user when a variant asks for ``shared_history``), the reference rows and each variant's row, written to
-    ``path``."""
+    ``path``. ``only``: re-run these variants and keep the other rows of ``path``."""
     t0 = time.time()
+    if only:
+        unknown = sorted(set(only) - set(variants))
+        if unknown:
+            raise ValueError(f"no variants named {unknown}; choose from {list(variants)}")
+        kept = {r["variant"]: r for r in io.read_json(path)["rows"]} if Path(path).is_file() else {}
+        variants = {k: v for k, v in variants.items() if k in only}
     base = dataclasses.replace(cfg, max_per_user=2, pick="latest", show_counts=True, predictors=predictors,
                                predictor_folds=1, residual_to=None, recent_ratings=0, shared_history=False)
     raw = pipeline.rating_examples(base, split, which=("train", "val"))
@@ -179,6 +187,9 @@ def variants_study(cfg: RatingsConfig, split: pipeline.Split, variants: dict[str
                                                       which=("train",))["train"]
         logger.warning("variant %s: %s", name, settings)
         rows.append({"variant": name, **train_and_validate(trains[shared], val, **settings)})
+    if only:
+        fresh = {r["variant"]: r for r in rows}
+        rows = [fresh.get(name, row) for name, row in kept.items()] + [r for n, r in fresh.items() if n not in kept]
     io.save_json(path, {"rows": rows, "wall_s": time.time() - t0})
     return rows
 
@@ -191,13 +202,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m cinephile.ratings.sweeps", description=main.__doc__)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--timeout-min", type=float, default=None, help="start no trial after this many minutes")
-    ap.add_argument("--variants", action="store_true", help="run the named variants, not the study")
+    ap.add_argument("--variants", nargs="*", default=None, metavar="NAME",
+                    help="run the named variants (all of VARIANTS, or these, keeping the file's other rows), not the study")
     ap.add_argument("--out", default=None, help="default: results/ratings_study.json (results/ratings_variants.json)")
     args = ap.parse_args(argv)
     cfg = RatingsConfig().resolved()
     split = pipeline.load_and_split(cfg)
-    if args.variants:
-        rows = variants_study(cfg, split, VARIANTS, path=args.out or "results/ratings_variants.json")
+    if args.variants is not None:
+        rows = variants_study(cfg, split, VARIANTS, path=args.out or "results/ratings_variants.json",
+                              only=args.variants or None)
         for row in rows:
             print(f"{row['variant']}: validation RMSE {row['val_rmse']:.4f}")
         return

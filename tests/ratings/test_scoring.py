@@ -289,10 +289,13 @@ def test_rating_loss_runs_a_shared_history_once_with_the_same_loss_and_gradients
 
 def test_grouped_batches_keep_a_key_together():
     from cinephile.batching import length_batches
-    keys = ["a", "b", "a", "c", "a", "b", "a"]
-    got = length_batches([5, 1, 6, 2, 7, 3, 8], 3, shuffle=True, seed=1, groups=keys)
-    assert sorted(map(sorted, got)) == [[0, 2, 4], [1, 5], [3], [6]]  # each batch one key, at most 3, in order
-    assert length_batches([5, 1, 6, 2, 7, 3, 8], 3, groups=keys) == [[3], [1, 5], [0, 2, 4], [6]]  # by length
+    keys = ["a", "b", "a", "c", "a", "b", "a"]  # a: 4 items (a chunk of 3 and one of 1), b: 2, c: 1
+    for seed in range(5):
+        got = length_batches([5, 1, 6, 2, 7, 3, 8], 3, shuffle=True, seed=seed, groups=keys)
+        assert sorted(i for b in got for i in b) == list(range(7)) and all(len(b) <= 3 for b in got)
+        where = {i: n for n, b in enumerate(got) for i in b}
+        assert where[0] == where[2] == where[4] and where[1] == where[5]  # a chunk, and a key, stay together
+    assert length_batches([5, 1, 6, 2, 7, 3, 8], 3, groups=keys) == [[3, 1, 5], [0, 2, 4], [6]]  # by length, filled
     with pytest.raises(ValueError, match="groups has 2 keys for 7 items"):
         length_batches([5, 1, 6, 2, 7, 3, 8], 3, groups=["a", "b"])
 
@@ -317,7 +320,7 @@ def test_training_with_group_by_batches_each_users_examples_together(model, toke
 
     train(tuned, tokenizer, examples, [], TrainConfig(epochs=1, batch_size=4, device="cpu", max_len=256,
                                                       group_by="user_id"), loss_fn=spy)
-    assert sorted(s[0] for s in seen) == [1, 1, 1, 4]  # user 7's four prompts in one batch, the others alone
+    assert sorted(s[0] for s in seen) == [3, 4]  # user 7's four prompts fill one batch, the three others the next
     with pytest.raises(ValueError, match="training example 0 has no 'user_id' to batch by"):
         train(tuned, tokenizer, [{k: v for k, v in e.items() if k != "user_id"} for e in examples], [],
               TrainConfig(epochs=1, batch_size=4, device="cpu", group_by="user_id"), loss_fn=loss_fn)

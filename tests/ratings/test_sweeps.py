@@ -119,6 +119,26 @@ def test_the_variants_study_trains_the_shared_history_variant_on_instructions_bu
     assert variant_config({}).train_config().group_by is None
 
 
+def test_rerunning_some_variants_keeps_the_other_rows(monkeypatch, tmp_path):
+    from cinephile import io
+    from cinephile.ratings import sweeps
+    from cinephile.ratings.config import RatingsConfig
+
+    val = [{**GOOD, "predictions": {"bias": 3.5, "SVD": 3.8, "SVD++": 3.9}} for _ in range(3)]
+    monkeypatch.setattr(sweeps.pipeline, "rating_examples", lambda cfg, split, which, params=None:
+                        {"train": [GOOD], "val": val})
+    rmse = iter([1.0, 2.0, 3.0, 4.0, 5.0, 9.0])
+    monkeypatch.setattr(sweeps, "train_and_validate", lambda tr, va, **s: {**s, "val_rmse": next(rmse), "val_n": 3})
+    path = str(tmp_path / "v.json")
+    sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path)
+    last = list(sweeps.VARIANTS)[-1]
+    rows = sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path, only=[last])
+    assert [r["val_rmse"] for r in rows][3:] == [1.0, 2.0, 3.0, 4.0, 9.0]  # only the last variant re-ran
+    assert io.read_json(path)["rows"] == rows and len(rows) == 3 + len(sweeps.VARIANTS)
+    with pytest.raises(ValueError, match=r"no variants named \['nope'\]"):
+        sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path, only=["nope"])
+
+
 def test_optuna_study_searches_on_validation_and_keeps_the_best_trial(monkeypatch, tmp_path):
     from cinephile.ratings import sweeps
     from cinephile.ratings.config import RatingsConfig
@@ -144,6 +164,7 @@ def test_optuna_study_searches_on_validation_and_keeps_the_best_trial(monkeypatc
     assert built == {"max_per_user": 4, "which": ("train", "val")}  # instructions for the largest per_user
     assert record["n_trials"] == len(seen) == 6
     assert all(s["alpha"] == 2 * s["r"] and s["per_user"] in (1, 2, 4) and 1e-4 <= s["lr"] <= 2e-3 for s in seen)
+    assert all(s["shared_history"] == cfg.shared_history and s["recent"] == 0 for s in seen)  # the notebook's
     assert all(s["residual_to"] == "SVD++" and s["layers"] == cfg.lora_layers for s in seen)  # the notebook's
     assert record["best"]["val_rmse"] == min(t["val_rmse"] for t in record["trials"])
     assert [r["variant"] for r in record["references"]] == ["bias (recommender)", "SVD (recommender)",
