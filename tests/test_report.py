@@ -30,7 +30,7 @@ def test_render_all_renders_the_files_present(tmp_path):
                                      r"file with llm\.ipynb"),
     ("bench_index.json", {"rows": [{k: v for k, v in INDEX["rows"][0].items() if k != "build_s"}]},
      r"bench_index\.json has no key 'build_s'.*with benchmarks/index_scale\.py"),
-    ("ratings_variants.json", {}, r"ratings_variants\.json has no key 'rows'.*llm\.ipynb \(RUN_VARIANTS = True\)"),
+    ("ratings_variants.json", {}, r"ratings_variants\.json has no key 'rows'.*python -m cinephile\.ratings\.sweeps --variants"),
     ("bench_index.json", {"rows": [{**INDEX["rows"][0], "build_s": "fast"}]},
      r"bench_index\.json holds a value its table cannot show \(ValueError: .+\); regenerate the file with "
      r"benchmarks/index_scale\.py"),

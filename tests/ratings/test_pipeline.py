@@ -34,7 +34,8 @@ def cfg(tmp_path):
     return RatingsConfig(movielens_dir=str(folder), movielens_alternatives=(), predictors=("bias",),
                                   residual_to="bias", surprise_baselines=(), lora_layers=None, lora_r=4,
                                   lora_alpha=8, data_out=str(tmp_path / "data"), batch_size=2, max_len=256,
-                                  n_zero_shot=1, test_per_user=1, val_per_user=1).resolved()
+                                  n_zero_shot=1, test_per_user=1, val_per_user=1,
+                                  shared_history=False).resolved()  # two users: grouped batches would alternate them
 
 
 @pytest.fixture
