@@ -126,15 +126,14 @@ def shared_prefixes(ids: list[list[int]], max_group: int, min_shared: int) -> tu
     return groups, sorted(rest)
 
 
-def score_prompts(model, prompts: list[list[int]], common: list[int], suffixes: list[list[int]], pad_id: int,
-                  min_shared: int | None, device) -> torch.Tensor:
+def score_prompts(model, prompts: list[list[int]], groups: list[tuple[int, list[int]]], rest: list[int],
+                  common: list[int], suffixes: list[list[int]], pad_id: int, device) -> torch.Tensor:
     """``score_batch`` of one batch of prompts (token ids without ``common``): (B, n_suffixes), in prompt order.
 
-    Prompts that begin with ``min_shared`` or more equal tokens (``shared_prefixes``) run that prefix once and
-    continue its KV cache: every group's prefix in one forward pass (left-padded), then every member's rest in
-    another; the others run whole, together. Differentiable, so training takes the same path.
+    ``groups`` and ``rest`` split the prompts as ``shared_prefixes`` does: each group runs its prefix once and
+    its members continue the KV cache (every group's prefix in one forward pass, left-padded, then every
+    member's rest in another); the ``rest`` run whole, together. Differentiable, so training takes the same path.
     """
-    groups, rest = shared_prefixes(prompts, len(prompts), min_shared) if min_shared else ([], list(range(len(prompts))))
     parts, order = [], []
     if groups:
         pids, pmask = left_pad([prompts[idx[0]][:shared] for shared, idx in groups], pad_id, device)

@@ -157,7 +157,9 @@ class RatingLoss:
                                  "RatingLoss.check_examples before training")
         starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
         prompts = [row[:s].tolist() for row, s in zip(batch["input_ids"], starts)]
-        logp = score_prompts(model, prompts, self.common, self.suffixes, self.pad_id, self.min_shared,
+        groups, rest = (shared_prefixes(prompts, len(prompts), self.min_shared) if self.min_shared
+                        else ([], list(range(len(prompts)))))
+        logp = score_prompts(model, prompts, groups, rest, self.common, self.suffixes, self.pad_id,
                              batch["input_ids"].device)  # (B, n answers) log P(answer | prompt)
         values = self.values.to(logp)
         rating = batch["rating"].double()
@@ -200,19 +202,23 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
     groups, rest = shared_prefixes(ids, batch_size, min_shared) if min_shared else ([], list(range(len(ids))))
-    jobs, budget = [], batch_size * max(map(len, ids))  # a pack of groups runs no more tokens than a whole batch
+    packs, cost, budget = [], 0, batch_size * max(map(len, ids))  # a pack runs no more tokens than a whole batch
     for shared, idx in groups:
-        cost = shared + sum(len(ids[k]) - shared for k in idx)
-        if not jobs or not jobs[-1][0] or jobs[-1][1] + cost > budget:
-            jobs.append([True, 0, []])
-        jobs[-1][1] += cost
-        jobs[-1][2] += idx
-    jobs += [[False, 0, [rest[k] for k in b]] for b in length_batches([len(ids[k]) for k in rest], batch_size)]
+        tokens = shared + sum(len(ids[k]) - shared for k in idx)
+        if not packs or cost + tokens > budget:
+            packs.append(([], []))
+            cost = 0
+        packs[-1][0].append((shared, idx))
+        cost += tokens
+    packs += [([], [rest[k] for k in b]) for b in length_batches([len(ids[k]) for k in rest], batch_size)]
     with _inference(model):
-        for shared, _, idx in tqdm(jobs, desc="scoring ratings", disable=not progress):
-            with autocast(device, bf16):  # groups sharing their prefixes, or a length batch run whole
-                logprobs[idx] = score_prompts(model, [ids[k] for k in idx], common, suffixes, pad_id,
-                                              min_shared if shared else None, device).double().cpu().numpy()
+        for pack, whole in tqdm(packs, desc="scoring ratings", disable=not progress):
+            members = [k for _, idx in pack for k in idx] + whole  # groups sharing their prefixes, or a batch run whole
+            local = {k: j for j, k in enumerate(members)}
+            with autocast(device, bf16):
+                logprobs[members] = score_prompts(
+                    model, [ids[k] for k in members], [(shared, [local[k] for k in idx]) for shared, idx in pack],
+                    [local[k] for k in whole], common, suffixes, pad_id, device).double().cpu().numpy()
     probs = softmax(logprobs, axis=1)
     values = np.array(answers.values)
     return dict(expected=answers.ratings(probs @ values, anchors), argmax=answers.ratings(values[probs.argmax(1)], anchors),
