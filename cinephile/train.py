@@ -65,10 +65,8 @@ class TrainConfig:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite; ``history`` holds what was recorded until then.
-
-    ``train`` leaves the model in eval mode with its best finite adapter before raising this.
-    """
+    """The loss or the gradients became NaN or infinite; ``history`` holds what was recorded until then
+    (``train`` leaves the model in eval mode with its best finite adapter before raising this)."""
 
     def __init__(self, message: str, history: dict):
         super().__init__(message)
@@ -152,7 +150,8 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
             for a rating loss).
         cfg: the training configuration; ``max_len`` is capped at the model's positions (warning).
         loss_fn: ``loss_fn(model, batch) -> (mean loss, units)``; the default is ``token_loss``
-            (e.g. ``scoring.RatingLoss`` trains the expected rating on its squared error).
+            (e.g. ``scoring.RatingLoss`` trains the expected rating on its squared error). A loss with
+            ``trainable_modules()`` (e.g. ``ratings.head.HeadLoss``) trains those layers with the adapters.
 
     Returns:
         History: ``{"step", "train_loss", "epoch_val_loss", "best_epoch", "best_val_loss", ...}``.
@@ -174,7 +173,8 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
     device = pick_device(cfg.device)
     model.to(device)
     torch.manual_seed(cfg.seed)
-    params = adapter_parameters(model)
+    extra = [m.to(device) for m in getattr(loss_fn, "trainable_modules", list)()]  # a loss's own layers (a head)
+    params = adapter_parameters(model) + [p for m in extra for p in m.parameters()]
     distributed.broadcast_parameters(params)
     rank, world = distributed.rank_world()
     global_batch = cfg.batch_size * world
@@ -187,7 +187,12 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
                "best_epoch": 0,
                "best_val_loss": evaluate_loss(model, val, pad_id, loss_fn=loss_fn, bf16=cfg.bf16) if val else math.nan}
     history["initial_val_loss"] = history["best_val_loss"]
-    best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+
+    def snapshot() -> tuple[dict, list[dict]]:  # the adapter and the loss's own layers
+        return ({k: v.clone() for k, v in adapter_state_dict(model).items()},
+                [{k: v.clone() for k, v in m.state_dict().items()} for m in extra])
+
+    best = snapshot()
 
     def diverged(what: str, value: float, epoch: int, step: int) -> TrainingDiverged:
         return TrainingDiverged(
@@ -243,7 +248,7 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
             logger.info("epoch %d: val loss %.4f", epoch, val_loss)
             if not val or val_loss < history["best_val_loss"]:
                 history["best_epoch"], history["best_val_loss"] = epoch, val_loss
-                best = {k: v.clone() for k, v in adapter_state_dict(model).items()}
+                best = snapshot()
     except BaseException as err:
         if not isinstance(err, TrainingDiverged):
             logger.error("training stopped at epoch %d (%s); the adapter is restored to %s",
@@ -251,7 +256,9 @@ def train(model: nn.Module, tokenizer, train_examples: list[dict], val_examples:
         raise
     finally:
         bar.close()
-        load_adapter_state(model, best, "best checkpoint")
+        load_adapter_state(model, best[0], "best checkpoint")
+        for m, state in zip(extra, best[1]):
+            m.load_state_dict(state)
         model.eval()
     return history
 
@@ -265,11 +272,8 @@ def restored(history: dict) -> str:
 
 
 def save_run(model: nn.Module, run_dir, *, weights_name: str, config: dict) -> dict:
-    """Save the trained adapter twice (``.pth`` file and PEFT directory) and ``config.json`` in ``run_dir``.
-
-    Returns:
-        ``{"weights": Path, "adapter": Path, "config": Path}``.
-    """
+    """Save the trained adapter twice (``.pth`` file and PEFT directory) and ``config.json`` in ``run_dir``:
+    ``{"weights": Path, "adapter": Path, "config": Path}``."""
     run_dir = Path(run_dir)
     return {"weights": save_lora_weights(model, run_dir / weights_name),
             "adapter": save_adapter(model, run_dir / "adapter"),
