@@ -6,67 +6,23 @@ each rendered table appears in the README verbatim, so a figure there can never 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from cinephile.io import read_json
+from cinephile.markdown import num, table
+from cinephile.ratings.tables import (large_run_table, rating_speed_table, ratings_tables, study_table,
+                                      variants_table)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def _num(value, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _ratings_models(models: list[dict]) -> str:
-    seeded = any(m.get("n_seeds") for m in models)
-    header = ["model", "RMSE", "MAE", "Pearson", "Spearman", "n pairs"] + (["RMSE over seeds, mean ± sd"] if seeded else [])
-    return _table(header, [[m["model"], _num(m["rmse"], 4), _num(m["mae"]), _num(m["pearson"]), _num(m["spearman"]),
-                            str(m["n"])] + ([f"{m['rmse_seeds_mean']:.4f} ± {m['rmse_seeds_sd']:.4f} "
-                                             f"({int(m['n_seeds'])} seeds)" if m.get("n_seeds") else ""] if seeded else [])
-                           for m in models])
-
-
-def _ratings_intervals(intervals: list[dict]) -> str:
-    by_user = any(i.get("n_users") for i in intervals)
-    return _table(["RMSE(model) − RMSE(baseline), same test pairs", "difference",
-                   "paired bootstrap 95% interval" + (" (users resampled)" if by_user else ""), "beats?"],
-                  [[f"{i['model']} vs {i['against']}", f"{i['rmse_diff']:+.4f}",
-                    f"[{i['ci95_lo']:+.4f}, {i['ci95_hi']:+.4f}]",
-                    "**yes** (interval below 0)" if i["beats"] else "no (interval includes 0)"]
-                   for i in intervals])
-
-
-def ratings_tables(record: dict) -> str:
-    """The model table and the paired-interval table of ``results/ratings.json``, then the same per slice."""
-    parts = [_ratings_models(record["models"]), _ratings_intervals(record["intervals"])]
-    for name, part in record.get("slices", {}).items():
-        parts.append(f"Slice: {name} ({part['n']} pairs)\n\n" + _ratings_models(part["models"])
-                     + ("\n\n" + _ratings_intervals(part["intervals"]) if part["intervals"] else ""))
-    return "\n\n".join(parts)
-
-
-def variants_table(record: dict) -> str:
-    """``results/ratings_variants.json``: validation RMSE of each variant and of the recommenders."""
-    return _table(["variant (validation split)", "training instructions", "training time", "validation RMSE",
-                   "n pairs"],
-                  [[r["variant"], str(r.get("n_train", "–")),
-                    f"{r['train_s'] / 60:.1f} min" if r.get("train_s") is not None else "–",
-                    _num(r["val_rmse"], 4), str(r["val_n"])] for r in record["rows"]])
-
-
 def index_table(record: dict) -> str:
     """``results/bench_index.json``: numpy exact vs FAISS flat vs FAISS IVF."""
-    return _table(["backend", "build", "memory added", "query latency (1 query, k=10)", "batch throughput",
-                   "recall@10 vs exact"],
-                  [[r["backend"], f"{r['build_s']:.1f} s", f"{r['memory_added_mb']:.0f} MB",
-                    f"{r['query_ms_median']:.2f} ms", f"{r['batch_queries_per_s']:.0f} queries/s",
-                    _num(r["recall_at_10"])] for r in record["rows"]])
+    return table(["backend", "build", "memory added", "query latency (1 query, k=10)", "batch throughput",
+                  "recall@10 vs exact"],
+                 [[r["backend"], f"{r['build_s']:.1f} s", f"{r['memory_added_mb']:.0f} MB",
+                   f"{r['query_ms_median']:.2f} ms", f"{r['batch_queries_per_s']:.0f} queries/s",
+                   num(r["recall_at_10"])] for r in record["rows"]])
 
 
 def trainer_table(record: dict) -> str:
@@ -83,7 +39,7 @@ def trainer_table(record: dict) -> str:
         r = best["trainer_bf16_autocast"]
         rows.append(["transformers.Trainer + PEFT, `bf16=True` (CPU autocast)", f"{r['wall_s']:.1f} s",
                      f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mb']:.0f} MB", f"{r['val_loss']:.4f}"])
-    main = _table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
+    main = table(["training run", "wall time", "non-pad tokens/s", "peak RSS", "validation loss"], rows)
     if best:
         settings = {"plain": "fp32", "bf16_autocast": "bf16 autocast", "fused_adamw": "fused AdamW", "compile": "compile",
                     "bf16_base": "bf16 base"}
@@ -111,11 +67,11 @@ def trainer_table(record: dict) -> str:
     names = {"fused_adamw": "fused AdamW (`fused=True`)", "compile": "`torch.compile` (dynamic shapes, compile time included)",
              "bf16_autocast": "bf16 autocast (CPU with native bf16)",
              "bf16_base": "bf16 autocast, frozen base held in bf16, fp32 adapters"}
-    tried = _table(["tried on our side", "wall time", "non-pad tokens/s", "speed vs ours as shipped",
-                    "validation loss vs ours"],
-                   [[names.get(k, k), f"failed: {r['error']}", "", "", ""] if "error" in r else
-                    [names.get(k, k), f"{r['wall_s']:.1f} s", f"{r['tokens_per_s']:.0f}", f"{r['speed_over_plain']:.2f}x",
-                     f"{100 * r['val_loss_relative_to_plain']:+.2f}%"] for k, r in record["tried"].items()])
+    tried = table(["tried on our side", "wall time", "non-pad tokens/s", "speed vs ours as shipped",
+                   "validation loss vs ours"],
+                  [[names.get(k, k), f"failed: {r['error']}", "", "", ""] if "error" in r else
+                   [names.get(k, k), f"{r['wall_s']:.1f} s", f"{r['tokens_per_s']:.0f}", f"{r['speed_over_plain']:.2f}x",
+                    f"{100 * r['val_loss_relative_to_plain']:+.2f}%"] for k, r in record["tried"].items()])
     return (main + "\n\n" + tried + f"\n\nPadding in our length-grouped batches: {100 * record['padding_share']:.1f}% of "
             f"the tokens (the most sequence packing could remove); native bf16 on this CPU: "
             f"{'yes' if record['native_bf16'] else 'no'}.")
@@ -134,14 +90,14 @@ def lora_speed_table(record: dict) -> str:
                      f"{o['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MB ({ratio['peak_rss_ours_over_peft']:.2f}x)",
                      f"{1000 * o['merge_s']:.0f} / {1000 * p['merge_s']:.0f} ms",
                      f"{o['adapter_bytes'] / 1e6:.1f} MB, {o['adapter_bytes'] / o['lora_params']:.2f} B/param"])
-    return _table(["model (targets)", "ours steps/s", "PEFT steps/s", "speed ratio", "peak RSS ours / PEFT",
-                   "merge ours / PEFT", "adapter file"], rows)
+    return table(["model (targets)", "ours steps/s", "PEFT steps/s", "speed ratio", "peak RSS ours / PEFT",
+                  "merge ours / PEFT", "adapter file"], rows)
 
 
 def pipeline_speed_table(record: dict) -> str:
     """``results/bench_pipeline_speed.json``: one epoch and retrieval against the toy recipe."""
     e, r = record["epoch"], record["retrieval"]
-    return _table(["measurement", "ours", "toy recipe", "ratio"], [
+    return table(["measurement", "ours", "toy recipe", "ratio"], [
         [f"(a) one training epoch, {e['examples']} trivia examples ({e['mean_tokens']:.0f} tokens on average), "
          f"batch {e['batch']}",
          f"{e['ours_s']:.1f} s measured: dynamic padding, length-grouped batches, loss and LM-head logits on response "
@@ -157,20 +113,6 @@ def pipeline_speed_table(record: dict) -> str:
          f"**{r['speedup']:.1f}x**"]])
 
 
-def rating_speed_table(record: dict) -> str:
-    """``results/bench_rating_speed.json``: scoring and training with a user's history run once, against whole prompts."""
-    s, t = record["scoring"], record["training"]
-    own, shared = t["own history"], t["shared history"]
-    return _table(["measurement", "whole prompts, each its own history", "one history per user, run once", "ratio"], [
-        [f"(a) scoring {s['prompts']:,} test prompts of {s['users']} users ({s['mean_prompt_tokens']:.0f} tokens; "
-         f"the shared history {s['mean_shared_tokens']:.0f}; tokens run {s['tokens_run_ratio']:.2f}x)",
-         f"{s['whole_s']:.1f} s", f"{s['shared_s']:.1f} s", f"**{s['ratio']:.2f}x**"],
-        [f"(b) one training epoch, {own['instructions']:,} instructions of {own['users']} users "
-         f"({t['per_user']} per user; {own['mean_prompt_tokens']:.0f} / {shared['mean_prompt_tokens']:.0f} tokens)",
-         f"{own['seconds']:.1f} s ({own['per_instruction_s']:.3f} s each)",
-         f"{shared['seconds']:.1f} s ({shared['per_instruction_s']:.3f} s each)", f"**{t['ratio']:.2f}x**"]])
-
-
 def interval_text(p: dict) -> str:
     """A paired difference and its 95% interval in points: ``"+4.8 [-3.8, +14.3]"``."""
     return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
@@ -183,25 +125,25 @@ def trivia_tables(record: dict) -> str:
     for key, label in sets.items():
         for r in record["results"].get(key, []):
             rows.append([label, r["row"], f"{r['em']:.1f}", f"{r['f1']:.1f}", str(r["n"])])
-    results = _table(["evaluation set", "row", "EM", "F1", "n"], rows)
-    paired = _table(["EM(tuned + retrieved) − EM(base + retrieved)", "difference", "paired bootstrap 95% interval",
-                     "beats?"],
-                    [[sets[k], f"{p['diff']:+.1f}", f"[{p['lo']:+.1f}, {p['hi']:+.1f}]",
-                      "**yes** (interval above 0)" if p["beats"] else "no (interval includes 0)"]
-                     for k, p in record["paired_em_tuned_vs_base"].items()])
+    results = table(["evaluation set", "row", "EM", "F1", "n"], rows)
+    paired = table(["EM(tuned + retrieved) − EM(base + retrieved)", "difference", "paired bootstrap 95% interval",
+                    "beats?"],
+                   [[sets[k], f"{p['diff']:+.1f}", f"[{p['lo']:+.1f}, {p['hi']:+.1f}]",
+                     "**yes** (interval above 0)" if p["beats"] else "no (interval includes 0)"]
+                    for k, p in record["paired_em_tuned_vs_base"].items()])
     off = record.get("off_the_shelf")
     if off:
         tuned_row = "EM / F1(tuned + retrieved) − " + off["best_row"] + " (best off-the-shelf on validation)"
-        paired += "\n\n" + _table(
+        paired += "\n\n" + table(
             [tuned_row, "EM difference [95% interval]", "F1 difference [95% interval]", "beats?"],
             [[sets[k], interval_text(p["em"]), interval_text(p["f1"]),
               "**yes** (EM interval above 0)" if p["em"]["beats"] else
               ("no: behind (EM interval below 0)" if p["em"]["hi"] < 0 else "no (EM interval includes 0)")]
              for k, p in off["paired_tuned_vs_best"].items()])
     ext = (record["retrieval"].get("external") or {}).get("retrieval_192", {})
-    retrieval = _table(["retriever", "HotpotQA R@1 (192-token chunks)", "R@2", "R@3"],
-                       [[name, _num(r["recall@1"]), _num(r["recall@2"]), _num(r["recall@3"])]
-                        for name, r in ext.items()])
+    retrieval = table(["retriever", "HotpotQA R@1 (192-token chunks)", "R@2", "R@3"],
+                      [[name, num(r["recall@1"]), num(r["recall@2"]), num(r["recall@3"])]
+                       for name, r in ext.items()])
     s = record["settings"]
     fed = (f"Reader context: top {s['top_k']} chunks of {s['chunk_tokens']} tokens, BM25 weight "
            f"{s['lexical_weight']}; it holds the evidence for "
@@ -213,11 +155,11 @@ def trivia_tables(record: dict) -> str:
 
 def trivia_ablation_table(record: dict) -> str:
     """``results/trivia_ablation.json``: one reader per step, film-disjoint validation EM / F1."""
-    return _table(["step (each adds one change)", "training questions", "training time", "fed-context recall",
-                   "EM", "F1", "EM single-hop", "EM comparison"],
-                  [[r["name"], str(r["n_train"]), f"{r['train_min']:.1f} min", _num(r["val_context_recall"], 2),
-                    f"{r['em_all']:.1f}", f"{r['f1_all']:.1f}", f"{r['em_single']:.1f}",
-                    f"{r['em_comparison']:.1f}"] for r in record["rows"]])
+    return table(["step (each adds one change)", "training questions", "training time", "fed-context recall",
+                  "EM", "F1", "EM single-hop", "EM comparison"],
+                 [[r["name"], str(r["n_train"]), f"{r['train_min']:.1f} min", num(r["val_context_recall"], 2),
+                   f"{r['em_all']:.1f}", f"{r['f1_all']:.1f}", f"{r['em_single']:.1f}",
+                   f"{r['em_comparison']:.1f}"] for r in record["rows"]])
 
 
 def span_decoding_table(record: dict) -> str:
@@ -227,7 +169,7 @@ def span_decoding_table(record: dict) -> str:
         d = record[key]
         rows.append([f"difference ({key[:2].upper()}), paired bootstrap 95% interval", "", "",
                      f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"])
-    return _table(["decoding (film-disjoint validation)", "EM", "F1", "n"], rows)
+    return table(["decoding (film-disjoint validation)", "EM", "F1", "n"], rows)
 
 
 def attention_table(record: dict) -> str:
@@ -236,8 +178,8 @@ def attention_table(record: dict) -> str:
     rows = [[kernel, f"{med[kernel]['train_step_s']:.2f} s", f"{med[kernel]['generate_s']:.2f} s"]
             for kernel in ("sdpa", "eager")]
     rows.append(["speed-up eager / SDPA", f"**{speed['train_step_s']:.2f}x**", f"**{speed['generate_s']:.2f}x**"])
-    return _table([f"attention ({record['model']}, batch {record['batch']} x {record['seq_len']} tokens)",
-                   "training step", "generate 16 tokens"], rows)
+    return table([f"attention ({record['model']}, batch {record['batch']} x {record['seq_len']} tokens)",
+                  "training step", "generate 16 tokens"], rows)
 
 
 def instruct_reader_table(record: dict) -> str:
@@ -257,10 +199,10 @@ def instruct_reader_table(record: dict) -> str:
                      f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
                      interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
-    return _table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
-                   "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
-                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
-                   "training time per step (with validation loss)"], rows)
+    return table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
+                  "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
+                  "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
+                  "training time per step (with validation loss)"], rows)
 
 
 def roofline_table(record: dict) -> str:
@@ -274,22 +216,10 @@ def roofline_table(record: dict) -> str:
                      f"**{m['train_share_of_matmul_rate']:.0%}**", f"{m['generate_share_of_matmul_rate']:.0%}",
                      f"{m['generate_s']:.2f} s" + (f" ({m['generate_without_head_fix_s']:.2f} s)"
                                                    if "generate_without_head_fix_s" in m else ""), top])
-    return _table([f"reader (batch {record['batch']} x {record['seq_len']} tokens, {dtype})", "matmul work per step",
-                   "step", "GFLOP/s: step / plain matmul", "share of the matmul rate", "generation's share",
-                   f"generation, {record['new_tokens']} tokens (without the contiguous head input)",
-                   "step profile (self time)"], rows)
-
-
-def study_table(record: dict) -> str:
-    """``results/ratings_study.json``: the optuna trials on the validation pairs, best first, and the references."""
-    trials = sorted(record["trials"], key=lambda t: t["val_rmse"])
-    rows = [[f"trial {t['trial']}" + (" (best)" if t["trial"] == record["best"]["trial"] else ""), str(t["r"]),
-             f"{t['lr']:.2g}", str(t["per_user"]), f"{t['rating_lambda']:.2g}", str(t["n_train"]),
-             f"{t['train_s'] / 60:.1f} min", _num(t["val_rmse"], 4), str(t["val_n"])] for t in trials]
-    rows += [[r["variant"], "–", "–", "–", "–", "–", "–", _num(r["val_rmse"], 4), str(r["val_n"])]
-             for r in record["references"]]
-    return _table(["trial (validation split)", "rank", "learning rate", "instructions per user", "lambda",
-                   "training instructions", "training time", "validation RMSE", "n pairs"], rows)
+    return table([f"reader (batch {record['batch']} x {record['seq_len']} tokens, {dtype})", "matmul work per step",
+                  "step", "GFLOP/s: step / plain matmul", "share of the matmul rate", "generation's share",
+                  f"generation, {record['new_tokens']} tokens (without the contiguous head input)",
+                  "step profile (self time)"], rows)
 
 
 def notebook_wall_table(record: dict) -> str:
@@ -299,8 +229,8 @@ def notebook_wall_table(record: dict) -> str:
     rows = [[k.removesuffix("_s").replace("_", " "), f"{old['timings_s'][k] / 60:.2f}", f"{predicted[k] / 60:.2f}",
              f"{new['timings_s'][k] / 60:.2f}", f"{new['timings_s'][k] / old['timings_s'][k]:.2f}x"] for k in stages]
     rows[-1] = [f"**{c}**" for c in rows[-1]]
-    return _table(["main.ipynb stage (minutes)", old["label"], "predicted from the roofline", new["label"],
-                   "measured ratio"], rows)
+    return table(["main.ipynb stage (minutes)", old["label"], "predicted from the roofline", new["label"],
+                  "measured ratio"], rows)
 
 
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
@@ -309,7 +239,8 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_trainer.json": trainer_table, "bench_lora_train_speed.json": lora_speed_table,
              "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
              "trivia_instruct.json": instruct_reader_table, "ratings_study.json": study_table,
-             "bench_notebook_wall.json": notebook_wall_table, "bench_rating_speed.json": rating_speed_table}
+             "bench_notebook_wall.json": notebook_wall_table, "bench_rating_speed.json": rating_speed_table,
+             "ratings_large.json": large_run_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -323,7 +254,8 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "trivia_instruct.json": "benchmarks/instruct_reader.py",
            "ratings_study.json": "python -m cinephile.ratings.sweeps",
            "bench_notebook_wall.json": "benchmarks/notebook_wall.py",
-           "bench_rating_speed.json": "benchmarks/rating_speed.py"}  # what writes each results file
+           "bench_rating_speed.json": "benchmarks/rating_speed.py",
+           "ratings_large.json": "benchmarks/rating_large.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:
