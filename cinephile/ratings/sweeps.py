@@ -19,7 +19,8 @@ import numpy as np
 
 from cinephile import io
 from cinephile.prompts import chat_examples
-from cinephile.ratings import instructions, pipeline
+from cinephile.ratings import head, instructions, pipeline
+from cinephile.train import train
 from cinephile.ratings.evaluate import rating_metrics
 from cinephile.ratings.config import RatingsConfig
 
@@ -27,9 +28,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS = dict(model_name="smollm2-135m", r=16, alpha=32, dropout=0.1, layers=None, lr=5e-4, epochs=1,
                 batch_size=8, max_len=448, loss="rating", rating_lambda=0.1, per_user=1, residual_to=None, recent=0,
-                shared_history=False)
+                shared_history=False, head=False, select=True)
 FIELDS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "layers": "lora_layers",
           "recent": "recent_ratings"}  # -> RatingsConfig
+OWN = ("per_user", "head", "select")  # settings of the variant itself, not of RatingsConfig
 
 
 def pick_per_user(examples: list[dict], per_user: int) -> list[dict]:
@@ -44,7 +46,7 @@ def variant_config(settings: dict) -> RatingsConfig:
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; choose from {sorted(DEFAULTS)}")
     s = {**DEFAULTS, **settings}
-    kept = {FIELDS.get(k, k): v for k, v in s.items() if k != "per_user"}
+    kept = {FIELDS.get(k, k): v for k, v in s.items() if k not in OWN}
     kept["lora_layers"] = None if kept["lora_layers"] is None else tuple(kept["lora_layers"])
     kept.update(lora_r=int(kept["lora_r"]), epochs=int(kept["epochs"]), lr=float(kept["lr"]),
                 batch_size=int(kept["batch_size"]), max_len=int(kept["max_len"]))
@@ -57,13 +59,20 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     ``residual_to`` (a recommender in the examples' predictions, e.g. "SVD++") trains the adjustment to
     its prediction (``instructions.as_residual``) instead of the rating; ``recent`` shows that many latest
     earlier ratings with their values in place of the liked and disliked titles (``instructions.showing_recent``);
-    ``shared_history`` batches each user's instructions together (``train_raw`` built with that option).
+    ``shared_history`` batches each user's instructions together (``train_raw`` built with that option);
+    ``head`` reads the adjustment from the last hidden state (``head.RatingHead``, needs ``residual_to``)
+    instead of scoring the answers. ``select`` keeps the adapter (initial state or end of an epoch) with the
+    lowest loss on ``n_val_loss`` validation prompts, as the notebook does; False keeps the trained one (a new
+    head starts at exactly the anchor's prediction, which selection keeps whenever an epoch does not help).
 
     Returns:
-        The settings plus n_train, train_s, val_rmse, val_mae and val_n (expected-value ratings).
+        The settings plus n_train, train_s, kept_epoch (0: the initial state), val_rmse, val_mae and val_n
+        (expected-value ratings).
     """
     cfg = variant_config(settings)
     s = {**DEFAULTS, **settings}
+    if s["head"] and not cfg.residual_to:
+        raise ValueError("a regression head predicts the adjustment to a recommender; set residual_to (e.g. 'SVD++')")
     for raw in (train_raw, val_raw):  # before any work
         instructions.check_rating_examples(raw)
     picked = pick_per_user(train_raw, s["per_user"])
@@ -73,13 +82,22 @@ def train_and_validate(train_raw: list[dict], val_raw: list[dict], *, n_val_loss
     model, tokenizer = pipeline.load_rating_model(cfg)
     train_ex, val_ex = (chat_examples(x, tokenizer, cfg.system) for x in (picked, val_raw))
     t0 = time.time()
-    pipeline.train_rating_model(model, tokenizer, train_ex, val_ex[:n_val_loss], cfg.train_config(),
-                                answers=cfg.answers, loss=cfg.loss, rating_lambda=cfg.rating_lambda)
-    train_s = time.time() - t0
-    scored = pipeline.expected_ratings(cfg, model, tokenizer, val_ex)
-    metrics = rating_metrics(np.array([e["rating"] for e in val_raw]), scored["expected"])
+    selection = val_ex[:n_val_loss] if s["select"] else []
+    if s["head"]:
+        rating_head = head.RatingHead(model.config.hidden_size)
+        history = train(model, tokenizer, train_ex, selection, cfg.train_config(), loss_fn=head.HeadLoss(rating_head))
+        train_s = time.time() - t0
+        expected = head.head_ratings(model, rating_head, tokenizer, [e["prompt"] for e in val_ex],
+                                     [e["anchor"] for e in val_ex], batch_size=cfg.batch_size, bf16=cfg.bf16)
+    else:
+        history = pipeline.train_rating_model(model, tokenizer, train_ex, selection, cfg.train_config(),
+                                              answers=cfg.answers, loss=cfg.loss, rating_lambda=cfg.rating_lambda)
+        train_s = time.time() - t0
+        expected = pipeline.expected_ratings(cfg, model, tokenizer, val_ex)["expected"]
+    metrics = rating_metrics(np.array([e["rating"] for e in val_raw]), expected)
     return {**s, "layers": None if s["layers"] is None else list(s["layers"]), "n_train": len(train_ex),
-            "train_s": round(train_s, 1), "val_rmse": metrics["rmse"], "val_mae": metrics["mae"],
+            "train_s": round(train_s, 1), "kept_epoch": history["best_epoch"], "val_rmse": metrics["rmse"],
+            "val_mae": metrics["mae"],
             "val_n": len(val_raw)}
 
 
@@ -105,7 +123,8 @@ def optuna_study(cfg: RatingsConfig, split: pipeline.Split, *, params: dict[str,
     Instructions are built once for the largest ``per_user`` (each user's latest training ratings, their
     predictions from a refit without any of them, with the recommenders' tuned ``params``); a trial keeps
     its ``per_user`` latest. ``n_val`` validation pairs are a seeded sample spread over users. The study stops after
-    ``n_trials`` or once ``timeout_min`` has passed (a trial under way finishes). Writes ``path`` (one unit).
+    ``n_trials`` or once ``timeout_min`` has passed (a trial under way finishes). Writes ``path`` (one unit) after
+    every trial, so a study stopped early keeps the trials it finished.
 
     Returns:
         ``{"search", "n_trials", "trials": [...], "best": {...}, "references": [...], "wall_s"}``.
@@ -120,26 +139,29 @@ def optuna_study(cfg: RatingsConfig, split: pipeline.Split, *, params: dict[str,
     fixed = {"model_name": cfg.model_name, "layers": cfg.lora_layers, "residual_to": cfg.residual_to,
              "max_len": cfg.max_len, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "dropout": cfg.lora_dropout,
              "shared_history": cfg.shared_history, "recent": cfg.recent_ratings}
-    trials = []
+    trials, references = [], reference_rows(val, cfg.predictors)
+
+    def record() -> dict:  # the trials so far; written after each one, so an interrupted study keeps them
+        return {"search": {k: list(v) for k, v in search.items()}, "n_trials": len(trials), "trials": trials,
+                "n_train_users": len({e["user_id"] for e in raw["train"]}), "timeout_min": timeout_min,
+                "best": min(trials, key=lambda t: t["val_rmse"]), "references": references,
+                "wall_s": time.time() - t0}
 
     def objective(trial) -> float:
         settings = suggest(trial, search)
         logger.warning("trial %d: %s", trial.number, settings)
         row = train_and_validate(raw["train"], val, **fixed, **settings)
         trials.append({"trial": trial.number, **row})
+        logger.warning("trial %d: validation RMSE %.4f", trial.number, row["val_rmse"])
+        if path:
+            io.save_json(path, record())
         return row["val_rmse"]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, n_trials // 2))  # random, then TPE
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.optimize(objective, n_trials=n_trials, timeout=None if timeout_min is None else 60 * timeout_min)
-    record = {"search": {k: list(v) for k, v in search.items()}, "n_trials": len(trials), "trials": trials,
-              "n_train_users": len({e["user_id"] for e in raw["train"]}), "timeout_min": timeout_min,
-              "best": next(t for t in trials if t["trial"] == study.best_trial.number),
-              "references": reference_rows(val, cfg.predictors), "wall_s": time.time() - t0}
-    if path:
-        io.save_json(path, record)
-    return record
+    return record()
 
 
 TOP10 = list(range(20, 30))
@@ -150,6 +172,9 @@ VARIANTS = {  # name -> settings of train_and_validate; the first three change t
     "residual to SVD++, top 10 blocks, 2 per user": RESIDUAL,
     "residual, the 8 latest ratings with their values instead of liked / disliked titles": {**RESIDUAL, "recent": 8},
     "residual, one history per user (the ratings before its earliest instruction)": {**RESIDUAL, "shared_history": True},
+    "residual, a regression head on the last hidden state instead of answer tokens": {**RESIDUAL, "head": True},
+    "residual, a regression head, its trained state kept (no selection on validation loss)":
+        {**RESIDUAL, "head": True, "select": False},
 }
 
 

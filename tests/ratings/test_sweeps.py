@@ -30,6 +30,7 @@ GOOD = {"user_id": 1, "movie_id": 5, "prompt": "Target movie: Heat (1995)", "res
     ([GOOD], [{**GOOD, "rating": "four"}], {}, TypeError, r"example 0: rating must be a number, got 'four'"),
     ([GOOD], [GOOD], {"per_user": 0}, ValueError, r"per_user must be a whole number >= 1"),
     ([GOOD], [GOOD], {"residual_to": "SVD++"}, ValueError, r"has no 'SVD\+\+' prediction"),
+    ([GOOD], [GOOD], {"head": True}, ValueError, r"regression head predicts the adjustment .* set residual_to"),
 ])
 def test_bad_examples_and_settings_are_refused_before_loading_a_model(train_raw, val_raw, settings, error, message,
                                                                       monkeypatch):
@@ -64,13 +65,17 @@ def test_train_and_validate_runs_the_pipeline_stages(monkeypatch):
     monkeypatch.setattr(pipeline, "load_rating_model", lambda cfg: calls.append(("load", cfg.lora_r)) or ("m", "t"))
     monkeypatch.setattr("cinephile.ratings.sweeps.chat_examples", lambda raw, tok, system: [dict(e) for e in raw])
     monkeypatch.setattr(pipeline, "train_rating_model",
-                        lambda model, tok, tr, va, tc, **kw: calls.append(("train", len(tr), kw["loss"])) or {})
+                        lambda model, tok, tr, va, tc, **kw: calls.append(("train", len(tr), len(va), kw["loss"]))
+                        or {"best_epoch": 1})
     monkeypatch.setattr(pipeline, "expected_ratings",
                         lambda cfg, model, tok, ex: {"expected": np.array([e["rating"] for e in ex])})
     train = [{**GOOD, "movie_id": m} for m in range(3)]
     row = train_and_validate(train, [GOOD, {**GOOD, "user_id": 2}], per_user=2, r=4)
-    assert calls == [("load", 4), ("train", 2, "rating")]
+    assert calls == [("load", 4), ("train", 2, 2, "rating")]  # the validation prompts choose the kept epoch
     assert row["n_train"] == 2 and row["val_rmse"] == 0 and row["val_n"] == 2 and row["r"] == 4
+    assert row["kept_epoch"] == 1
+    train_and_validate(train, [GOOD, {**GOOD, "user_id": 2}], per_user=2, r=4, select=False)
+    assert calls[-1] == ("train", 2, 0, "rating")  # no selection: the trained adapter is kept
 
 
 def test_the_recent_ratings_variant_trains_and_scores_prompts_that_show_them(monkeypatch, tiny):
@@ -80,7 +85,8 @@ def test_the_recent_ratings_variant_trains_and_scores_prompts_that_show_them(mon
     seen = {}
     monkeypatch.setattr(pipeline, "load_rating_model", lambda cfg: ("m", "t"))
     monkeypatch.setattr("cinephile.ratings.sweeps.chat_examples", lambda raw, tok, system: [dict(e) for e in raw])
-    monkeypatch.setattr(pipeline, "train_rating_model", lambda model, tok, tr, va, tc, **kw: seen.update(train=tr) or {})
+    monkeypatch.setattr(pipeline, "train_rating_model",
+                        lambda model, tok, tr, va, tc, **kw: seen.update(train=tr) or {"best_epoch": 1})
     monkeypatch.setattr(pipeline, "expected_ratings",
                         lambda cfg, model, tok, ex: seen.update(val=ex) or {"expected": np.array([3.0] * len(ex))})
     df = temporal_split(tiny.ratings)
@@ -113,7 +119,7 @@ def test_the_variants_study_trains_the_shared_history_variant_on_instructions_bu
     rows = sweeps.variants_study(RatingsConfig(shared_history=True), None, sweeps.VARIANTS,
                                  path=str(tmp_path / "v.json"))
     assert built == [(False, ("train", "val")), (True, ("train",))]  # built once more, only for that variant
-    assert trained == [(False, False)] * 4 + [(True, True)]
+    assert trained == [(False, False)] * 4 + [(True, True), (False, False), (False, False)]
     assert [r["variant"] for r in rows][3:] == list(sweeps.VARIANTS)
     assert variant_config({"shared_history": True}).train_config().group_by == "user_id"
     assert variant_config({}).train_config().group_by is None
@@ -127,13 +133,13 @@ def test_rerunning_some_variants_keeps_the_other_rows(monkeypatch, tmp_path):
     val = [{**GOOD, "predictions": {"bias": 3.5, "SVD": 3.8, "SVD++": 3.9}} for _ in range(3)]
     monkeypatch.setattr(sweeps.pipeline, "rating_examples", lambda cfg, split, which, params=None:
                         {"train": [GOOD], "val": val})
-    rmse = iter([1.0, 2.0, 3.0, 4.0, 5.0, 9.0])
+    rmse = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0])
     monkeypatch.setattr(sweeps, "train_and_validate", lambda tr, va, **s: {**s, "val_rmse": next(rmse), "val_n": 3})
     path = str(tmp_path / "v.json")
     sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path)
     last = list(sweeps.VARIANTS)[-1]
     rows = sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path, only=[last])
-    assert [r["val_rmse"] for r in rows][3:] == [1.0, 2.0, 3.0, 4.0, 9.0]  # only the last variant re-ran
+    assert [r["val_rmse"] for r in rows][3:] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0]  # only the last variant re-ran
     assert io.read_json(path)["rows"] == rows and len(rows) == 3 + len(sweeps.VARIANTS)
     with pytest.raises(ValueError, match=r"no variants named \['nope'\]"):
         sweeps.variants_study(RatingsConfig(), None, sweeps.VARIANTS, path=path, only=["nope"])
@@ -171,3 +177,52 @@ def test_optuna_study_searches_on_validation_and_keeps_the_best_trial(monkeypatc
                                                             "SVD++ (recommender)"]
     saved = json.loads((tmp_path / "study.json").read_text())
     assert (saved["best"]["trial"], saved["best"]["val_rmse"]) == (record["best"]["trial"], record["best"]["val_rmse"])
+
+
+def test_a_study_stopped_midway_keeps_the_trials_it_finished(monkeypatch, tmp_path):
+    from cinephile.ratings import sweeps
+    from cinephile.ratings.config import RatingsConfig
+
+    val = [{**GOOD, "predictions": {"bias": 3.5, "SVD": 3.8, "SVD++": 3.9}} for _ in range(5)]
+    monkeypatch.setattr(sweeps.pipeline, "rating_examples", lambda cfg, split, which, params=None:
+                        {"train": [GOOD] * 3, "val": val})
+    rmse = iter([0.95, 0.93])
+
+    def fake_train(train_raw, val_raw, **settings):
+        value = next(rmse, None)
+        if value is None:
+            raise KeyboardInterrupt  # Ctrl-C during the third trial
+        return {**settings, "val_rmse": value, "val_n": len(val_raw)}
+
+    monkeypatch.setattr(sweeps, "train_and_validate", fake_train)
+    path = tmp_path / "study.json"
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.optuna_study(RatingsConfig(residual_to="SVD++"), split=None, n_trials=8, path=str(path))
+    saved = json.loads(path.read_text())
+    assert saved["n_trials"] == 2 and [t["val_rmse"] for t in saved["trials"]] == [0.95, 0.93]
+    assert saved["best"]["val_rmse"] == 0.93 and saved["best"]["trial"] == 1
+
+
+def test_the_head_variant_trains_a_regression_head_and_scores_with_it(monkeypatch, smol_llama, smol_tokenizer, tiny):
+    import copy
+
+    from cinephile.ratings import head, pipeline
+    from cinephile.ratings.data import temporal_split
+    from cinephile.ratings.instructions import build_examples
+    from lora import LoRAConfig, inject_lora
+    model = copy.deepcopy(smol_llama)
+    inject_lora(model, LoRAConfig.llama(r=4, alpha=8))
+    monkeypatch.setattr(pipeline, "load_rating_model", lambda cfg: (model, smol_tokenizer))
+    monkeypatch.setattr("cinephile.ratings.sweeps.chat_examples", lambda raw, tok, system: [dict(e) for e in raw])
+    monkeypatch.setattr(pipeline, "expected_ratings", lambda *a, **k: pytest.fail("the answers were scored"))
+    scored, real = [], head.head_ratings
+    monkeypatch.setattr(head, "head_ratings", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    df = temporal_split(tiny.ratings)
+    train_raw, val_raw = ([{**e, "predictions": {"SVD++": 3.0}} for e in build_examples(df, tiny.movies, tiny.tags,
+                                                                                         which=w)]
+                          for w in ("train", "val"))
+    row = train_and_validate(train_raw, val_raw, per_user=4, residual_to="SVD++", head=True, lr=1e-2, select=False)
+    assert row["head"] is True and row["val_n"] == len(val_raw) and row["kept_epoch"] == 1
+    assert len(scored) == 1 and scored[0].shape == (len(val_raw),) and not np.allclose(scored[0], 3.0)  # trained
+    truth = np.array([e["rating"] for e in val_raw])
+    assert row["val_rmse"] == pytest.approx(float(np.sqrt(np.mean((scored[0] - truth) ** 2))))
