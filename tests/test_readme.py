@@ -79,3 +79,22 @@ def test_rating_speed_table_shows_both_ways_and_the_ratios():
                         "0.50x) | 40.0 s | 22.0 s | **0.55x** |")
     assert lines[3] == ("| (b) one training epoch, 256 instructions of 32 users (8 per user; 240 / 236 tokens) | "
                         "80.0 s (0.312 s each) | 48.0 s (0.188 s each) | **0.60x** |")
+
+
+def test_large_run_table_compares_each_slice_with_svdpp():
+    from cinephile.report import large_run_table
+
+    def part(ours, svdpp, diff, lo, hi, n):
+        return {"models": [{"model": "LoRA", "rmse": ours}, {"model": "SVD++ (surprise, tuned)", "rmse": svdpp}],
+                "intervals": [{"against": "user + item bias", "n": n, "rmse_diff": -0.5, "ci95_lo": -0.6,
+                               "ci95_hi": -0.4, "beats": True},
+                              {"against": "SVD++ (surprise, tuned)", "n": n, "rmse_diff": diff, "ci95_lo": lo,
+                               "ci95_hi": hi, "beats": hi < 0}]}
+    record = {**part(0.93, 0.94, -0.01, -0.02, -0.001, 3050), "reported": "LoRA", "n_train_examples": 20174,
+              "n_test_pairs": 3050, "n_users": 610, "timings_s": {"training_s": 3000.0},
+              "slices": {"cold": {**part(1.1, 1.0, 0.1, -0.05, 0.2, 460), "n": 460}}}
+    lines = large_run_table(record).splitlines()
+    assert lines[0] == "20,174 training instructions, trained in 50.0 min; 3,050 test pairs of 610 users"
+    assert lines[2].startswith("| slice | n pairs | LoRA | SVD++ (surprise, tuned) | difference |")
+    assert lines[4] == "| all test pairs | 3050 | 0.9300 | 0.9400 | -0.0100 | [-0.0200, -0.0010] | **yes** |"
+    assert lines[5] == "| cold | 460 | 1.1000 | 1.0000 | +0.1000 | [-0.0500, +0.2000] | no |"
