@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cinephile.batching import left_pad, length_batches, pad_id_of
-from cinephile.models import autocast, position_window
+from cinephile.models import autocast, inference, position_window
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ def contiguous_head_input(model):
         handle.remove()
 
 
-@torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 16,
                      batch_size: int = 8, stop: str = "\n", progress: bool = True,
                      contexts: list[str] | None = None, bf16: bool | None = False) -> list[str]:
@@ -148,23 +147,18 @@ def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     ids = fit_window(encode_prompts(tokenizer, prompts), position_window(model), max_new_tokens)
     if contexts is not None and len(contexts) != len(prompts):
         raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts; pass one context per prompt")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     results: dict[int, str] = {}
-    try:
-        with contiguous_head_input(model):
-            for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="generate", disable=not progress):
-                input_ids, mask = left_pad([ids[i] for i in idx], pad_id, device)
-                constraint = None if contexts is None else span_constraint(
-                    tokenizer, [span_sources(tokenizer, contexts[i]) for i in idx], input_ids.shape[1], stop)
-                with autocast(device, bf16):
-                    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                         do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer,
-                                         prefix_allowed_tokens_fn=constraint)
-                texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
-                for i, text in zip(idx, texts):
-                    results[i] = text.split(stop)[0].strip()
-    finally:
-        model.train(was_training)
+    with inference(model), contiguous_head_input(model):
+        for idx in tqdm(length_batches([len(s) for s in ids], batch_size), desc="generate", disable=not progress):
+            input_ids, mask = left_pad([ids[i] for i in idx], pad_id, device)
+            constraint = None if contexts is None else span_constraint(
+                tokenizer, [span_sources(tokenizer, contexts[i]) for i in idx], input_ids.shape[1], stop)
+            with autocast(device, bf16):
+                out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=pad_id, stop_strings=[stop], tokenizer=tokenizer,
+                                     prefix_allowed_tokens_fn=constraint)
+            texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+            for i, text in zip(idx, texts):
+                results[i] = text.split(stop)[0].strip()
     return [results[i] for i in range(len(prompts))]

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -234,6 +235,18 @@ def autocast(device: torch.device, bf16: bool | None = None):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast(device.type, enabled=False)
+
+
+@contextlib.contextmanager
+def inference(model):
+    """eval() + inference_mode, restoring the model's train/eval mode afterwards (scoring and generation)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def pick_device(preference: str | None = None) -> torch.device:

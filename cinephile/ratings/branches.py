@@ -92,16 +92,19 @@ def score_batch(model, ids, mask, common: list[int], suffixes: list[list[int]], 
     return scores
 
 
-def shared_prefixes(ids: list[list[int]], max_group: int, min_shared: int) -> tuple[list[tuple[int, list[int]]],
-                                                                                   list[int]]:
+def shared_prefixes(ids: list[list[int]], max_group: int, min_shared: int | None) -> tuple[list[tuple[int, list[int]]],
+                                                                                          list[int]]:
     """Prompts that begin with the same ``min_shared`` or more tokens, grouped (at most ``max_group`` each).
 
     Neighbours in token order are grouped while their common prefix stays that long; the prefix stops
-    one token short of the shortest member, so every member keeps a token of its own.
+    one token short of the shortest member, so every member keeps a token of its own. ``min_shared`` None
+    (or 0) groups nothing: every prompt runs whole.
 
     Returns:
         ([(prefix length, member indices), ...] for groups of two or more, indices of the other prompts).
     """
+    if not min_shared:
+        return [], list(range(len(ids)))
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     groups, rest, members, shared = [], [], [], 0
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cinephile.batching import IGNORE, length_batches, pad_id_of
+from cinephile.batching import IGNORE, collate, length_batches, pad_id_of
 from cinephile.generate import encode_prompts, fit_window
-from cinephile.models import autocast, position_window
+from cinephile.models import autocast, inference, position_window
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
 from cinephile.ratings.instructions import check_rating_examples
 
@@ -73,7 +73,6 @@ class HeadLoss:
         return ((pred - batch["rating"].float()) ** 2).mean(), len(last)
 
 
-@torch.inference_mode()
 def head_ratings(model, head: RatingHead, tokenizer, prompts: list[str], anchors, *, batch_size: int = 8,
                  bf16: bool | None = False, progress: bool = True) -> np.ndarray:
     """anchor + head adjustment after each prompt (chat template applied), clipped to [0.5, 5]: (N,) ratings."""
@@ -82,17 +81,12 @@ def head_ratings(model, head: RatingHead, tokenizer, prompts: list[str], anchors
                          "prediction) per prompt: [e['anchor'] for e in examples]")
     ids = fit_window(encode_prompts(tokenizer, prompts), position_window(model), 0)
     pad_id, device = pad_id_of(tokenizer), next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = np.zeros(len(ids))
-    try:
+    with inference(model):
         for idx in tqdm(length_batches([len(x) for x in ids], batch_size), desc="head ratings", disable=not progress):
-            width = max(len(ids[k]) for k in idx)
-            input_ids = torch.tensor([ids[k] + [pad_id] * (width - len(ids[k])) for k in idx], device=device)
-            mask = torch.tensor([[1] * len(ids[k]) + [0] * (width - len(ids[k])) for k in idx], device=device)
-            last = torch.tensor([len(ids[k]) - 1 for k in idx], device=device)
+            batch = collate([{"input_ids": ids[k], "labels": ids[k]} for k in idx], pad_id)  # right-padded
+            mask = batch["attention_mask"].to(device)
             with autocast(device, bf16):
-                out[idx] = head(last_hidden(model, input_ids, mask, last)).double().cpu().numpy()
-    finally:
-        model.train(was_training)
+                out[idx] = head(last_hidden(model, batch["input_ids"].to(device), mask, mask.sum(1) - 1)
+                                ).double().cpu().numpy()
     return np.clip(np.asarray(anchors, dtype=float) + out, MIN_RATING, MAX_RATING)

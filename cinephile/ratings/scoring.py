@@ -15,7 +15,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cinephile.batching import length_batches, pad_id_of
 from cinephile.generate import encode_prompts, fit_window, generate_answers
-from cinephile.models import autocast, position_window
+from cinephile.models import autocast, inference, position_window
 from cinephile.ratings.data import MAX_RATING, MIN_RATING
 from cinephile.ratings.branches import score_prompts, shared_prefixes
 from cinephile.ratings.evaluate import parse_adjustment, parse_rating
@@ -94,18 +93,6 @@ def answer_format(residual_to: str | None) -> Answers:
     return ADJUSTMENT_ANSWERS if residual_to else RATING_ANSWERS
 
 
-@contextlib.contextmanager
-def _inference(model):
-    """eval() + inference_mode, restoring the model's train/eval mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def answer_token_ids(tokenizer, answers: Answers = RATING_ANSWERS) -> tuple[list[int], list[list[int]]]:
     """Token ids of the answers: the shared prefix and each answer's own suffix.
 
@@ -157,8 +144,7 @@ class RatingLoss:
                                  "RatingLoss.check_examples before training")
         starts = (batch["labels"] != -100).int().argmax(1)  # first answer token of each row
         prompts = [row[:s].tolist() for row, s in zip(batch["input_ids"], starts)]
-        groups, rest = (shared_prefixes(prompts, len(prompts), self.min_shared) if self.min_shared
-                        else ([], list(range(len(prompts)))))
+        groups, rest = shared_prefixes(prompts, len(prompts), self.min_shared)
         logp = score_prompts(model, prompts, groups, rest, self.common, self.suffixes, self.pad_id,
                              batch["input_ids"].device)  # (B, n answers) log P(answer | prompt)
         values = self.values.to(logp)
@@ -201,7 +187,7 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
     ids = fit_window(ids, position_window(model), len(common) + max(len(s) for s in suffixes))
     device = next(model.parameters()).device
     logprobs = np.zeros((len(ids), len(answers.values)))
-    groups, rest = shared_prefixes(ids, batch_size, min_shared) if min_shared else ([], list(range(len(ids))))
+    groups, rest = shared_prefixes(ids, batch_size, min_shared)
     packs, cost, budget = [], 0, batch_size * max(map(len, ids))  # a pack runs no more tokens than a whole batch
     for shared, idx in groups:
         tokens = shared + sum(len(ids[k]) - shared for k in idx)
@@ -211,7 +197,7 @@ def score_ratings(model, tokenizer, prompts: list[str], *, batch_size: int = 8, 
         packs[-1][0].append((shared, idx))
         cost += tokens
     packs += [([], [rest[k] for k in b]) for b in length_batches([len(ids[k]) for k in rest], batch_size)]
-    with _inference(model):
+    with inference(model):
         for pack, whole in tqdm(packs, desc="scoring ratings", disable=not progress):
             members = [k for _, idx in pack for k in idx] + whole  # groups sharing their prefixes, or a batch run whole
             local = {k: j for j, k in enumerate(members)}

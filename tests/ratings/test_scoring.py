@@ -123,6 +123,8 @@ def test_shared_prefixes_groups_prompts_that_begin_alike():
     assert groups == [(3, [3, 0, 2])]  # [1, 2, 3] alone: its prefix must leave it a token of its own
     assert rest == [1, 4, 5]
     assert shared_prefixes(ids, max_group=8, min_shared=10) == ([], list(range(6)))
+    for off in (None, 0):  # no sharing: every prompt runs whole
+        assert shared_prefixes(ids, max_group=8, min_shared=off) == ([], list(range(6)))
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
