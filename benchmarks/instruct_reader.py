@@ -14,7 +14,7 @@ readers go to runs/instruct-reader/<name>-seed<seed>/predictions_{validation,ext
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
-        [--keep-read] [--seed 0]
+        [--keep-read] [--answer-format answer|quote] [--shelf-formats answer [quote]] [--seed 0]
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: every kind of the training side)")
     parser.add_argument("--keep-read", action="store_true", help="train only on prompts the untuned model "
                         "already reads (TriviaConfig.keep_read)")
+    parser.add_argument("--answer-format", default="answer", choices=("answer", "quote"),
+                        help='the tuned reader\'s reply: the answer, or "quote": the evidence, then the answer')
+    parser.add_argument("--shelf-formats", nargs="+", default=["answer"], choices=("answer", "quote"),
+                        help="the prompts the off-the-shelf model reads (each its own row)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = pipeline.resolve_hardware(dataclasses.replace(
         saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
         bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
+        answer_format=args.answer_format,
         external_csv=args.external, external_limit=None,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
         lora_targets="auto"))
@@ -80,12 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     eval_s = time.time() - t1
     del model
     gc.collect()
-    shelf = pipeline.evaluate_off_the_shelf(cfg, validation, external, context_keys=["retrieved_context"])
+    shelf = pipeline.evaluate_off_the_shelf(cfg, validation, external, context_keys=["retrieved_context"],
+                                            formats=args.shelf_formats)
     print(shelf.paired_text(), flush=True)
     tables = {"validation": validation.table, "external": external.table}
     steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "lr": cfg.lr, "seed": cfg.seed,
+           "answer_format": cfg.answer_format, "shelf_formats": list(args.shelf_formats),
            "bridges": list(cfg.bridges), "generated": list(cfg.generated),
            "train_kinds_kept": args.train_kinds or "all", "n_train": len(trained.examples),
            "read_filter": trained.read_filter,

@@ -6,12 +6,14 @@ from __future__ import annotations
 from cinephile.embedding import EmbedFn
 from cinephile.generate import generate_answers
 from cinephile.trivia.index import CorpusIndex
-from cinephile.trivia.reader import trivia_example
+from cinephile.trivia.evaluate import QUOTE_NEW_TOKENS
+from cinephile.trivia.reader import answer_of, trivia_example
 
 
 def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedFn, *, style: str,
-           k: int = 1, bf16: bool | None = False) -> dict:
-    """Answer a free-form question from the chunks of the whole corpus (the demo); ``bf16`` as in generation.
+           k: int = 1, bf16: bool | None = False, answer_format: str = "answer") -> dict:
+    """Answer a free-form question from the chunks of the whole corpus (the demo); ``bf16`` as in generation,
+    ``answer_format`` as the reader was trained ("quote": the answer after its evidence).
 
     Returns:
         ``{"question", "answer", "score", "source", "passages"}``: the generated answer, the top
@@ -23,7 +25,10 @@ def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedF
     hits = index.search(question, embed_fn, k=k)
     record = {"id": "demo", "question": question, "answer": "",
               "retrieved_context": "\n\n".join(h["text"] for h in hits)}
-    prompt = trivia_example(record, tokenizer, style=style)["prompt"]
-    pred = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16)[0]
+    prompt = trivia_example(record, tokenizer, style=style, answer_format=answer_format)["prompt"]
+    quote = answer_format == "quote"
+    pred = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16,
+                            max_new_tokens=QUOTE_NEW_TOKENS if quote else 16)[0]
+    pred = answer_of(pred) if quote else pred
     return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3],
             "passages": [h["text"] for h in hits]}

@@ -56,6 +56,8 @@ class TriviaConfig:
     keep_read: bool = False  # train only on prompts the untuned reader already reads (its answer shares a word
     # with the gold answer; comparison questions always kept): the tuning then changes the answer's form, not
     # which part of the context the model picks
+    answer_format: str = "answer"  # the reader's reply: "answer" (the answer only) or "quote" (the context's words
+    # that hold the answer, then the answer: RAFT's chain of thought with quotes; longer generation)
     frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16"; "auto": bfloat16 for the
     # Gemma 3 and Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
     off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot

@@ -34,7 +34,7 @@ from lora import disable_lora
 from cinephile.generate import generate_answers
 from cinephile.io import require_keys, save_figure, write_jsonl
 from cinephile.trivia.matching import accepted_answers, covers, normalize_answer
-from cinephile.trivia.reader import trivia_examples
+from cinephile.trivia.reader import ANSWER_MARK, answer_of, trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,13 @@ EVAL_ROWS = [
 ]
 
 
+QUOTE_NEW_TOKENS = 96  # generation budget of a "quote" reply (evidence, then the answer)
+
+
 def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
-                max_new_tokens: int = 16, predictions_path: str | os.PathLike | None = None,
-                progress: bool = True, bf16: bool | None = False) -> tuple[pd.DataFrame, list[dict]]:
+                max_new_tokens: int | None = None, predictions_path: str | os.PathLike | None = None,
+                progress: bool = True, bf16: bool | None = False,
+                answer_format: str = "answer") -> tuple[pd.DataFrame, list[dict]]:
     """EM / F1 per evaluation row, and the per-question predictions (optionally also written to JSONL).
 
     Args:
@@ -182,10 +186,13 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         style: prompt style used in training.
         rows: ``(name, tuned, context_key)`` triples, or with a fourth item ``constrained``: decode
             only spans of the context, "yes", "no" or numbers (``generate.span_constraint``).
-        batch_size, max_new_tokens: generation settings.
+        batch_size, max_new_tokens: generation settings (None: 16 tokens, ``QUOTE_NEW_TOKENS`` for "quote").
         predictions_path: JSONL with one line per (row, question).
         progress: one progress bar over the rows.
         bf16: generation under bf16 autocast (``generate.generate_answers``); False: fp32.
+        answer_format: "answer" (the reply is the answer) or "quote" (evidence, then the answer: the
+            prediction is ``reader.answer_of`` the reply, the reply itself is kept as "generation"; replies
+            without "Answer:" are counted in the log).
 
     Returns:
         ``(table, lines)``: a DataFrame with columns row, em, f1, n, and one dict per (row, question)
@@ -193,15 +200,26 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
     """
     if not records:
         raise ValueError("no records to evaluate; is the evaluation split empty?")
+    quote = answer_format == "quote"
+    if quote and any(key and flags and flags[0] for _, _, key, *flags in rows):
+        raise ValueError("span-constrained rows decode only spans of the context, not a quote reply; "
+                         "use answer_format='answer' for them")
     table, lines = [], []
     for name, tuned, key, *flags in tqdm(rows, desc=f"evaluate {len(records)} questions", disable=not progress):
         constrained = bool(key and flags and flags[0])
-        prompts = [e["prompt"] for e in trivia_examples(records, tokenizer, style, key)]
+        prompts = [e["prompt"] for e in trivia_examples(records, tokenizer, style, key, answer_format)]
         contexts = [r[key] for r in records] if constrained else None
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, progress=False, contexts=contexts, bf16=bf16)
-        row, row_lines = score_row(name, preds, records)
+                                     max_new_tokens=max_new_tokens or (QUOTE_NEW_TOKENS if quote else 16),
+                                     progress=False, contexts=contexts, bf16=bf16)
+        row, row_lines = score_row(name, [answer_of(p) for p in preds] if quote else preds, records)
+        if quote:
+            unparsed = sum(ANSWER_MARK not in p for p in preds)
+            if unparsed:
+                logger.warning("%s: %d of %d replies hold no 'Answer:'; their first line is scored as the answer",
+                               name, unparsed, len(preds))
+            row_lines = [{**line, "generation": p} for line, p in zip(row_lines, preds)]
         table.append(row)
         lines += row_lines
     if predictions_path:

@@ -273,8 +273,8 @@ def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_
     read_filter = None
     if cfg.keep_read:
         contexts, read_filter = keep_read(cfg, model, tokenizer, contexts, key)
-    train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)
-    val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style)
+    train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key, cfg.answer_format)
+    val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style, answer_format=cfg.answer_format)
     n_gold = None if cfg.raft_p_gold is None else sum(covers(r, r[key]) for r in contexts)
     history = train(model, tokenizer, train_ex, val_ex[:48], cfg.train_config())
     seconds = time.time() - t0
@@ -307,7 +307,7 @@ class Evaluation:
 
 def _evaluate(cfg, model, tokenizer, records, path, t0, rows=evaluate.EVAL_ROWS, **extra) -> Evaluation:
     table, lines = evaluate.evaluate_qa(model, tokenizer, records, cfg.prompt_style, predictions_path=path,
-                                        bf16=bool(cfg.bf16), rows=rows)
+                                        bf16=bool(cfg.bf16), rows=rows, answer_format=cfg.answer_format)
     names = {row[0] for row in rows}
     paired = (evaluate.paired_difference(lines, TUNED_ROW[0], BASE_ROW[0])
               if {TUNED_ROW[0], BASE_ROW[0]} <= names else None)
@@ -325,7 +325,7 @@ def evaluate_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, r
 def validation_scores(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved) -> dict[str, dict]:
     """EM / F1 of the tuned reader with the retrieved context, overall and per kind (``scores_by_kind``)."""
     _, lines = evaluate.evaluate_qa(model, tokenizer, retrieved.val, cfg.prompt_style, rows=[TUNED_ROW],
-                                    progress=False, bf16=bool(cfg.bf16))
+                                    progress=False, bf16=bool(cfg.bf16), answer_format=cfg.answer_format)
     return evaluate.scores_by_kind([x["prediction"] for x in lines], retrieved.val)
 
 
@@ -355,15 +355,16 @@ def evaluate_external(cfg: TriviaConfig, model, tokenizer, embed_fn, run_dir=Non
 
 
 def evaluate_off_the_shelf(cfg: TriviaConfig, validation: Evaluation, external: Evaluation | None,
-                           run_dir=None, *, context_keys=tuple(zero_shot.CONTEXTS)) -> zero_shot.Shelf | None:
+                           run_dir=None, *, context_keys=tuple(zero_shot.CONTEXTS),
+                           formats=("answer",)) -> zero_shot.Shelf | None:
     """``cfg.off_the_shelf`` instruct models read the same contexts zero-shot; paired with the tuned reader.
 
     None when ``cfg.off_the_shelf`` is empty. The models load in bf16 when ``cfg.bf16`` (they are
-    only read, never trained).
+    only read, never trained). ``formats``: the prompts they read (``zero_shot.compare``).
     """
     if not cfg.off_the_shelf:
         return None
     sets = {"validation": validation, **({"external": external} if external is not None else {})}
     return zero_shot.compare(cfg.off_the_shelf, {name: (ev.records, ev.lines) for name, ev in sets.items()},
                              TUNED_ROW[0], bf16=bool(cfg.bf16), device=cfg.device, out_dir=run_dir,
-                             context_keys=context_keys)
+                             context_keys=context_keys, formats=formats)

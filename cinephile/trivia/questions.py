@@ -32,6 +32,8 @@ from cinephile.generate import generate_answers
 from cinephile.prompts import CHAT, format_prompt
 from cinephile.trivia.evaluate import exact_match
 from cinephile.trivia.matching import answer_in_text, normalize_answer
+from cinephile.trivia import zero_shot
+from cinephile.trivia.reader import answer_of
 
 WRITE_SYSTEM = "You write quiz questions about films for a reading test."
 WRITE_TASK = (
@@ -119,13 +121,11 @@ def write_questions(model, tokenizer, blocks: dict[str, list[str]], films: Seque
             candidates.append({"id": f"gen-{_slug(film)}-{i}-{j}", "question": question, "answer": answer,
                                "answer_aliases": [answer], "film": film, "paragraph": i, "kind": "generated",
                                "_text": paragraph})
-    from cinephile.trivia import zero_shot  # zero_shot imports the reader, which imports retrieval: keep it lazy
-
     back = generate_answers(model, tokenizer, [zero_shot.prompt(tokenizer, c["question"], c["_text"])
                                                for c in candidates],
                             max_new_tokens=16, batch_size=batch_size, progress=progress, bf16=bf16) if candidates else []
     for c, said in zip(candidates, back):
-        if exact_match(zero_shot.clean_answer(said), c["answer"]):
+        if exact_match(answer_of(said), c["answer"]):
             out.records.append({k: v for k, v in c.items() if k != "_text"})
         else:
             out.dropped["answered back otherwise"] += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -22,7 +23,7 @@ from cinephile.batching import pad_id_of, tokenize_example
 from cinephile.prompts import CHAT, PLAIN, format_prompt, format_response
 from cinephile.train import evaluate_loss, fit_max_len
 from cinephile.trivia import chunking, retrieval
-from cinephile.trivia.matching import covers, relevant
+from cinephile.trivia.matching import answer_in_text, covers, evidence_groups, relevant
 from cinephile.trivia.retrieval import gold_chunks, score_order, window_text
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,10 @@ def reader_contexts(records: Sequence[dict], *, k: int, p_gold: float | None = 0
 
 
 def reader_examples(records: Sequence[dict], tokenizer, style: str, *, k: int, p_gold: float | None = 0.8,
-                    seed: int = 0) -> list[dict]:
+                    seed: int = 0, answer_format: str = "answer") -> list[dict]:
     """Training prompts over ``reader_contexts``."""
     contexts, key = reader_contexts(records, k=k, p_gold=p_gold, seed=seed)
-    return trivia_examples(contexts, tokenizer, style, key)
+    return trivia_examples(contexts, tokenizer, style, key, answer_format)
 
 
 def context_table(records: Sequence[dict], tokenizer, embed_fn, *, sizes: Sequence[int] = (128, 192, 256),
@@ -79,13 +80,69 @@ def choose_context(table: pd.DataFrame, *, tolerance: float = 0.02, max_tokens: 
 TRIVIA_INSTRUCTION = "Answer the question with a short phrase, using the context if it helps."
 CHAT_SYSTEM = ("You answer questions about films from the given context. Reply with the answer only: a name, title, "
                "year, number, or yes/no. No sentence.")
+# "quote": the reply first quotes the context's words that hold the answer, then the answer, on one line (RAFT's
+# chain of thought with quotes); "answer": the answer only
+ANSWER_FORMATS = ("answer", "quote")
+QUOTE_INSTRUCTION = ("Quote the words of the context that answer the question, then answer with a short phrase: "
+                     'Evidence: "..." Answer: ...')
+QUOTE_SYSTEM = ("You answer questions about films from the given context. Reply in one line: first quote the words "
+                'of the context that hold the answer, then the answer (a name, title, year, number, or yes/no): '
+                'Evidence: "..." Answer: ...')
+ANSWER_MARK = "Answer:"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-def trivia_user_text(question: str, context: str | None) -> str:
+def check_answer_format(answer_format: str) -> None:
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+
+
+def _clip(sentence: str, group: list[str], max_words: int) -> str:
+    """At most ``max_words`` words of ``sentence``: the first window that still holds one of ``group``."""
+    words = sentence.split()
+    if len(words) <= max_words:
+        return " ".join(words)
+    for start in range(len(words) - max_words + 1):
+        window = " ".join(words[start:start + max_words])
+        if answer_in_text(group, window):
+            return window
+    return " ".join(words[:max_words])
+
+
+def quote_evidence(record: dict, context: str, *, max_words: int = 24) -> list[str]:
+    """The context's sentences that hold the record's evidence, one per evidence group (``evidence_groups``)
+    in the context's order, each clipped to ``max_words`` words around it; [] when the context holds none."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(context or "") if s.strip()]
+    picked: dict[int, str] = {}
+    for group in evidence_groups(record):
+        for i, sentence in enumerate(sentences):
+            if answer_in_text(group, sentence):
+                picked.setdefault(i, _clip(sentence, group, max_words))
+                break
+    return [picked[i] for i in sorted(picked)]
+
+
+def quote_response(record: dict, context: str) -> str:
+    """The "quote" format's target: ``Evidence: "<sentence>" ... Answer: <answer>``; ``Evidence: none.`` when the
+    context holds no evidence (the answer is then still the target, as in RAFT's distractor-only contexts)."""
+    quotes = quote_evidence(record, context)
+    evidence = " ".join(f'"{q}"' for q in quotes) if quotes else "none."
+    return f"Evidence: {evidence} {ANSWER_MARK} {record['answer'].strip()}"
+
+
+def answer_of(text: str) -> str:
+    """The answer in a reply: the text after the last "Answer:" (the whole first line when there is none),
+    stripped, without a trailing period."""
+    line = text.strip().split("\n")[0] if ANSWER_MARK not in text else text.rsplit(ANSWER_MARK, 1)[1]
+    line = line.strip()
+    return line[:-1].rstrip() if line.endswith(".") else line
+
+
+def trivia_user_text(question: str, context: str | None, instruction: str = TRIVIA_INSTRUCTION) -> str:
     """The plain prompt's text: instruction, optional context, question."""
     if context:
-        return f"{TRIVIA_INSTRUCTION}\n\nContext: {context.strip()}\n\nQuestion: {question.strip()}"
-    return f"{TRIVIA_INSTRUCTION}\n\nQuestion: {question.strip()}"
+        return f"{instruction}\n\nContext: {context.strip()}\n\nQuestion: {question.strip()}"
+    return f"{instruction}\n\nQuestion: {question.strip()}"
 
 
 def chat_user_text(question: str, context: str | None) -> str:
@@ -94,24 +151,34 @@ def chat_user_text(question: str, context: str | None) -> str:
     return f"Context:\n{context.strip()}\n\nQuestion: {question}" if context else f"Question: {question}"
 
 
-def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | None = "retrieved_context") -> dict:
+def trivia_example(record: dict, tokenizer, *, style: str, context_key: str | None = "retrieved_context",
+                   answer_format: str = "answer") -> dict:
     """``{"id", "prompt", "response"}`` for a QA record; ``context_key=None`` gives closed-book.
 
     The chat style is the prompt an off-the-shelf instruct model reads (``zero_shot``), so a tuned
-    instruct reader and its untuned base see the same text.
+    instruct reader and its untuned base see the same text. ``answer_format="quote"`` asks for the
+    evidence first (``QUOTE_SYSTEM``) and its response is ``quote_response``; read the answer of a
+    generated reply with ``answer_of``.
     """
+    check_answer_format(answer_format)
     context = record.get(context_key) if context_key else None
+    quote = answer_format == "quote"
     if style == CHAT:
-        prompt = format_prompt(chat_user_text(record["question"], context), tokenizer, style=CHAT, system=CHAT_SYSTEM)
+        prompt = format_prompt(chat_user_text(record["question"], context), tokenizer, style=CHAT,
+                               system=QUOTE_SYSTEM if quote else CHAT_SYSTEM)
     else:
-        prompt = format_prompt(trivia_user_text(record["question"], context), tokenizer, style=style)
-    return {"id": record["id"], "prompt": prompt, "response": format_response(record["answer"], style=style)}
+        prompt = format_prompt(trivia_user_text(record["question"], context,
+                                                QUOTE_INSTRUCTION if quote else TRIVIA_INSTRUCTION),
+                               tokenizer, style=style)
+    target = quote_response(record, context or "") if quote else record["answer"]
+    return {"id": record["id"], "prompt": prompt, "response": format_response(target, style=style)}
 
 
-def trivia_examples(records: list[dict], tokenizer, style: str,
-                    context_key: str | None = "retrieved_context") -> list[dict]:
+def trivia_examples(records: list[dict], tokenizer, style: str, context_key: str | None = "retrieved_context",
+                    answer_format: str = "answer") -> list[dict]:
     """``trivia_example`` for every record (training or evaluation prompts)."""
-    return [trivia_example(r, tokenizer, style=style, context_key=context_key) for r in records]
+    return [trivia_example(r, tokenizer, style=style, context_key=context_key, answer_format=answer_format)
+            for r in records]
 
 
 def raft_context(record: dict, k: int, *, with_gold: bool) -> str:

@@ -115,7 +115,7 @@ def demo(cfg: TriviaConfig, questions: Sequence[tuple[str, str]], corpus: Corpus
     rows = []
     for question, expected in questions:
         got = answer.answer(question, model, tokenizer, corpus, embed_fn, style=cfg.prompt_style, k=cfg.top_k,
-                            bf16=bool(cfg.bf16))
+                            bf16=bool(cfg.bf16), answer_format=cfg.answer_format)
         rows.append({"question": question, "answer": got["answer"], "expected": expected,
                      "right": bool(evaluate.exact_match(got["answer"], expected)),
                      "top passage from": films.title_of(got["passages"][0], blocks) if blocks else got["source"]})

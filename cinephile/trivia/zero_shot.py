@@ -2,7 +2,7 @@
 
 These are the rows a user compares a tuned reader against: an instruct model that installs offline
 (``models.PART_MODELS``, SmolLM2-135M-Instruct), prompted through its chat template with a fixed
-system message, greedy, its first line as the answer. They are other models than the tuned one, so
+system message, greedy, its first line as the answer (``reader.answer_of``). They are other models than the tuned one, so
 they are their own evaluation call with their own row names; their per-question lines pair with the
 tuned rows by question id (``evaluate.paired_difference``).
 """
@@ -24,25 +24,22 @@ from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
 from cinephile.prompts import CHAT, format_prompt
 from cinephile.report import interval_text
-from cinephile.trivia.evaluate import paired_difference, score_row
-from cinephile.trivia.reader import CHAT_SYSTEM, chat_user_text
+from cinephile.trivia.evaluate import QUOTE_NEW_TOKENS, paired_difference, score_row
+from cinephile.trivia.reader import CHAT_SYSTEM, QUOTE_SYSTEM, check_answer_format, answer_of, chat_user_text
 
 
 CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
 
 
-def prompt(tokenizer, question: str, context: str | None) -> str:
-    """The chat-template prompt of one question (``reader``'s chat style), ending where the answer starts."""
+def prompt(tokenizer, question: str, context: str | None, answer_format: str = "answer") -> str:
+    """The chat-template prompt of one question (``reader``'s chat style), ending where the answer starts;
+    ``answer_format="quote"`` asks for the evidence first (``reader.QUOTE_SYSTEM``)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("an off-the-shelf reader needs a chat template (an instruct model); "
                          f"{getattr(tokenizer, 'name_or_path', 'this tokenizer')} has none")
-    return format_prompt(chat_user_text(question, context), tokenizer, style=CHAT, system=CHAT_SYSTEM)
-
-
-def clean_answer(text: str) -> str:
-    """The first line of a reply, stripped, without a trailing period ("Paris." -> "Paris")."""
-    line = text.strip().split("\n")[0].strip()
-    return line[:-1].rstrip() if line.endswith(".") else line
+    check_answer_format(answer_format)
+    return format_prompt(chat_user_text(question, context), tokenizer, style=CHAT,
+                         system=QUOTE_SYSTEM if answer_format == "quote" else CHAT_SYSTEM)
 
 
 def display_name(model_name: str) -> str:
@@ -55,14 +52,17 @@ def display_name(model_name: str) -> str:
     return models.short_name(model_name)
 
 
-def row_name(model_name: str, context_key: str) -> str:
-    """``"Qwen2.5-Coder-1.5B-Instruct, zero-shot + retrieved context"``."""
-    return f"{display_name(model_name)}, zero-shot + {CONTEXTS[context_key]}"
+def row_name(model_name: str, context_key: str, answer_format: str = "answer") -> str:
+    """``"Qwen2.5-Coder-1.5B-Instruct, zero-shot + retrieved context"`` (``", zero-shot, evidence first + ..."``
+    for the quote format)."""
+    how = "zero-shot, evidence first" if answer_format == "quote" else "zero-shot"
+    return f"{display_name(model_name)}, {how} + {CONTEXTS[context_key]}"
 
 
 def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: str, *,
-                       context_keys: Sequence[str] = tuple(CONTEXTS), batch_size: int = 8, max_new_tokens: int = 16,
-                       bf16: bool | None = False, progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
+                       context_keys: Sequence[str] = tuple(CONTEXTS), batch_size: int = 8,
+                       max_new_tokens: int | None = None, bf16: bool | None = False, progress: bool = True,
+                       answer_format: str = "answer") -> tuple[pd.DataFrame, list[dict]]:
     """EM / F1 of an off-the-shelf reader per context, and its per-question lines (``evaluate_qa``'s layout).
 
     Args:
@@ -70,6 +70,8 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
         records: evaluated records holding each of ``context_keys``.
         model_name: as for ``models.load_base_model``; names the rows (``row_name``).
         context_keys: the contexts read ("retrieved_context", "gold_context").
+        max_new_tokens: None: 16, or ``evaluate.QUOTE_NEW_TOKENS`` for the quote format.
+        answer_format: "answer" (the first line is the answer) or "quote" (``reader.answer_of`` the reply).
 
     Returns:
         ``(table, lines)`` with columns row, em, f1, n, and one dict per (row, question).
@@ -84,12 +86,13 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
         raise ValueError(f"records lack {lacking}; pass retrieved records (retrieval.with_gold_context for gold)")
     table, lines = [], []
     for key in tqdm(context_keys, desc=f"{display_name(model_name)}: {len(records)} questions", disable=not progress):
-        name = row_name(model_name, key)
-        prompts = [prompt(tokenizer, r["question"], r[key]) for r in records]
+        name = row_name(model_name, key, answer_format)
+        prompts = [prompt(tokenizer, r["question"], r[key], answer_format) for r in records]
+        quote = answer_format == "quote"
         # stop at EOS (the chat turn's end); the first line is kept afterwards
-        raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               progress=False, bf16=bf16)
-        row, row_lines = score_row(name, [clean_answer(p) for p in raw], records)
+        raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, progress=False, bf16=bf16,
+                               max_new_tokens=max_new_tokens or (QUOTE_NEW_TOKENS if quote else 16))
+        row, row_lines = score_row(name, [answer_of(p) for p in raw], records)
         table.append(row)
         lines += row_lines
     return pd.DataFrame(table), lines
@@ -97,8 +100,10 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
 
 def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]], *, bf16: bool | None = False,
               device: str | None = None, context_keys: Sequence[str] = tuple(CONTEXTS),
-              batch_size: int = 8, progress: bool = True) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
-    """Each off-the-shelf model, loaded once (bf16 weights when ``bf16``), reads every record set.
+              batch_size: int = 8, progress: bool = True,
+              formats: Sequence[str] = ("answer",)) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
+    """Each off-the-shelf model, loaded once (bf16 weights when ``bf16``), reads every record set, prompted
+    for each of ``formats`` ("answer", "quote": ``evaluate_zero_shot``).
 
     Returns:
         ``{set name: (table, lines)}`` with every model's rows, in ``model_names`` order.
@@ -108,10 +113,12 @@ def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]]
     for model_name in model_names:
         model, tokenizer = models.load_base_model(model_name, dtype=dtype, device=models.pick_device(device))
         for set_name, records in record_sets.items():
-            table, lines = evaluate_zero_shot(model, tokenizer, records, model_name, context_keys=context_keys,
-                                              batch_size=batch_size, bf16=bf16, progress=progress)
-            out[set_name][0].append(table)
-            out[set_name][1].extend(lines)
+            for answer_format in formats:
+                table, lines = evaluate_zero_shot(model, tokenizer, records, model_name, context_keys=context_keys,
+                                                  batch_size=batch_size, bf16=bf16, progress=progress,
+                                                  answer_format=answer_format)
+                out[set_name][0].append(table)
+                out[set_name][1].extend(lines)
         del model
         gc.collect()
     return {name: (pd.concat(tables, ignore_index=True), lines) for name, (tables, lines) in out.items()}
@@ -134,7 +141,7 @@ class Shelf:
 
 def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict], list[dict]]], tuned_row: str, *,
             bf16: bool | None = False, device: str | None = None, out_dir=None, progress: bool = True,
-            context_keys: Sequence[str] = tuple(CONTEXTS)) -> Shelf:
+            context_keys: Sequence[str] = tuple(CONTEXTS), formats: Sequence[str] = ("answer",)) -> Shelf:
     """Off-the-shelf rows on each evaluation set, paired with the tuned reader's ``tuned_row`` by question id.
 
     Args:
@@ -143,6 +150,7 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
         tuned_row: the tuned reader's row compared.
         out_dir: gets ``predictions_off_the_shelf_<set>.jsonl`` (None: nothing written).
         context_keys: the contexts read (the retrieved one is needed: the pairing uses it).
+        formats: the prompts each model reads ("answer"; "quote": also asked for the evidence first).
 
     The best off-the-shelf row is chosen on validation only (retrieved context, EM then F1), so the
     external set never picks what it is compared with.
@@ -154,7 +162,7 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
                          f"{list(context_keys)} must include 'retrieved_context'")
     t0 = time.time()
     read = read_with(model_names, {name: records for name, (records, _) in evaluated.items()}, bf16=bf16,
-                     device=device, progress=progress, context_keys=context_keys)
+                     device=device, progress=progress, context_keys=context_keys, formats=formats)
     val = read["validation"][0]
     val = val[val["row"].str.endswith(CONTEXTS["retrieved_context"])]
     best_row = str(val.sort_values(["em", "f1"], ascending=False).iloc[0]["row"])

@@ -21,12 +21,24 @@ def _index():
 def test_answer_reads_the_top_chunks_and_names_their_source(monkeypatch):
     prompts = []
     monkeypatch.setattr(answer_mod, "generate_answers",
-                        lambda model, tok, ps, progress, bf16: prompts.extend(ps) or ["Steven Spielberg"])
+                        lambda model, tok, ps, progress, bf16, max_new_tokens: prompts.extend(ps) or ["Steven Spielberg"])
     got = answer_mod.answer("Who directed the film Jaws?", None, Tok(), _index(), HashEmbedder(), style="plain", k=1)
     assert got["answer"] == "Steven Spielberg" and got["source"] == ["jaws"]
     assert got["passages"] == ["Jaws is a film directed by Steven Spielberg."]
     assert "Context: Jaws is a film directed by Steven Spielberg." in prompts[0]
     assert "Who directed the film Jaws?" in prompts[0]
+
+
+def test_a_quote_reader_answers_with_what_follows_its_evidence(monkeypatch):
+    seen = {}
+
+    def fake_generate(model, tok, ps, progress, bf16, max_new_tokens):
+        seen.update(prompt=ps[0], budget=max_new_tokens)
+        return ['Evidence: "Jaws is a film directed by Steven Spielberg." Answer: Steven Spielberg.']
+    monkeypatch.setattr(answer_mod, "generate_answers", fake_generate)
+    got = answer_mod.answer("Who directed Jaws?", None, Tok(), _index(), HashEmbedder(), style="plain",
+                            answer_format="quote")
+    assert got["answer"] == "Steven Spielberg" and "Quote the words" in seen["prompt"] and seen["budget"] > 16
 
 
 @pytest.mark.parametrize("question", ["", "   "])

@@ -155,3 +155,29 @@ def test_evaluate_qa_returns_the_lines_it_writes(monkeypatch, tmp_path):
     assert table.to_dict("records") == [{"row": rows[0][0], "em": 50.0, "f1": 50.0, "n": 2}]
     assert [(x["id"], x["prediction"], x["em"]) for x in lines] == [("a", "Spielberg", 1.0), ("b", "Hans Zimmer", 0.0)]
     assert lines == io.read_jsonl(tmp_path / "p.jsonl")
+
+
+def test_evaluate_qa_scores_the_answer_after_the_quote_and_keeps_the_reply(monkeypatch, caplog):
+    from tests.helpers import tiny_llama
+
+    class Tok:
+        chat_template = None
+    recs = [{"id": "a", "question": "Who directed Jaws?", "answer": "Steven Spielberg",
+             "answer_aliases": ["Steven Spielberg"], "retrieved_context": "Jaws is by Steven Spielberg."},
+            {"id": "b", "question": "Who scored Jaws?", "answer": "John Williams", "answer_aliases": ["John Williams"],
+             "retrieved_context": "The score is by John Williams."}]
+    seen = {}
+
+    def fake_generate(model, tok, prompts, **kw):
+        seen.update(kw, prompts=prompts)
+        return ['Evidence: "Jaws is by Steven Spielberg." Answer: Steven Spielberg', 'Evidence: "The score is by']
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
+    rows = [("tuned + retrieved context", True, "retrieved_context")]
+    table, lines = evaluate.evaluate_qa(tiny_llama(), Tok(), recs, "plain", rows=rows, progress=False,
+                                        answer_format="quote")
+    assert seen["max_new_tokens"] == evaluate.QUOTE_NEW_TOKENS and "Quote the words" in seen["prompts"][0]
+    assert [x["prediction"] for x in lines] == ["Steven Spielberg", 'Evidence: "The score is by']
+    assert lines[1]["generation"] == 'Evidence: "The score is by' and table["em"][0] == 50.0
+    assert "1 of 2 replies hold no 'Answer:'" in caplog.text
+    with pytest.raises(ValueError, match="span-constrained rows"):
+        evaluate.evaluate_qa(tiny_llama(), Tok(), recs, "plain", rows=[evaluate.SPAN_ROW], answer_format="quote")

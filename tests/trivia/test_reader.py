@@ -37,3 +37,55 @@ def test_reader_examples_use_raft_contexts_or_the_retrieved_one():
     assert "Spielberg" not in reader_examples([rec], Tok(), "plain", k=1, p_gold=0.0)[0]["prompt"]
 
 
+
+
+def test_quote_evidence_takes_one_sentence_per_evidence_group_in_context_order():
+    from cinephile.trivia.reader import quote_evidence
+
+    context = ("Alien is a 1979 horror film. It was directed by Ridley Scott.\n\n"
+               "Jaws is a 1975 thriller directed by Steven Spielberg. Its score is by John Williams.")
+    single = {"answer": "Steven Spielberg", "answer_aliases": ["Steven Spielberg", "Spielberg"]}
+    assert quote_evidence(single, context) == ["Jaws is a 1975 thriller directed by Steven Spielberg."]
+    comparison = {"answer": "Alien", "evidence": ["1979", "1975"]}  # each year its own group, quoted in order
+    assert quote_evidence(comparison, context) == ["Alien is a 1979 horror film.",
+                                                   "Jaws is a 1975 thriller directed by Steven Spielberg."]
+    assert quote_evidence({"answer": "Hans Zimmer"}, context) == []
+
+
+def test_a_long_sentence_is_clipped_to_a_window_that_still_holds_the_evidence():
+    from cinephile.trivia.reader import quote_evidence
+
+    words = [f"w{i}" for i in range(40)]
+    sentence = " ".join(words[:30] + ["Spielberg"] + words[30:]) + "."
+    quoted = quote_evidence({"answer": "Spielberg"}, sentence, max_words=8)[0]
+    assert len(quoted.split()) == 8 and "Spielberg" in quoted
+
+
+def test_quote_examples_ask_for_the_evidence_and_answer_after_it():
+    from cinephile.trivia.reader import QUOTE_SYSTEM, answer_of, trivia_example
+
+    class ChatTok:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "|".join(f"{m['role']}:{m['content']}" for m in messages) + "|assistant:"
+
+    rec = {"id": "r1", "question": "Who directed Jaws?", "answer": "Steven Spielberg",
+           "retrieved_context": "Rocky boxes. Jaws is by Steven Spielberg."}
+    ex = trivia_example(rec, ChatTok(), style="chat", answer_format="quote")
+    assert QUOTE_SYSTEM in ex["prompt"]
+    assert ex["response"] == 'Evidence: "Jaws is by Steven Spielberg." Answer: Steven Spielberg'
+    assert answer_of(ex["response"]) == "Steven Spielberg"
+    none = trivia_example({**rec, "retrieved_context": "Rocky boxes."}, Tok(), style="plain", answer_format="quote")
+    assert none["response"] == " Evidence: none. Answer: Steven Spielberg"
+    assert trivia_example(rec, ChatTok(), style="chat")["response"] == "Steven Spielberg"
+    with pytest.raises(ValueError, match="answer_format must be one of"):
+        trivia_example(rec, Tok(), style="plain", answer_format="cot")
+
+
+@pytest.mark.parametrize("reply, answer", [('Evidence: "a. b" Answer: 1979.', "1979"), ("Spielberg.\nmore", "Spielberg"),
+                                           ('Evidence: none. Answer:  no', "no"), ('Evidence: "cut off', 'Evidence: "cut off')])
+def test_answer_of_reads_after_the_last_answer_mark(reply, answer):
+    from cinephile.trivia.reader import answer_of
+
+    assert answer_of(reply) == answer

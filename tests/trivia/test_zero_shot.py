@@ -32,8 +32,8 @@ def test_a_tokenizer_without_chat_template_is_refused(smol_tokenizer):
 
 @pytest.mark.parametrize("raw, clean", [("Steven Spielberg.", "Steven Spielberg"), (" 1979\nBecause it was", "1979"),
                                         ("Dr.  ", "Dr"), ("", ""), ("U.S.A.", "U.S.A")])
-def test_clean_answer_keeps_the_first_line_without_a_final_period(raw, clean):
-    assert zero_shot.clean_answer(raw) == clean
+def test_an_answer_reply_is_its_first_line_without_a_final_period(raw, clean):
+    assert zero_shot.answer_of(raw) == clean
 
 
 def test_rows_are_scored_per_context_and_pair_with_tuned_rows(smol_tokenizer, monkeypatch):
@@ -105,3 +105,18 @@ def test_compare_picks_the_best_row_on_validation_only_and_pairs_every_set(smol_
 def test_compare_needs_the_retrieved_context_it_pairs_on():
     with pytest.raises(ValueError, match="must include 'retrieved_context'"):
         zero_shot.compare(["any"], {"validation": (RECORDS, [])}, "tuned", context_keys=["gold_context"])
+
+
+def test_the_quote_prompt_is_its_own_row_scored_on_the_answer_after_the_evidence(smol_tokenizer, monkeypatch):
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, **kw):
+        seen.append((prompts, kw["max_new_tokens"]))
+        return ['Evidence: "Jaws (1975) by Steven Spielberg." Answer: Steven Spielberg.', "Evidence: none. Answer: 1975"]
+
+    monkeypatch.setattr(zero_shot, "generate_answers", fake_generate)
+    table, lines = zero_shot.evaluate_zero_shot(None, smol_tokenizer, RECORDS, "qwen2.5-coder-1.5b", progress=False,
+                                                context_keys=["retrieved_context"], answer_format="quote")
+    assert list(table["row"]) == ["Qwen2.5-Coder-1.5B-Instruct, zero-shot, evidence first + retrieved context"]
+    assert [x["prediction"] for x in lines] == ["Steven Spielberg", "1975"] and table["em"][0] == 50.0
+    assert zero_shot.QUOTE_SYSTEM in seen[0][0][0] and seen[0][1] == evaluate.QUOTE_NEW_TOKENS
