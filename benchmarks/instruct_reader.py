@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shelf-formats", nargs="+", default=["answer"], choices=("answer", "quote"),
                         help="the prompts the off-the-shelf model reads (each its own row)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-questions", type=int, default=None, help="a quick check: only the first N questions")
+    parser.add_argument("--external-limit", type=int, default=None, help="a quick check: only N HotpotQA questions")
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_instruct.json"))
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
         bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
         answer_format=args.answer_format,
-        external_csv=args.external, external_limit=None,
+        external_csv=args.external, external_limit=args.external_limit, max_questions=args.max_questions,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
         lora_targets="auto"))
     t0 = time.time()

@@ -182,6 +182,9 @@ def attention_table(record: dict) -> str:
                   "training step", "generate 16 tokens"], rows)
 
 
+REPLIES = {"answer": "answer", "quote": "evidence, then answer"}  # TriviaConfig.answer_format
+
+
 def instruct_reader_table(record: dict) -> str:
     """``results/trivia_instruct.json``: tuned instruct readers against the same model read off the shelf."""
     rows = []
@@ -192,7 +195,9 @@ def instruct_reader_table(record: dict) -> str:
         paired = r["paired_tuned_vs_best"]
         kinds = {k["row"]: k for k in r.get("validation_em_by_kind", [])}
         written = [kinds.get(name, {}).get("generated") for name in ("tuned + retrieved context", r["best_off_the_shelf"])]
+        best_prompt = "evidence first" if "evidence first" in r["best_off_the_shelf"] else "answer only"
         rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
+                     REPLIES[r.get("answer_format", "answer")], best_prompt,
                      f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
                      "–" if None in written else f"{written[0]:.1f} / {written[1]:.1f}",
                      f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
@@ -200,6 +205,7 @@ def instruct_reader_table(record: dict) -> str:
                      interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
     return table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
+                  "tuned reader's reply", "off-the-shelf prompt (best on validation)",
                   "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
                   "training time per step (with validation loss)"], rows)
