@@ -34,7 +34,7 @@ from lora import disable_lora
 from cinephile.generate import generate_answers
 from cinephile.io import require_keys, save_figure, write_jsonl
 from cinephile.trivia.matching import accepted_answers, covers, normalize_answer
-from cinephile.trivia.reader import ANSWER_MARK, answer_of, trivia_examples
+from cinephile.trivia.reader import ANSWER_MARK, REPLY_TOKENS, answer_of, trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,6 @@ EVAL_ROWS = [
 ]
 
 
-QUOTE_NEW_TOKENS = 96  # generation budget of a "quote" reply (evidence, then the answer)
-
-
 def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_ROWS, batch_size: int = 8,
                 max_new_tokens: int | None = None, predictions_path: str | os.PathLike | None = None,
                 progress: bool = True, bf16: bool | None = False,
@@ -186,7 +183,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         style: prompt style used in training.
         rows: ``(name, tuned, context_key)`` triples, or with a fourth item ``constrained``: decode
             only spans of the context, "yes", "no" or numbers (``generate.span_constraint``).
-        batch_size, max_new_tokens: generation settings (None: 16 tokens, ``QUOTE_NEW_TOKENS`` for "quote").
+        batch_size, max_new_tokens: generation settings (None: ``reader.REPLY_TOKENS`` of the format).
         predictions_path: JSONL with one line per (row, question).
         progress: one progress bar over the rows.
         bf16: generation under bf16 autocast (``generate.generate_answers``); False: fp32.
@@ -211,7 +208,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
         contexts = [r[key] for r in records] if constrained else None
         with nullcontext() if tuned else disable_lora(model):
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens or (QUOTE_NEW_TOKENS if quote else 16),
+                                     max_new_tokens=max_new_tokens or REPLY_TOKENS[answer_format],
                                      progress=False, contexts=contexts, bf16=bf16)
         row, row_lines = score_row(name, [answer_of(p) for p in preds] if quote else preds, records)
         if quote:

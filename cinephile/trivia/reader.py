@@ -83,6 +83,7 @@ CHAT_SYSTEM = ("You answer questions about films from the given context. Reply w
 # "quote": the reply first quotes the context's words that hold the answer, then the answer, on one line (RAFT's
 # chain of thought with quotes); "answer": the answer only
 ANSWER_FORMATS = ("answer", "quote")
+REPLY_TOKENS = {"answer": 16, "quote": 96}  # generation budget of a reply in each format (evidence, then the answer)
 QUOTE_INSTRUCTION = ("Quote the words of the context that answer the question, then answer with a short phrase: "
                      'Evidence: "..." Answer: ...')
 QUOTE_SYSTEM = ("You answer questions about films from the given context. Reply in one line: first quote the words "

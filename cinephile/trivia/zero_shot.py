@@ -24,8 +24,9 @@ from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
 from cinephile.prompts import CHAT, format_prompt
 from cinephile.report import interval_text
-from cinephile.trivia.evaluate import QUOTE_NEW_TOKENS, paired_difference, score_row
-from cinephile.trivia.reader import CHAT_SYSTEM, QUOTE_SYSTEM, check_answer_format, answer_of, chat_user_text
+from cinephile.trivia.evaluate import paired_difference, score_row
+from cinephile.trivia.reader import (CHAT_SYSTEM, QUOTE_SYSTEM, REPLY_TOKENS, answer_of, chat_user_text,
+                                     check_answer_format)
 
 
 CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
@@ -70,7 +71,7 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
         records: evaluated records holding each of ``context_keys``.
         model_name: as for ``models.load_base_model``; names the rows (``row_name``).
         context_keys: the contexts read ("retrieved_context", "gold_context").
-        max_new_tokens: None: 16, or ``evaluate.QUOTE_NEW_TOKENS`` for the quote format.
+        max_new_tokens: None: ``reader.REPLY_TOKENS`` of the format.
         answer_format: "answer" (the first line is the answer) or "quote" (``reader.answer_of`` the reply).
 
     Returns:
@@ -88,10 +89,9 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
     for key in tqdm(context_keys, desc=f"{display_name(model_name)}: {len(records)} questions", disable=not progress):
         name = row_name(model_name, key, answer_format)
         prompts = [prompt(tokenizer, r["question"], r[key], answer_format) for r in records]
-        quote = answer_format == "quote"
         # stop at EOS (the chat turn's end); the first line is kept afterwards
         raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, progress=False, bf16=bf16,
-                               max_new_tokens=max_new_tokens or (QUOTE_NEW_TOKENS if quote else 16))
+                               max_new_tokens=max_new_tokens or REPLY_TOKENS[answer_format])
         row, row_lines = score_row(name, [answer_of(p) for p in raw], records)
         table.append(row)
         lines += row_lines

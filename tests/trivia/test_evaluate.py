@@ -158,6 +158,7 @@ def test_evaluate_qa_returns_the_lines_it_writes(monkeypatch, tmp_path):
 
 
 def test_evaluate_qa_scores_the_answer_after_the_quote_and_keeps_the_reply(monkeypatch, caplog):
+    from cinephile.trivia.reader import REPLY_TOKENS
     from tests.helpers import tiny_llama
 
     class Tok:
@@ -175,7 +176,7 @@ def test_evaluate_qa_scores_the_answer_after_the_quote_and_keeps_the_reply(monke
     rows = [("tuned + retrieved context", True, "retrieved_context")]
     table, lines = evaluate.evaluate_qa(tiny_llama(), Tok(), recs, "plain", rows=rows, progress=False,
                                         answer_format="quote")
-    assert seen["max_new_tokens"] == evaluate.QUOTE_NEW_TOKENS and "Quote the words" in seen["prompts"][0]
+    assert seen["max_new_tokens"] == REPLY_TOKENS["quote"] and "Quote the words" in seen["prompts"][0]
     assert [x["prediction"] for x in lines] == ["Steven Spielberg", 'Evidence: "The score is by']
     assert lines[1]["generation"] == 'Evidence: "The score is by' and table["em"][0] == 50.0
     assert "1 of 2 replies hold no 'Answer:'" in caplog.text

@@ -119,4 +119,4 @@ def test_the_quote_prompt_is_its_own_row_scored_on_the_answer_after_the_evidence
                                                 context_keys=["retrieved_context"], answer_format="quote")
     assert list(table["row"]) == ["Qwen2.5-Coder-1.5B-Instruct, zero-shot, evidence first + retrieved context"]
     assert [x["prediction"] for x in lines] == ["Steven Spielberg", "1975"] and table["em"][0] == 50.0
-    assert zero_shot.QUOTE_SYSTEM in seen[0][0][0] and seen[0][1] == evaluate.QUOTE_NEW_TOKENS
+    assert zero_shot.QUOTE_SYSTEM in seen[0][0][0] and seen[0][1] == zero_shot.REPLY_TOKENS["quote"] == 96
