@@ -6,6 +6,7 @@ each rendered table appears in the README verbatim, so a figure there can never 
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from cinephile.io import read_json
@@ -54,8 +55,6 @@ def trainer_table(record: dict) -> str:
                      f"validation loss {100 * (ours_bf16['val_loss'] / trainer_bf16['val_loss'] - 1):+.2f}%.")
     spread = record.get("seed_spread")
     if spread:
-        import statistics
-
         def spread_text(losses: list[float]) -> str:
             return f"{statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} ({', '.join(f'{x:.4f}' for x in losses)})"
         main += (f"\n\nValidation loss of the fp32 runs over seeds {', '.join(map(str, spread['seeds']))} (adapter "
@@ -197,7 +196,7 @@ def instruct_reader_table(record: dict) -> str:
         written = [kinds.get(name, {}).get("generated") for name in ("tuned + retrieved context", r["best_off_the_shelf"])]
         best_prompt = "evidence first" if "evidence first" in r["best_off_the_shelf"] else "answer only"
         rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
-                     REPLIES[r.get("answer_format", "answer")], best_prompt,
+                     f"{r['top_k']} x {r['chunk_tokens']} tokens", REPLIES[r.get("answer_format", "answer")], best_prompt,
                      f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
                      "–" if None in written else f"{written[0]:.1f} / {written[1]:.1f}",
                      f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
@@ -205,7 +204,7 @@ def instruct_reader_table(record: dict) -> str:
                      interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
     return table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
-                  "tuned reader's reply", "off-the-shelf prompt (best on validation)",
+                  "chunks fed", "tuned reader's reply", "off-the-shelf prompt (best on validation)",
                   "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
                   "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
                   "training time per step (with validation loss)"], rows)

@@ -90,6 +90,7 @@ def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
     interval = lambda d, lo, hi: {"diff": d, "lo": lo, "hi": hi, "n": 53, "beats": lo > 0}  # noqa: E731
     shelf = "Q, zero-shot + retrieved context"
     row = {"name": "1.5B, 240 prompts", "n_train": 240, "lr": 2e-4, "seed": 0, "best_off_the_shelf": shelf,
+           "top_k": 10, "chunk_tokens": 48,
            "results": {"validation": [{"row": "tuned + retrieved context", "em": 76.2, "f1": 76.2},
                                       {"row": shelf, "em": 70.0, "f1": 72.0}],
                        "external": [{"row": "tuned + retrieved context", "em": 35.8, "f1": 50.5},
@@ -97,12 +98,12 @@ def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
            "paired_tuned_vs_best": {"external": {"em": interval(-5.7, -13.2, 1.9), "f1": interval(-6.0, -12.0, 0.1)}},
            "seconds": {"per_step": 22.4}}
     line = instruct_reader_table({"rows": [row]}).splitlines()[2]
-    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | answer | answer only | 76.2 / 70.0 | – | 35.8 / 50.5 | "
+    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 10 x 48 tokens | answer | answer only | 76.2 / 70.0 | – | 35.8 / 50.5 | "
                     "41.5 / 56.5 | -5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")
     quoted = {**row, "answer_format": "quote", "best_off_the_shelf": "Q, zero-shot, evidence first + retrieved context"}
     quoted["results"] = {k: [{**x, "row": quoted["best_off_the_shelf"]} if x["row"] == shelf else x for x in v]
                          for k, v in row["results"].items()}
-    assert "| 240 (0.0002, seed 0) | evidence, then answer | evidence first | 76.2 / 70.0 |" in \
+    assert "| 240 (0.0002, seed 0) | 10 x 48 tokens | evidence, then answer | evidence first | 76.2 / 70.0 |" in \
         instruct_reader_table({"rows": [quoted]})
     row["validation_em_by_kind"] = [{"row": "tuned + retrieved context", "single": 80.0, "generated": 61.5},
                                     {"row": shelf, "single": 75.0, "generated": 58.25}]
