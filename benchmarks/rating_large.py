@@ -3,9 +3,9 @@
 llm.ipynb trains on each user's 8 latest training-period ratings (4,866 instructions) to stay within its
 time budget. This script runs the same stages (``cinephile.ratings.pipeline``: split, tuned baselines with
 their seeds, instructions, LoRA training, expected value on every test pair, greedy answers on each user's
-last pair) with each user's ``--per-user`` latest training ratings (40: 19,466 instructions; a target needs 3 earlier ratings). With that
-many targets per user, a prompt's recommender predictions come from ``--folds`` refits, each without a fold
-of the targets (out of fold: no anchor has seen its own rating). The export and the llama.cpp check are left
+last pair) with each user's ``--per-user`` latest training ratings (40: 19,466 instructions; a target needs 3
+earlier ratings). With that many targets per user, a prompt's recommender predictions come from ``--folds``
+refits, each without a fold of the targets (out of fold: no anchor has seen its own rating). The export and the llama.cpp check are left
 to the notebook (the answer format is the same).
 
 Writes results/ratings_large.json (the notebook's record: table, slices, user-resampled intervals, timings)

@@ -196,7 +196,8 @@ def instruct_reader_table(record: dict) -> str:
         written = [kinds.get(name, {}).get("generated") for name in ("tuned + retrieved context", r["best_off_the_shelf"])]
         best_prompt = "evidence first" if "evidence first" in r["best_off_the_shelf"] else "answer only"
         rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
-                     f"{r['top_k']} x {r['chunk_tokens']} tokens", REPLIES[r.get("answer_format", "answer")], best_prompt,
+                     f"{r['top_k']} x {r['chunk_tokens']} tokens", REPLIES[r.get("answer_format", "answer")],
+                     best_prompt,
                      f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
                      "–" if None in written else f"{written[0]:.1f} / {written[1]:.1f}",
                      f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",

@@ -98,8 +98,8 @@ def test_instruct_reader_table_shows_tuned_against_off_the_shelf_per_row():
            "paired_tuned_vs_best": {"external": {"em": interval(-5.7, -13.2, 1.9), "f1": interval(-6.0, -12.0, 0.1)}},
            "seconds": {"per_step": 22.4}}
     line = instruct_reader_table({"rows": [row]}).splitlines()[2]
-    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 10 x 48 tokens | answer | answer only | 76.2 / 70.0 | – | 35.8 / 50.5 | "
-                    "41.5 / 56.5 | -5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")
+    assert line == ("| 1.5B, 240 prompts | 240 (0.0002, seed 0) | 10 x 48 tokens | answer | answer only | 76.2 / 70.0 | "
+                    "– | 35.8 / 50.5 | 41.5 / 56.5 | -5.7 [-13.2, +1.9] | -6.0 [-12.0, +0.1] | 22 s |")
     quoted = {**row, "answer_format": "quote", "best_off_the_shelf": "Q, zero-shot, evidence first + retrieved context"}
     quoted["results"] = {k: [{**x, "row": quoted["best_off_the_shelf"]} if x["row"] == shelf else x for x in v]
                          for k, v in row["results"].items()}

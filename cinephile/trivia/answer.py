@@ -6,7 +6,7 @@ from __future__ import annotations
 from cinephile.embedding import EmbedFn
 from cinephile.generate import generate_answers
 from cinephile.trivia.index import CorpusIndex
-from cinephile.trivia.reader import REPLY_TOKENS, answer_of, trivia_example
+from cinephile.trivia.reader import REPLY_TOKENS, reply_answer, trivia_example
 
 
 def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedFn, *, style: str,
@@ -25,8 +25,8 @@ def answer(question: str, model, tokenizer, index: CorpusIndex, embed_fn: EmbedF
     record = {"id": "demo", "question": question, "answer": "",
               "retrieved_context": "\n\n".join(h["text"] for h in hits)}
     prompt = trivia_example(record, tokenizer, style=style, answer_format=answer_format)["prompt"]
-    pred = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16,
-                            max_new_tokens=REPLY_TOKENS[answer_format])[0]
-    pred = answer_of(pred) if answer_format == "quote" else pred
+    reply = generate_answers(model, tokenizer, [prompt], progress=False, bf16=bf16,
+                             max_new_tokens=REPLY_TOKENS[answer_format])[0]
+    pred = reply_answer(reply, answer_format)
     return {"question": question, "answer": pred, "score": hits[0]["score"], "source": hits[0]["sources"][:3],
             "passages": [h["text"] for h in hits]}

@@ -34,7 +34,7 @@ from lora import disable_lora
 from cinephile.generate import generate_answers
 from cinephile.io import require_keys, save_figure, write_jsonl
 from cinephile.trivia.matching import accepted_answers, covers, normalize_answer
-from cinephile.trivia.reader import ANSWER_MARK, REPLY_TOKENS, answer_of, trivia_examples
+from cinephile.trivia.reader import ANSWER_MARK, REPLY_TOKENS, reply_answer, trivia_examples
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def evaluate_qa(model, tokenizer, records: list[dict], style: str, *, rows=EVAL_
             preds = generate_answers(model, tokenizer, prompts, batch_size=batch_size,
                                      max_new_tokens=max_new_tokens or REPLY_TOKENS[answer_format],
                                      progress=False, contexts=contexts, bf16=bf16)
-        row, row_lines = score_row(name, [answer_of(p) for p in preds] if quote else preds, records)
+        row, row_lines = score_row(name, [reply_answer(p, answer_format) for p in preds], records)
         if quote:
             unparsed = sum(ANSWER_MARK not in p for p in preds)
             if unparsed:

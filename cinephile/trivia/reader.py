@@ -139,6 +139,12 @@ def answer_of(text: str) -> str:
     return line[:-1].rstrip() if line.endswith(".") else line
 
 
+def reply_answer(reply: str, answer_format: str) -> str:
+    """What the tuned reader's reply in ``answer_format`` answers: a "quote" reply's ``answer_of``; an
+    "answer" reply as generated (scored raw, as the reader was trained to reply)."""
+    return answer_of(reply) if answer_format == "quote" else reply
+
+
 def trivia_user_text(question: str, context: str | None, instruction: str = TRIVIA_INSTRUCTION) -> str:
     """The plain prompt's text: instruction, optional context, question."""
     if context:

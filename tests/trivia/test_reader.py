@@ -89,3 +89,10 @@ def test_answer_of_reads_after_the_last_answer_mark(reply, answer):
     from cinephile.trivia.reader import answer_of
 
     assert answer_of(reply) == answer
+
+
+def test_reply_answer_parses_quote_replies_and_keeps_answer_replies_as_generated():
+    from cinephile.trivia.reader import reply_answer
+
+    assert reply_answer('Evidence: "Jaws (1975)" Answer: 1975.', "quote") == "1975"
+    assert reply_answer("Steven Spielberg.", "answer") == "Steven Spielberg."
