@@ -15,7 +15,7 @@ readers go to runs/instruct-reader/<name>-seed<seed>/predictions_{validation,ext
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
         [--keep-read] [--answer-format answer|quote] [--shelf-formats answer [quote]] [--top-k 6]
-        [--chunk-tokens 48] [--batch-size 8] [--grad-accum 1] [--seed 0]
+        [--chunk-tokens 48] [--similar-distractors N] [--batch-size 8] [--grad-accum 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="chunks fed to both readers (default: the run's)")
     parser.add_argument("--chunk-tokens", type=int, default=None, help="chunk size in the model's tokens "
                         "(default: the run's)")
+    parser.add_argument("--similar-distractors", type=int, default=None, metavar="N",
+                        help="every training and validation context holds N distractor films of its side, those "
+                        "most like the question (TriviaConfig.similar_distractors; default: the sample's random ones)")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per forward pass")
     parser.add_argument("--grad-accum", type=int, default=1, help="forward passes per step (batch 4 x 2 holds "
                         "10 chunks of 48 tokens in 24 GiB; batch 8 x 1 runs out of memory there)")
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
         answer_format=args.answer_format, top_k=args.top_k or saved.top_k,
         chunk_tokens=args.chunk_tokens or saved.chunk_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        similar_distractors=args.similar_distractors,
         external_csv=args.external, external_limit=args.external_limit, max_questions=args.max_questions,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
         lora_targets="auto"))
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
+           "similar_distractors": cfg.similar_distractors,
            "lr": cfg.lr, "seed": cfg.seed,
            "answer_format": cfg.answer_format, "shelf_formats": list(args.shelf_formats),
            "bridges": list(cfg.bridges), "generated": list(cfg.generated),

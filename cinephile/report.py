@@ -2,6 +2,9 @@
 
 The README's result tables are pasted from ``python -m cinephile.report`` and a test checks that
 each rendered table appears in the README verbatim, so a figure there can never be typed by hand.
+The trivia and rating tables live beside their wings (``cinephile.trivia.tables``,
+``cinephile.ratings.tables``); this module holds the benchmarks' tables and names the renderer and the
+writer of every results file.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from cinephile.io import read_json
 from cinephile.markdown import num, table
 from cinephile.ratings.tables import (large_run_table, rating_speed_table, ratings_tables, study_table,
                                       variants_table)
+from cinephile.trivia.tables import contexts_table, instruct_reader_table, trivia_ablation_table, trivia_tables
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -112,55 +116,6 @@ def pipeline_speed_table(record: dict) -> str:
          f"**{r['speedup']:.1f}x**"]])
 
 
-def interval_text(p: dict) -> str:
-    """A paired difference and its 95% interval in points: ``"+4.8 [-3.8, +14.3]"``."""
-    return f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]"
-
-
-def trivia_tables(record: dict) -> str:
-    """``results/trivia.json``: EM / F1 per row on each evaluation set, the paired intervals and retrieval."""
-    sets = {"validation": "film-disjoint validation", "external": "HotpotQA film questions (external test)"}
-    rows = []
-    for key, label in sets.items():
-        for r in record["results"].get(key, []):
-            rows.append([label, r["row"], f"{r['em']:.1f}", f"{r['f1']:.1f}", str(r["n"])])
-    results = table(["evaluation set", "row", "EM", "F1", "n"], rows)
-    paired = table(["EM(tuned + retrieved) − EM(base + retrieved)", "difference", "paired bootstrap 95% interval",
-                    "beats?"],
-                   [[sets[k], f"{p['diff']:+.1f}", f"[{p['lo']:+.1f}, {p['hi']:+.1f}]",
-                     "**yes** (interval above 0)" if p["beats"] else "no (interval includes 0)"]
-                    for k, p in record["paired_em_tuned_vs_base"].items()])
-    off = record.get("off_the_shelf")
-    if off:
-        tuned_row = "EM / F1(tuned + retrieved) − " + off["best_row"] + " (best off-the-shelf on validation)"
-        paired += "\n\n" + table(
-            [tuned_row, "EM difference [95% interval]", "F1 difference [95% interval]", "beats?"],
-            [[sets[k], interval_text(p["em"]), interval_text(p["f1"]),
-              "**yes** (EM interval above 0)" if p["em"]["beats"] else
-              ("no: behind (EM interval below 0)" if p["em"]["hi"] < 0 else "no (EM interval includes 0)")]
-             for k, p in off["paired_tuned_vs_best"].items()])
-    ext = (record["retrieval"].get("external") or {}).get("retrieval_192", {})
-    retrieval = table(["retriever", "HotpotQA R@1 (192-token chunks)", "R@2", "R@3"],
-                      [[name, num(r["recall@1"]), num(r["recall@2"]), num(r["recall@3"])]
-                       for name, r in ext.items()])
-    s = record["settings"]
-    fed = (f"Reader context: top {s['top_k']} chunks of {s['chunk_tokens']} tokens, BM25 weight "
-           f"{s['lexical_weight']}; it holds the evidence for "
-           f"{100 * record['retrieval']['validation_split']['context_recall']:.0f}% of the sample questions and "
-           f"{100 * (record['retrieval'].get('external') or {}).get('context_recall', float('nan')):.0f}% of the "
-           f"HotpotQA questions. Default run: {record['wall_time_min']:.1f} min.")
-    return "\n\n".join([results, paired, retrieval, fed])
-
-
-def trivia_ablation_table(record: dict) -> str:
-    """``results/trivia_ablation.json``: one reader per step, film-disjoint validation EM / F1."""
-    return table(["step (each adds one change)", "training questions", "training time", "fed-context recall",
-                  "EM", "F1", "EM single-hop", "EM comparison"],
-                 [[r["name"], str(r["n_train"]), f"{r['train_min']:.1f} min", num(r["val_context_recall"], 2),
-                   f"{r['em_all']:.1f}", f"{r['f1_all']:.1f}", f"{r['em_single']:.1f}",
-                   f"{r['em_comparison']:.1f}"] for r in record["rows"]])
-
-
 def span_decoding_table(record: dict) -> str:
     """``results/bench_span_decoding.json``: free vs span-constrained decoding on validation."""
     rows = [[r["row"], f"{r['em']:.1f}", f"{r['f1']:.1f}", str(r["n"])] for r in record["rows"]]
@@ -179,36 +134,6 @@ def attention_table(record: dict) -> str:
     rows.append(["speed-up eager / SDPA", f"**{speed['train_step_s']:.2f}x**", f"**{speed['generate_s']:.2f}x**"])
     return table([f"attention ({record['model']}, batch {record['batch']} x {record['seq_len']} tokens)",
                   "training step", "generate 16 tokens"], rows)
-
-
-REPLIES = {"answer": "answer", "quote": "evidence, then answer"}  # TriviaConfig.answer_format
-
-
-def instruct_reader_table(record: dict) -> str:
-    """``results/trivia_instruct.json``: tuned instruct readers against the same model read off the shelf."""
-    rows = []
-    for r in record["rows"]:
-        score = {name: {x["row"]: x for x in rows_} for name, rows_ in r["results"].items()}
-        tuned = {name: s["tuned + retrieved context"] for name, s in score.items()}
-        shelf = {name: s[r["best_off_the_shelf"]] for name, s in score.items()}
-        paired = r["paired_tuned_vs_best"]
-        kinds = {k["row"]: k for k in r.get("validation_em_by_kind", [])}
-        written = [kinds.get(name, {}).get("generated") for name in ("tuned + retrieved context", r["best_off_the_shelf"])]
-        best_prompt = "evidence first" if "evidence first" in r["best_off_the_shelf"] else "answer only"
-        rows.append([r["name"], f"{r['n_train']} ({r['lr']:g}, seed {r['seed']})",
-                     f"{r['top_k']} x {r['chunk_tokens']} tokens", REPLIES[r.get("answer_format", "answer")],
-                     best_prompt,
-                     f"{tuned['validation']['em']:.1f} / {shelf['validation']['em']:.1f}",
-                     "–" if None in written else f"{written[0]:.1f} / {written[1]:.1f}",
-                     f"{tuned['external']['em']:.1f} / {tuned['external']['f1']:.1f}",
-                     f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
-                     interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
-                     f"{r['seconds']['per_step']:.0f} s"])
-    return table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
-                  "chunks fed", "tuned reader's reply", "off-the-shelf prompt (best on validation)",
-                  "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
-                  "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
-                  "training time per step (with validation loss)"], rows)
 
 
 def roofline_table(record: dict) -> str:
@@ -246,7 +171,7 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
              "trivia_instruct.json": instruct_reader_table, "ratings_study.json": study_table,
              "bench_notebook_wall.json": notebook_wall_table, "bench_rating_speed.json": rating_speed_table,
-             "ratings_large.json": large_run_table}
+             "ratings_large.json": large_run_table, "trivia_contexts.json": contexts_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -261,7 +186,8 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "ratings_study.json": "python -m cinephile.ratings.sweeps",
            "bench_notebook_wall.json": "benchmarks/notebook_wall.py",
            "bench_rating_speed.json": "benchmarks/rating_speed.py",
-           "ratings_large.json": "benchmarks/rating_large.py"}  # what writes each results file
+           "ratings_large.json": "benchmarks/rating_large.py",
+           "trivia_contexts.json": "benchmarks/context_difficulty.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

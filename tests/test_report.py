@@ -121,3 +121,22 @@ def test_ratings_tables_show_the_seed_spread_and_each_slice():
     assert "| SVD++ (surprise, tuned) | 0.9000 | 0.700 | 0.500 | 0.500 | 10 | 0.9100 ± 0.0040 (5 seeds) |" in text
     assert "paired bootstrap 95% interval (users resampled)" in text
     assert "Slice: cold movies (4 pairs)" in text and "| 4 | 0.9100 ± 0.0040 (5 seeds) |" in text
+
+
+def test_contexts_table_shows_recall_and_the_reader_per_setting_and_the_paired_k_difference():
+    from cinephile.report import contexts_table
+
+    def row(label, k, recall_val, em):
+        return {"distractors": label, "top_k": k, "chunk_tokens": 48, "validation_tokens": 36.4 * k,
+                "recall": {"training": 0.9, "validation": recall_val, "external": 0.71},
+                "validation": {"em": em, "f1": em + 1, "n": 105, "em_by_kind": {"single": em + 2, "comparison": em - 5}}}
+    interval = {"diff": 2.9, "lo": -1.0, "hi": 6.7, "n": 105, "beats": False}
+    record = {"rows": [row("random", 6, 0.87, 70.5), row("similar", 10, 0.962, 66.0)],
+              "paired_most_vs_fewest_chunks": {"more": 10, "fewer": 6, "similar": {"em": interval, "f1": interval}}}
+    text = contexts_table(record)
+    assert "| random | 6 x 48 | 218 | 0.90 | 0.87 | 0.71 | 70.5 / 71.5 | 72.5 / 65.5 |" in text
+    assert "| similar | 10 x 48 | 364 | 0.90 | 0.96 | 0.71 | 66.0 / 67.0 | 68.0 / 61.0 |" in text
+    assert "| off the shelf, validation EM: 10 − 6 chunks [95%] |" in text
+    assert "| similar | +2.9 [-1.0, +6.7] | +2.9 [-1.0, +6.7] |" in text
+    del record["paired_most_vs_fewest_chunks"]
+    assert "chunks [95%]" not in contexts_table(record)

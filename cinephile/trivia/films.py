@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from cinephile.io import require_keys
 from cinephile.trivia.matching import accepted_answers
@@ -64,15 +64,44 @@ def film_of(record: dict, blocks: dict[str, list[str]]) -> str:
     return holding[0]
 
 
-def rebuild_context(record: dict, blocks: dict[str, list[str]], pool: Sequence[str], *, seed: int = 0) -> str:
-    """The record's own film block plus as many distractor blocks as its context had, drawn from ``pool``."""
+def rebuild_context(record: dict, blocks: dict[str, list[str]], pool: Sequence[str], *, seed: int = 0,
+                    others: Sequence[str] | None = None) -> str:
+    """The record's own film block plus distractor blocks, shuffled.
+
+    The distractors are ``others`` when given, else as many films as the record's context had, a seeded
+    sample of ``pool``.
+    """
     own = record["film"]
-    n_other = sum(1 for p in paragraphs(record["context"]) if BLOCK_START.match(p)) - 1
     rng = random.Random(f"{seed}-{record['id']}")
-    candidates = sorted(f for f in pool if f != own)
-    chosen = rng.sample(candidates, min(max(n_other, 0), len(candidates))) + [own]
-    rng.shuffle(chosen)
-    return "\n\n".join(p for film in chosen for p in blocks[film])
+    if others is None:
+        n_other = sum(1 for p in paragraphs(record["context"]) if BLOCK_START.match(p)) - 1
+        candidates = sorted(f for f in pool if f != own)
+        others = rng.sample(candidates, min(max(n_other, 0), len(candidates)))
+    return _shuffled_blocks([*others, own], blocks, rng)
+
+
+def similar_films(questions: Sequence[str], exclude: Sequence[Collection[str]], pool: Sequence[str],
+                  blocks: dict[str, list[str]], n: int) -> list[list[str]]:
+    """For each question, the ``n`` films of ``pool`` whose passages are most like it, its ``exclude`` films left out.
+
+    Similarity is the cosine of TF-IDF vectors over words and word pairs, the way HotpotQA's distractor
+    setting chose the paragraphs beside the gold ones: distractors that share the question's words make
+    retrieval and reading harder than random films do. Ties keep ``pool``'s sorted order.
+    """
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    pool = sorted(pool)
+    if not questions or n <= 0:
+        return [[] for _ in questions]
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
+    docs = vectorizer.fit_transform([" ".join(blocks[f]) for f in pool])
+    scores = (vectorizer.transform(list(questions)) @ docs.T).toarray()
+    out = []
+    for row, skip in zip(scores, exclude):
+        ranked = [pool[i] for i in np.argsort(-row, kind="stable") if pool[i] not in skip]
+        out.append(ranked[:n])
+    return out
 
 
 def read_facts(path) -> dict[str, dict]:
@@ -132,12 +161,13 @@ def _pair_questions(a: str, b: str, facts: dict[str, dict]) -> list[tuple[str, s
 
 def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts: dict[str, dict], *,
                        n_pairs: int, prefix: str, pool: Sequence[str] | None = None, distractors: int = 1,
-                       seed: int = 0) -> list[dict]:
+                       similar: bool = False, seed: int = 0) -> list[dict]:
     """Two-hop and comparison questions over pairs of ``films`` (one side of a split), with their contexts.
 
     Pairs that share a director come first (so "same person?" is not always "no"), then seeded random
     pairs; each question's context holds both films' blocks plus ``distractors`` blocks from ``pool``
-    (the same side's films), shuffled. Answers come from ``facts``, whose values the blocks state.
+    (the same side's films; ``similar``: the films most like the question, ``similar_films``, else a seeded
+    sample), shuffled. Answers come from ``facts``, whose values the blocks state.
 
     Returns:
         QA records (id, question, answer, answer_aliases, evidence, context, film, films, kind="comparison").
@@ -160,13 +190,25 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
         if rng.random() < 0.5:
             a, b = b, a
         for j, (question, answer, aliases, evidence) in enumerate(_pair_questions(a, b, facts)):
-            others = [f for f in pool if f not in (a, b)]
-            chosen = rng.sample(others, min(distractors, len(others))) + [a, b]
-            rng.shuffle(chosen)
             records.append({"id": f"{prefix}{k:03d}-{j}", "question": question, "answer": answer,
                             "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b],
-                            "kind": "comparison", "context": "\n\n".join(p for f in chosen for p in blocks[f])})
+                            "kind": "comparison"})
+            if not similar:
+                others = [f for f in pool if f not in (a, b)]
+                records[-1]["context"] = _shuffled_blocks(rng.sample(others, min(distractors, len(others))) + [a, b],
+                                                          blocks, rng)
+    if similar:
+        picked = similar_films([r["question"] for r in records], [r["films"] for r in records], pool, blocks,
+                               distractors)
+        for r, others in zip(records, picked):
+            r["context"] = _shuffled_blocks([*others, *r["films"]], blocks, rng)
     return records
+
+
+def _shuffled_blocks(films: list[str], blocks: dict[str, list[str]], rng: random.Random) -> str:
+    """The films' blocks in a shuffled order (``films`` is shuffled in place), as one context."""
+    rng.shuffle(films)
+    return "\n\n".join(p for f in films for p in blocks[f])
 
 
 ROLE_QUESTION = re.compile(r"^(?:Which actor|Which actress|Who) (?:plays|played|voices|voiced) "

@@ -82,7 +82,7 @@ def load_and_split(cfg: TriviaConfig) -> Split:
         facts = films.read_facts(cfg.facts_csv) if cfg.facts_csv else {}
         train_raw, val_raw = splits.film_split_with_comparisons(
             records, facts, val_fraction=cfg.val_fraction, train_pairs=cfg.comparison_pairs[0],
-            val_pairs=cfg.comparison_pairs[1], bridges=cfg.bridges)
+            val_pairs=cfg.comparison_pairs[1], bridges=cfg.bridges, similar_distractors=cfg.similar_distractors)
         if any(cfg.generated):
             train_raw, val_raw = with_generated(cfg, train_raw, val_raw)
         return Split(records, train_raw, val_raw, facts, report)

@@ -8,7 +8,8 @@ import random
 from collections.abc import Sequence
 
 from cinephile.io import require_keys
-from cinephile.trivia.films import bridge_records, comparison_records, film_blocks, film_of, rebuild_context
+from cinephile.trivia.films import (bridge_records, comparison_records, film_blocks, film_of, rebuild_context,
+                                    similar_films)
 
 _FROM_QA = "load the records with data.load_qa_csv() (the sample's contexts, not chunked yet)"
 
@@ -48,11 +49,13 @@ def split_films(films: Sequence[str], *, val_fraction: float = 0.2, seed: int = 
     return set(ordered[n_val:]), set(ordered[:n_val])
 
 
-def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
-                        seed: int = 0) -> tuple[list[dict], list[dict]]:
+def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0,
+                        similar_distractors: int | None = None) -> tuple[list[dict], list[dict]]:
     """Split by film and rebuild each context from blocks of its own side only.
 
-    Records get a ``film`` (kept when present, else ``film_of``) and a rebuilt ``context``.
+    Records get a ``film`` (kept when present, else ``film_of``) and a rebuilt ``context``: its film's
+    block plus, with ``similar_distractors=None``, as many seeded random same-side films as the sample's
+    context had; with N, the N same-side films most like the question (``films.similar_films``).
 
     Returns:
         (train records, validation records).
@@ -72,32 +75,41 @@ def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2,
     out = ([], [])
     for r in with_film:
         side = r["film"] in val_films
-        out[side].append({**r, "context": rebuild_context(r, blocks, sorted(val_pool if side else train_pool),
-                                                          seed=seed)})
+        out[side].append(r)
+    for side, pool in ((0, sorted(train_pool)), (1, sorted(val_pool))):
+        picked = (similar_films([r["question"] for r in out[side]], [{r["film"]} for r in out[side]], pool, blocks,
+                                similar_distractors) if similar_distractors is not None else [None] * len(out[side]))
+        out[side][:] = [{**r, "context": rebuild_context(r, blocks, pool, seed=seed, others=others)}
+                        for r, others in zip(out[side], picked)]
     return out
 
 
 def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict], *, val_fraction: float = 0.2,
                                 seed: int = 0, train_pairs: int = 36, val_pairs: int = 8,
-                                distractors: int = 1,
+                                distractors: int = 1, similar_distractors: int | None = None,
                                 bridges: tuple[int, int] = (0, 0)) -> tuple[list[dict], list[dict]]:
     """``film_disjoint_split`` plus ``comparison_records`` and ``bridge_records`` on each side (never crossing it).
 
     Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
     same side's films, so no validation-film paragraph reaches training. ``bridges``: how many bridge
     questions (a seeded sample of ``bridge_records``) each side gets, training / validation.
+    ``similar_distractors=N``: every context holds N distractor films (fewer only where the side has
+    fewer other films), the same side's films most like its question (HotpotQA's distractor setting),
+    instead of random ones (``distractors`` per comparison, the sample's count per single-hop question).
 
     Returns:
         (train records, validation records), single-hop first.
     """
-    train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed)
+    train, val = film_disjoint_split(records, val_fraction=val_fraction, seed=seed,
+                                     similar_distractors=similar_distractors)
     blocks = film_blocks(records)
     out = []
     for side, n_pairs, n_bridges, name in ((train, train_pairs, bridges[0], "train"),
                                            (val, val_pairs, bridges[1], "val")):
         films = sorted({r["film"] for r in side})
         extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=f"cmp-{name}-",
-                                   distractors=distractors, seed=seed) if n_pairs else []
+                                   distractors=distractors if similar_distractors is None else similar_distractors,
+                                   similar=similar_distractors is not None, seed=seed) if n_pairs else []
         bridge = bridge_records(side, facts, prefix=f"br-{name}-") if n_bridges else []
         bridge = random.Random(f"{seed}-bridge-{name}").sample(bridge, min(n_bridges, len(bridge)))
         out.append([{**r, "kind": "single"} for r in side] + extra + bridge)

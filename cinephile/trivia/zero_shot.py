@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from cinephile import models
 from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
+from cinephile.markdown import interval_text
 from cinephile.prompts import CHAT, format_prompt
-from cinephile.report import interval_text
 from cinephile.trivia.evaluate import paired_difference, score_row
 from cinephile.trivia.reader import (CHAT_SYSTEM, QUOTE_SYSTEM, REPLY_TOKENS, answer_of, chat_user_text,
                                      check_answer_format)

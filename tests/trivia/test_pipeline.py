@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from cinephile.trivia import ablation, evaluate, pipeline, results
+from cinephile.trivia import ablation, evaluate, films, pipeline, results
 from cinephile.trivia.ablation import ablation_steps
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
 from tests.conftest import ROOT
@@ -62,6 +62,11 @@ def test_load_and_split_holds_out_whole_films_or_ids():
     assert len(by_id.train_raw) + len(by_id.val_raw) == 40 and not by_id.val_ids & {r["id"] for r in by_id.train_raw}
     with pytest.raises(ValueError, match='split must be "film" or "id"'):
         pipeline.load_and_split(dataclasses.replace(cfg, split="year"))
+    similar = pipeline.load_and_split(dataclasses.replace(cfg, similar_distractors=2))
+    assert [r["id"] for r in similar.train_raw] == [r["id"] for r in split.train_raw]
+    single = [r for r in similar.val_raw if r["kind"] == "single"]  # comparisons draw from fewer films here
+    blocks = [sum(1 for p in films.paragraphs(r["context"]) if films.BLOCK_START.match(p)) for r in single]
+    assert single and blocks == [3] * len(single)  # the film's own block and two distractors
 
 
 def test_choose_settings_resolves_only_the_auto_fields_on_training_questions():

@@ -105,3 +105,52 @@ def test_bridge_questions_are_sampled_per_side_and_never_cross_the_split(trivia_
     assert [r["id"] for r in again if r["kind"] == "bridge"] == [r["id"] for r in bridges[0]]  # seeded
     none = film_split_with_comparisons(trivia_sample, facts, train_pairs=2, val_pairs=1)[0]
     assert not any(r["kind"] == "bridge" for r in none)
+
+
+def test_similar_films_ranks_the_films_whose_passages_share_the_question_words():
+    from cinephile.trivia.films import similar_films
+
+    blocks = {"Alpha": ["Alpha is a 1990 film about a lighthouse keeper on a stormy island."],
+              "Beta": ["Beta is a 1991 film about a lighthouse and a stormy island rescue."],
+              "Gamma": ["Gamma is a 1992 comedy set in a bakery in Paris."],
+              "Delta": ["Delta is a 1993 western with horses and a sheriff."]}
+    picked = similar_films(["Who keeps the lighthouse on the stormy island in Alpha?", "Which bakery in Paris?"],
+                           [{"Alpha"}, set()], list(blocks), blocks, 2)
+    assert picked[0][0] == "Beta" and "Alpha" not in picked[0] and len(picked[0]) == 2
+    assert picked[1][0] == "Gamma"
+    assert similar_films(["q"], [set()], list(blocks), blocks, 0) == [[]]
+
+
+def test_similar_distractors_fill_every_context_from_its_own_side(trivia_sample):
+    from cinephile.trivia.films import read_facts
+    from cinephile.trivia.splits import film_split_with_comparisons
+
+    facts = read_facts(ROOT / "Data" / "film_facts.csv")
+    train, val = film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3, bridges=(4, 2),
+                                             similar_distractors=3)
+    random_train, random_val = film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3,
+                                                           bridges=(4, 2))
+    assert [r["id"] for r in train + val] == [r["id"] for r in random_train + random_val]  # same questions
+    blocks = film_blocks(trivia_sample)
+    val_films = {r["film"] for r in val if r["kind"] == "single"}
+    val_paragraphs = {p for f in val_films for p in blocks[f]}
+    starts = lambda ctx: [p for p in paragraphs(ctx) if BLOCK_START.match(p)]  # noqa: E731
+    for r in train + val:
+        own = r.get("films") or [r["film"]]
+        assert len(starts(r["context"])) == len(own) + 3, r["id"]  # own film(s) and three distractors
+        assert all(blocks[f][0] in r["context"] for f in own)
+        leaks = set(paragraphs(r["context"])) & val_paragraphs
+        assert (not leaks) if r in train else leaks, r["id"]
+    # per distractor block, the chosen films share more of the question's words than the sample's random ones
+    def overlap(recs):
+        shared, n = 0, 0
+        for r in recs:
+            for title in {BLOCK_START.match(p)["title"] for p in starts(r["context"])} - {r["film"]}:
+                shared += len({w for w in r["question"].lower().split() if len(w) > 3}
+                              & set(" ".join(blocks[title]).lower().split()))
+                n += 1
+        return shared / n
+    single = [[r for r in side if r["kind"] == "single"] for side in (train, random_train)]
+    assert overlap(single[0]) > 1.5 * overlap(single[1]), (overlap(single[0]), overlap(single[1]))
+    assert film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3, bridges=(4, 2),
+                                       similar_distractors=3) == (train, val)
