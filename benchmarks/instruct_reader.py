@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-tokens", type=int, default=None, help="chunk size in the model's tokens "
                         "(default: the run's)")
     parser.add_argument("--similar-distractors", type=int, default=None, metavar="N",
-                        help="every training and validation context holds N distractor films of its side, those "
-                        "most like the question (TriviaConfig.similar_distractors; default: the sample's random ones)")
+                        help="training and validation contexts hold the N films of their side most like the "
+                        "question (TriviaConfig.similar_distractors; default: the sample's random ones)")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per forward pass")
     parser.add_argument("--grad-accum", type=int, default=1, help="forward passes per step (batch 4 x 2 holds "
                         "10 chunks of 48 tokens in 24 GiB; batch 8 x 1 runs out of memory there)")

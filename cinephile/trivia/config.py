@@ -31,8 +31,9 @@ class TriviaConfig:
     comparison_pairs: tuple[int, int] = (50, 8)  # film pairs with comparison questions, training / validation
     train_comparisons: bool = True  # train on the comparison questions (False: single-hop only)
     bridges: tuple[int, int] = (0, 0)  # bridge questions (film reached through other facts), training / validation
-    similar_distractors: int | None = None  # None: each context holds random same-side films beside its own, as
-    # many as the sample's; N: the N same-side films most like the question (HotpotQA's distractor setting)
+    similar_distractors: int | None = None  # None: random same-side films beside the question's own (a single-hop
+    # question as many as the sample's context had, a comparison one); N: the N same-side films most like the
+    # question (HotpotQA's distractor setting; film split only)
     generated_questions: str = "Data/generated_questions.jsonl"  # questions an instruct model wrote (questions.py)
     generated: tuple[int, int] = (0, 0)  # how many of them each side gets, training / validation (by their film)
     lexical_weight: float | str = "auto"  # BM25 share of the hybrid retriever; "auto": best training recall@1

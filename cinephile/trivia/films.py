@@ -86,19 +86,27 @@ def similar_films(questions: Sequence[str], exclude: Sequence[Collection[str]], 
 
     Similarity is the cosine of TF-IDF vectors over words and word pairs, the way HotpotQA's distractor
     setting chose the paragraphs beside the gold ones: distractors that share the question's words make
-    retrieval and reading harder than random films do. Ties keep ``pool``'s sorted order.
+    retrieval and reading harder than random films do. Ties keep ``pool``'s sorted order; ``n=0``: none.
+
+    Raises:
+        ValueError: a negative ``n``, or not one ``exclude`` set per question.
     """
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    if n < 0:
+        raise ValueError(f"the number of distractor films must be 0 or more, got {n}")
+    if len(exclude) != len(questions):
+        raise ValueError(f"{len(questions)} questions but {len(exclude)} sets of films to leave out; pass one per "
+                         "question")
     pool = sorted(pool)
-    if not questions or n <= 0:
+    if not questions or n == 0:
         return [[] for _ in questions]
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
     docs = vectorizer.fit_transform([" ".join(blocks[f]) for f in pool])
     scores = (vectorizer.transform(list(questions)) @ docs.T).toarray()
     out = []
-    for row, skip in zip(scores, exclude):
+    for row, skip in zip(scores, exclude, strict=True):
         ranked = [pool[i] for i in np.argsort(-row, kind="stable") if pool[i] not in skip]
         out.append(ranked[:n])
     return out
@@ -161,13 +169,14 @@ def _pair_questions(a: str, b: str, facts: dict[str, dict]) -> list[tuple[str, s
 
 def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts: dict[str, dict], *,
                        n_pairs: int, prefix: str, pool: Sequence[str] | None = None, distractors: int = 1,
-                       similar: bool = False, seed: int = 0) -> list[dict]:
+                       similar: int | None = None, seed: int = 0) -> list[dict]:
     """Two-hop and comparison questions over pairs of ``films`` (one side of a split), with their contexts.
 
     Pairs that share a director come first (so "same person?" is not always "no"), then seeded random
     pairs; each question's context holds both films' blocks plus ``distractors`` blocks from ``pool``
-    (the same side's films; ``similar``: the films most like the question, ``similar_films``, else a seeded
-    sample), shuffled. Answers come from ``facts``, whose values the blocks state.
+    (the same side's films, a seeded sample), shuffled; ``similar=N``: the N films of ``pool`` most like the
+    question instead (``similar_films``), with the same questions. Answers come from ``facts``, whose values
+    the blocks state.
 
     Returns:
         QA records (id, question, answer, answer_aliases, evidence, context, film, films, kind="comparison").
@@ -190,18 +199,18 @@ def comparison_records(films: Sequence[str], blocks: dict[str, list[str]], facts
         if rng.random() < 0.5:
             a, b = b, a
         for j, (question, answer, aliases, evidence) in enumerate(_pair_questions(a, b, facts)):
+            others = [f for f in pool if f not in (a, b)]
+            # drawn in either mode, so the questions (pair order) do not depend on ``similar``
+            context = _shuffled_blocks(rng.sample(others, min(distractors, len(others))) + [a, b], blocks, rng)
             records.append({"id": f"{prefix}{k:03d}-{j}", "question": question, "answer": answer,
                             "answer_aliases": aliases, "evidence": evidence, "film": a, "films": [a, b],
-                            "kind": "comparison"})
-            if not similar:
-                others = [f for f in pool if f not in (a, b)]
-                records[-1]["context"] = _shuffled_blocks(rng.sample(others, min(distractors, len(others))) + [a, b],
-                                                          blocks, rng)
-    if similar:
+                            "kind": "comparison", "context": context})
+    if similar is not None:
         picked = similar_films([r["question"] for r in records], [r["films"] for r in records], pool, blocks,
-                               distractors)
-        for r, others in zip(records, picked):
-            r["context"] = _shuffled_blocks([*others, *r["films"]], blocks, rng)
+                               similar)
+        order = random.Random(f"{seed}-{prefix}-similar")
+        for r, others in zip(records, picked, strict=True):
+            r["context"] = _shuffled_blocks([*others, *r["films"]], blocks, order)
     return records
 
 

@@ -88,6 +88,9 @@ def load_and_split(cfg: TriviaConfig) -> Split:
         return Split(records, train_raw, val_raw, facts, report)
     if cfg.split != "id":
         raise ValueError(f'split must be "film" or "id", got {cfg.split!r}')
+    if cfg.similar_distractors is not None:
+        raise ValueError(f"similar_distractors={cfg.similar_distractors} rebuilds contexts from films of one side of "
+                         'a film split; set split="film", or similar_distractors=None')
     train_raw, val_raw = splits.split_train_val([{**r, "kind": "single"} for r in records],
                                                 val_fraction=cfg.val_fraction)
     return Split(records, train_raw, val_raw, {}, report)

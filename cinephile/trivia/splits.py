@@ -80,7 +80,7 @@ def film_disjoint_split(records: Sequence[dict], *, val_fraction: float = 0.2, s
         picked = (similar_films([r["question"] for r in out[side]], [{r["film"]} for r in out[side]], pool, blocks,
                                 similar_distractors) if similar_distractors is not None else [None] * len(out[side]))
         out[side][:] = [{**r, "context": rebuild_context(r, blocks, pool, seed=seed, others=others)}
-                        for r, others in zip(out[side], picked)]
+                        for r, others in zip(out[side], picked, strict=True)]
     return out
 
 
@@ -93,9 +93,11 @@ def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict],
     Single-hop records get ``kind="single"``. Distractor blocks of the comparisons come from the
     same side's films, so no validation-film paragraph reaches training. ``bridges``: how many bridge
     questions (a seeded sample of ``bridge_records``) each side gets, training / validation.
-    ``similar_distractors=N``: every context holds N distractor films (fewer only where the side has
-    fewer other films), the same side's films most like its question (HotpotQA's distractor setting),
-    instead of random ones (``distractors`` per comparison, the sample's count per single-hop question).
+    ``similar_distractors=N``: instead of random films (``distractors`` per comparison, the sample's
+    count per single-hop question), a context holds the N films most like its question (HotpotQA's
+    distractor setting): a single-hop question's from its side's films, a comparison's from the side's
+    films with facts; a bridge question keeps its single-hop question's context. The questions
+    themselves do not change.
 
     Returns:
         (train records, validation records), single-hop first.
@@ -108,8 +110,7 @@ def film_split_with_comparisons(records: Sequence[dict], facts: dict[str, dict],
                                            (val, val_pairs, bridges[1], "val")):
         films = sorted({r["film"] for r in side})
         extra = comparison_records(films, blocks, facts, n_pairs=n_pairs, prefix=f"cmp-{name}-",
-                                   distractors=distractors if similar_distractors is None else similar_distractors,
-                                   similar=similar_distractors is not None, seed=seed) if n_pairs else []
+                                   distractors=distractors, similar=similar_distractors, seed=seed) if n_pairs else []
         bridge = bridge_records(side, facts, prefix=f"br-{name}-") if n_bridges else []
         bridge = random.Random(f"{seed}-bridge-{name}").sample(bridge, min(n_bridges, len(bridge)))
         out.append([{**r, "kind": "single"} for r in side] + extra + bridge)

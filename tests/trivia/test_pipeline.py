@@ -63,7 +63,9 @@ def test_load_and_split_holds_out_whole_films_or_ids():
     with pytest.raises(ValueError, match='split must be "film" or "id"'):
         pipeline.load_and_split(dataclasses.replace(cfg, split="year"))
     similar = pipeline.load_and_split(dataclasses.replace(cfg, similar_distractors=2))
-    assert [r["id"] for r in similar.train_raw] == [r["id"] for r in split.train_raw]
+    assert [r["question"] for r in similar.train_raw] == [r["question"] for r in split.train_raw]
+    with pytest.raises(ValueError, match='set split="film", or similar_distractors=None'):
+        pipeline.load_and_split(dataclasses.replace(cfg, split="id", similar_distractors=2))
     single = [r for r in similar.val_raw if r["kind"] == "single"]  # comparisons draw from fewer films here
     blocks = [sum(1 for p in films.paragraphs(r["context"]) if films.BLOCK_START.match(p)) for r in single]
     assert single and blocks == [3] * len(single)  # the film's own block and two distractors

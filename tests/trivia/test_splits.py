@@ -130,17 +130,18 @@ def test_similar_distractors_fill_every_context_from_its_own_side(trivia_sample)
                                              similar_distractors=3)
     random_train, random_val = film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3,
                                                            bridges=(4, 2))
-    assert [r["id"] for r in train + val] == [r["id"] for r in random_train + random_val]  # same questions
+    def questions(recs):
+        return [(r["id"], r["question"], r["answer"], r["film"]) for r in recs]
+    assert questions(train + val) == questions(random_train + random_val)  # only the contexts differ
+    assert sum(r["context"] != q["context"] for r, q in zip(train, random_train)) > len(train) // 2
     blocks = film_blocks(trivia_sample)
-    val_films = {r["film"] for r in val if r["kind"] == "single"}
-    val_paragraphs = {p for f in val_films for p in blocks[f]}
     starts = lambda ctx: [p for p in paragraphs(ctx) if BLOCK_START.match(p)]  # noqa: E731
     for r in train + val:
         own = r.get("films") or [r["film"]]
         assert len(starts(r["context"])) == len(own) + 3, r["id"]  # own film(s) and three distractors
         assert all(blocks[f][0] in r["context"] for f in own)
-        leaks = set(paragraphs(r["context"])) & val_paragraphs
-        assert (not leaks) if r in train else leaks, r["id"]
+    train_paragraphs = {p for r in train for p in paragraphs(r["context"])}
+    assert not train_paragraphs & {p for r in val for p in paragraphs(r["context"])}  # no passage on both sides
     # per distractor block, the chosen films share more of the question's words than the sample's random ones
     def overlap(recs):
         shared, n = 0, 0
@@ -154,3 +155,5 @@ def test_similar_distractors_fill_every_context_from_its_own_side(trivia_sample)
     assert overlap(single[0]) > 1.5 * overlap(single[1]), (overlap(single[0]), overlap(single[1]))
     assert film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3, bridges=(4, 2),
                                        similar_distractors=3) == (train, val)
+    with pytest.raises(ValueError, match="must be 0 or more, got -1"):
+        film_split_with_comparisons(trivia_sample, facts, train_pairs=6, val_pairs=3, similar_distractors=-1)
