@@ -7,7 +7,9 @@ contexts are cut with the model's own tokenizer; the tuned reader and, zero-shot
 model read the same retrieved contexts, and the tuned row is paired with the best off-the-shelf row
 (chosen on validation) question by question. Training data: ``--max-train`` prompts sampled from the
 film-disjoint training side (single-hop, comparison and ``--bridges`` bridge questions), one epoch.
-HotpotQA is only scored, never used to choose anything. About 25 minutes per configuration on 2 cores.
+HotpotQA is only scored, never used to choose anything. About 25-35 minutes per configuration on 2 cores
+with native bf16; without it the base runs in fp32 and a configuration takes hours (the --keep-read filter
+answers 8 prompts in 55-60 s on 2 AVX2 cores, about 28 minutes for 240, against 6-8 with native bf16).
 
 Appends (or replaces) the row ``--name`` in results/trivia_instruct.json; the per-question answers of both
 readers go to runs/instruct-reader/<name>-seed<seed>/predictions_{validation,external}.jsonl.
