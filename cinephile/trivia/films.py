@@ -14,6 +14,9 @@ import random
 import re
 from collections.abc import Collection, Sequence
 
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
 from cinephile.io import require_keys
 from cinephile.trivia.matching import accepted_answers
 
@@ -91,9 +94,6 @@ def similar_films(questions: Sequence[str], exclude: Sequence[Collection[str]], 
     Raises:
         ValueError: a negative ``n``, or not one ``exclude`` set per question.
     """
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     if n < 0:
         raise ValueError(f"the number of distractor films must be 0 or more, got {n}")
     if len(exclude) != len(questions):
