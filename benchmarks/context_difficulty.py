@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from cinephile import embedding, io, models
     from cinephile.trivia import chunking, data, evaluate, pipeline, retrieval, zero_shot
-    from cinephile.trivia.config import TriviaConfig
+    from cinephile.trivia.config import TriviaConfig, with_reader
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "runs" / "trivia"), help="run folder of main.ipynb")
@@ -49,23 +49,26 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     saved = TriviaConfig.load(Path(args.run) / "config.json")
-    cfg = pipeline.resolve_hardware(dataclasses.replace(saved, model_name=args.model, max_questions=args.max_questions,
-                                                        bf16="auto", frozen_dtype="auto", lora_targets="auto"))
+    cfg = with_reader(saved, args.model, max_questions=args.max_questions)
     t0 = time.time()
     embed_fn = embedding.cached_embedder(embedding.sentence_transformer_embedder(models.load_retriever()))
     model, tokenizer = models.load_base_model(cfg.model_name, dtype=cfg.base_dtype(),
                                               device=models.pick_device(cfg.device))
-    external, _ = data.load_qa_csv(args.external) if args.external else ([], None)
-    external = [r for r in external if r]
+    external_recall = {}  # k -> HotpotQA fed-context recall (the same for every distractor setting)
+    if args.external:
+        external = data.load_qa_csv(args.external)[0]
+        chunked = chunking.chunk_records([r for r in external if r], tokenizer, cfg.chunk_tokens)
+        external_recall = {k: _mean(r["context_recall"] for r in retrieval.with_gold_context(retrieval.retrieve(
+            chunked, embed_fn, k=k, lexical_weight=cfg.lexical_weight))) for k in args.top_k}
     display = zero_shot.display_name(cfg.model_name)
     settings = {"the sample's (random films)": None, f"{args.similar} films most like the question": args.similar}
     rows, lines = [], []
     for label, similar in settings.items():
+        split = pipeline.load_and_split(dataclasses.replace(cfg, similar_distractors=similar))
         for k in args.top_k:
             t1 = time.time()
             run = dataclasses.replace(cfg, similar_distractors=similar, top_k=k)
-            retrieved = pipeline.chunk_and_retrieve(run, pipeline.load_and_split(run), tokenizer, embed_fn,
-                                                    compare=False)
+            retrieved = pipeline.chunk_and_retrieve(run, split, tokenizer, embed_fn, compare=False)
             table, mine = zero_shot.evaluate_zero_shot(model, tokenizer, retrieved.val, cfg.model_name,
                                                        context_keys=["retrieved_context"], bf16=bool(cfg.bf16))
             name = f"{display}, {label}, {k} chunks"
@@ -73,11 +76,8 @@ def main(argv: list[str] | None = None) -> None:
             lines += mine
             recall = {"training": _mean(r["context_recall"] for r in retrieved.train),
                       "validation": _mean(r["context_recall"] for r in retrieved.val)}
-            if external:
-                ext = retrieval.with_gold_context(retrieval.retrieve(
-                    chunking.chunk_records(external, tokenizer, cfg.chunk_tokens), embed_fn, k=k,
-                    lexical_weight=cfg.lexical_weight))
-                recall["external"] = _mean(r["context_recall"] for r in ext)
+            if k in external_recall:
+                recall["external"] = external_recall[k]
             by_kind = evaluate.em_by_kind(mine, retrieved.val).iloc[0].to_dict()
             rows.append({"row": name, "distractors": label, "similar_distractors": similar, "top_k": k,
                          "chunk_tokens": cfg.chunk_tokens, "recall": recall,

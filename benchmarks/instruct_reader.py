@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from cinephile import embedding, io, models
     from cinephile.trivia import evaluate, pipeline
-    from cinephile.trivia.config import TriviaConfig
+    from cinephile.trivia.config import TriviaConfig, with_reader
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the row's name in the results file")
@@ -75,15 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     saved = TriviaConfig.load(Path(args.run) / "config.json")
-    cfg = pipeline.resolve_hardware(dataclasses.replace(
-        saved, model_name=args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
+    cfg = with_reader(
+        saved, args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
         bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
         answer_format=args.answer_format, top_k=args.top_k or saved.top_k,
         chunk_tokens=args.chunk_tokens or saved.chunk_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
         similar_distractors=args.similar_distractors,
         external_csv=args.external, external_limit=args.external_limit, max_questions=args.max_questions,
-        off_the_shelf=tuple(args.off_the_shelf or [args.model]), bf16="auto", frozen_dtype="auto",
-        lora_targets="auto"))
+        off_the_shelf=tuple(args.off_the_shelf or [args.model]))
     t0 = time.time()
     embed_fn = embedding.cached_embedder(embedding.sentence_transformer_embedder(models.load_retriever()))
     split = pipeline.load_and_split(cfg)

@@ -121,3 +121,13 @@ def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
         frozen = "bfloat16" if bf16 and bf16_base else "float32"
     return dataclasses.replace(cfg, bf16=bf16, lora_targets=targets if isinstance(targets, str) else tuple(targets),
                                frozen_dtype=frozen)
+
+
+def with_reader(cfg: TriviaConfig, model_name: str, **changes) -> TriviaConfig:
+    """``cfg`` (e.g. a run's saved config) with another reader and ``changes``, its hardware fields resolved again.
+
+    ``bf16``, ``frozen_dtype`` and ``lora_targets`` depend on the model, so the saved values of the run's
+    own reader are reset to "auto" and resolved for ``model_name`` (``resolve_hardware``).
+    """
+    return resolve_hardware(dataclasses.replace(cfg, model_name=model_name, bf16="auto", frozen_dtype="auto",
+                                                lora_targets="auto", **changes))

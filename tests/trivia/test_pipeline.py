@@ -271,3 +271,14 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
     kept = trained.history["questions"]
     assert len(kept) == 2 and any(QUESTIONS[0][0] in p for p in kept) and not any(QUESTIONS[1][0] in p for p in kept)
     assert pipeline.train_reader(_resolved(), model, tok, retrieved).read_filter is None
+
+
+def test_with_reader_resolves_the_hardware_fields_again_for_the_new_model():
+    from cinephile.trivia.config import with_reader
+
+    saved = resolve_hardware(TriviaConfig(model_name="gemma3-270m", lexical_weight=0.5, chunk_tokens=48, top_k=6,
+                                          prompt_style="plain", bf16=True, lora_targets=("q_proj",)))
+    swapped = with_reader(saved, "gpt2", top_k=10)
+    assert (swapped.model_name, swapped.top_k, swapped.chunk_tokens) == ("gpt2", 10, 48)
+    assert swapped.frozen_dtype == "float32" and swapped.lora_targets == ("c_attn", "c_proj", "c_fc")  # GPT-2 preset
+    assert swapped.bf16 == resolve_hardware(dataclasses.replace(saved, bf16="auto")).bf16
