@@ -11,8 +11,11 @@ HotpotQA is only scored, never used to choose anything. About 25-35 minutes per 
 with native bf16; without it the base runs in fp32 and a configuration takes hours (the --keep-read filter
 answers 8 prompts in 55-60 s on 2 AVX2 cores, about 28 minutes for 240, against 6-8 with native bf16).
 
-Appends (or replaces) the row ``--name`` in results/trivia_instruct.json; the per-question answers of both
-readers go to runs/instruct-reader/<name>-seed<seed>/predictions_{validation,external}.jsonl.
+Appends (or replaces) the row ``--name`` in results/trivia_instruct.json, with both readers' per-question EM / F1
+(so later rows pair with it), and rewrites the file's ablation (``cinephile.trivia.instruct_ablation``: what each
+change added on validation, row against row); the per-question answers of both readers go to
+runs/instruct-reader/<name>-seed<seed>/predictions_{validation,external}.jsonl. ``--refresh-ablation`` only
+rewrites the ablation.
 
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
@@ -38,9 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     from cinephile import embedding, io, models
     from cinephile.trivia import evaluate, pipeline
     from cinephile.trivia.config import TriviaConfig, with_reader
+    from cinephile.trivia.instruct_ablation import compact_scores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help="the row's name in the results file")
+    parser.add_argument("--name", help="the row's name in the results file")
     parser.add_argument("--run", default=str(ROOT / "runs" / "trivia"), help="run folder of main.ipynb")
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--off-the-shelf", nargs="+", default=None, help="default: --model itself")
@@ -72,7 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_instruct.json"))
+    parser.add_argument("--refresh-ablation", action="store_true", help="measure nothing: rewrite the file's "
+                        "ablation (instruct_ablation.STEPS) from the rows it holds")
     args = parser.parse_args(argv)
+    if args.refresh_ablation:
+        save(args.out, io.read_json(args.out)["rows"])
+        return
+    if not args.name:
+        parser.error("--name is required: the row's name in the results file (or pass --refresh-ablation)")
 
     saved = TriviaConfig.load(Path(args.run) / "config.json")
     cfg = with_reader(
@@ -120,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
            "validation_em_by_kind": evaluate.em_by_kind(validation.lines + shelf.lines["validation"],
                                                         validation.records).reset_index().to_dict("records"),
            "best_off_the_shelf": shelf.best_row, "paired_tuned_vs_best": shelf.paired,
+           "scores": {name: compact_scores(ev.lines + shelf.lines[name])
+                      for name, ev in (("validation", validation), ("external", external))},
            "history": {k: v for k, v in trained.history.items() if "loss" in k},
            "seconds": {"training": trained.seconds, "per_step": trained.seconds / steps, "tuned_eval": eval_s,
                        "off_the_shelf": shelf.seconds, "total": time.time() - t0}}
@@ -128,8 +141,16 @@ def main(argv: list[str] | None = None) -> None:
         io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
                        ev.lines + shelf.lines[name])
     previous = io.read_json(args.out)["rows"] if Path(args.out).is_file() else []
-    io.save_json(args.out, {"rows": [r for r in previous if r["name"] != args.name] + [row]})
+    save(args.out, [r for r in previous if r["name"] != args.name] + [row])
     print(f"wrote {args.out}: {args.name}", flush=True)
+
+
+def save(path: str, rows: list[dict]) -> None:
+    """The results file: the rows and the ablation read from them (each step whose two rows are present)."""
+    from cinephile import io
+    from cinephile.trivia.instruct_ablation import ablation
+
+    io.save_json(path, {"rows": rows, "ablation": ablation(rows)})
 
 
 if __name__ == "__main__":

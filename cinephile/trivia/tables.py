@@ -72,11 +72,39 @@ def instruct_reader_table(record: dict) -> str:
                      f"{shelf['external']['em']:.1f} / {shelf['external']['f1']:.1f}",
                      interval_text(paired["external"]["em"]), interval_text(paired["external"]["f1"]),
                      f"{r['seconds']['per_step']:.0f} s"])
-    return table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
-                  "chunks fed", "tuned reader's reply", "off-the-shelf prompt (best on validation)",
-                  "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
-                  "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
-                  "training time per step (with validation loss)"], rows)
+    out = table(["tuned instruct reader (chat prompt, retrieved context)", "training prompts (lr, seed)",
+                 "chunks fed", "tuned reader's reply", "off-the-shelf prompt (best on validation)",
+                 "validation EM: tuned / off the shelf", "of it, written questions", "HotpotQA EM / F1: tuned", "off the shelf",
+                 "HotpotQA EM: tuned − off the shelf [95%]", "F1 difference [95%]",
+                 "training time per step (with validation loss)"], rows)
+    if record.get("ablation"):
+        out += "\n\n" + instruct_ablation_table(record["ablation"])
+    return out
+
+
+def instruct_ablation_table(steps: list[dict]) -> str:
+    """The ablation of ``results/trivia_instruct.json`` (``instruct_ablation.ablation``): one change per line."""
+    def arrow(before, after, digits=1):
+        return f"{num(before, digits)} → {num(after, digits)}"
+
+    rows = []
+    for step in steps:
+        val, ext = step["validation"], step["external"]
+        sizes = val["before"]["n"], val["after"]["n"]
+        em = arrow(val["before"]["em"], val["after"]["em"])
+        if sizes[0] != sizes[1]:
+            em += f" ({sizes[0]} → {sizes[1]} questions)"
+        if step["paired"]:
+            diff = interval_text(step["paired"]["em"])
+        elif sizes[0] == sizes[1]:
+            diff = f"{val['after']['em'] - val['before']['em']:+.1f} (not paired)"
+        else:
+            diff = "–"
+        rows.append([step["change"], "the model off the shelf" if step["against"] is None else step["against"],
+                     str(step["seed"]), em, *(arrow(*val["kinds"][k]) for k in ("single", "comparison")), diff,
+                     arrow(ext["before"]["em"], ext["after"]["em"])])
+    return table(["change", "against (row)", "seed", "validation EM: before → after", "single-hop",
+                  "comparison", "EM difference, paired [95%]", "HotpotQA EM (reference, never chosen on)"], rows)
 
 
 def contexts_table(record: dict) -> str:

@@ -1,0 +1,110 @@
+"""What each change to the tuned instruct reader added, row against row of ``results/trivia_instruct.json``.
+
+``benchmarks/instruct_reader.py`` measures one configuration per row. ``STEPS`` says which row changes what
+against which earlier row (same seed); ``ablation`` reads the rows present and returns, per step, validation EM
+before and after (overall and per question kind) and HotpotQA EM for reference. Where both rows kept their
+per-question scores (``compact_scores``), the step also gets the paired difference on the same validation questions
+with a bootstrap 95% interval; rows measured before the scores were kept get none, since two separate runs compared
+without pairing cannot say "beats". The first step compares the tuned row with the same model off the shelf, which
+every row pairs question by question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cinephile.trivia.evaluate import paired_difference
+
+TUNED = "tuned + retrieved context"
+OFF_THE_SHELF = None  # ``against`` of a step that compares a row with its own best off-the-shelf row
+
+_KEEP_READ = "1.5B + LoRA: single-hop and comparison, only what it already reads"
+_FIRST = "1.5B + LoRA: single-hop and comparison questions"
+
+# (change, row, against): ``row`` is ``against`` with one change; a step is listed once its rows exist.
+STEPS: tuple[tuple[str, str, str | None], ...] = (
+    ("LoRA on Qwen2.5-Coder-1.5B-Instruct: template single-hop and comparison questions", _FIRST, OFF_THE_SHELF),
+    ("+ bridge questions (film → person → fact)", "1.5B + LoRA: + bridge questions", _FIRST),
+    ("questions the model wrote from training passages instead of template single-hop ones",
+     "1.5B + LoRA: written and comparison questions", _FIRST),
+    ("evidence quoted before the answer", "1.5B + LoRA: single-hop and comparison, evidence quoted before the answer",
+     _FIRST),
+    ("only prompts the untuned model already reads", _KEEP_READ, _FIRST),
+    ("Qwen2.5-Coder-0.5B-Instruct instead of 1.5B", "0.5B + LoRA: single-hop and comparison, only what it "
+     "already reads", _KEEP_READ),
+    ("learning rate 5e-5 instead of 2e-4", f"{_KEEP_READ}, lr 5e-5", _KEEP_READ),
+    ("learning rate 5e-5 instead of 2e-4", f"{_KEEP_READ}, lr 5e-5, seed 1", f"{_KEEP_READ}, seed 1"),
+    ("10 chunks instead of 6", f"{_KEEP_READ}, 10 chunks", _KEEP_READ),
+    ("10 chunks instead of 6", f"{_KEEP_READ}, 10 chunks, seed 1", f"{_KEEP_READ}, seed 1"),
+)
+
+
+def compact_scores(lines: Sequence[dict]) -> dict:
+    """Per-question EM / F1 of prediction lines (row, id, em, f1) in a small JSON form:
+    ``{"ids": [...], "rows": {row: {"em": [...], "f1": [...]}}}``, one entry per id in ``ids`` order."""
+    ids = sorted({x["id"] for x in lines}, key=str)
+    rows: dict[str, dict[str, dict]] = {}
+    for x in lines:
+        scores = rows.setdefault(x["row"], {"em": {}, "f1": {}})
+        scores["em"][x["id"]], scores["f1"][x["id"]] = float(x["em"]), float(x["f1"])
+    incomplete = [row for row, s in rows.items() if len(s["em"]) != len(ids)]
+    if incomplete:
+        raise ValueError(f"rows {incomplete} do not score every question of the lines; pass lines of one "
+                         "evaluation set, every row scored on the same questions")
+    return {"ids": ids, "rows": {row: {k: [round(s[k][i], 4) for i in ids] for k in ("em", "f1")}
+                                 for row, s in rows.items()}}
+
+
+def score_lines(compact: dict, row: str, *, as_row: str | None = None) -> list[dict]:
+    """``compact_scores``' scores of ``row`` back as prediction lines (row, id, em, f1), renamed ``as_row``."""
+    scores = compact["rows"][row]
+    return [{"row": as_row or row, "id": i, "em": em, "f1": f1}
+            for i, em, f1 in zip(compact["ids"], scores["em"], scores["f1"], strict=True)]
+
+
+def _kinds(row: dict, which: str) -> dict:
+    return next((k for k in row.get("validation_em_by_kind", []) if k["row"] == which), {})
+
+
+def _score(row: dict, set_name: str, which: str) -> dict:
+    return next(x for x in row["results"][set_name] if x["row"] == which)
+
+
+def _paired(row: dict, against: dict | None) -> dict | None:
+    """Tuned ``row`` minus tuned ``against`` (or the row's best off-the-shelf row) on the same validation questions."""
+    if against is None:
+        return row["paired_tuned_vs_best"]["validation"]
+    mine, theirs = (r.get("scores", {}).get("validation") for r in (row, against))
+    if mine is None or theirs is None:
+        return None
+    lines = score_lines(mine, TUNED, as_row="after") + score_lines(theirs, TUNED, as_row="before")
+    return {key: paired_difference(lines, "after", "before", key=key) for key in ("em", "f1")}
+
+
+def ablation(rows: Sequence[dict], steps: Sequence[tuple[str, str, str | None]] = STEPS) -> list[dict]:
+    """One entry per step of ``steps`` whose rows are both in ``rows`` (the results file's rows), in step order.
+
+    Each entry: change, row, against (None: the row's model off the shelf), seed, validation and HotpotQA EM / F1
+    before and after, validation EM per question kind, and ``paired``: the validation difference with a paired
+    bootstrap 95% interval (None when either row lacks per-question scores).
+    """
+    by_name = {r["name"]: r for r in rows}
+    out = []
+    for change, name, against_name in steps:
+        row = by_name.get(name)
+        against = by_name.get(against_name) if against_name is not None else None
+        if row is None or (against_name is not None and against is None):
+            continue
+        before_row = against["name"] if against else row["best_off_the_shelf"]
+        before = (lambda s: _score(against, s, TUNED)) if against else (lambda s: _score(row, s, before_row))
+        before_kinds = _kinds(against, TUNED) if against else _kinds(row, before_row)
+        entry = {"change": change, "row": name, "against": against_name, "against_row": before_row,
+                 "seed": row["seed"], "paired": _paired(row, against)}
+        for set_name in ("validation", "external"):
+            a, b = _score(row, set_name, TUNED), before(set_name)
+            entry[set_name] = {"before": {k: b[k] for k in ("em", "f1", "n")},
+                               "after": {k: a[k] for k in ("em", "f1", "n")}}
+        entry["validation"]["kinds"] = {kind: [before_kinds.get(kind), _kinds(row, TUNED).get(kind)]
+                                        for kind in ("single", "comparison")}
+        out.append(entry)
+    return out
