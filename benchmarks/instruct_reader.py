@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
                                             formats=args.shelf_formats)
     print(shelf.paired_text(), flush=True)
     tables = {"validation": validation.table, "external": external.table}
+    slug = "".join(c if c.isalnum() else "-" for c in args.name.lower()).strip("-")
+    for name, ev in (("validation", validation), ("external", external)):
+        io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
+                       ev.lines + shelf.lines[name])
     steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
@@ -136,10 +140,6 @@ def main(argv: list[str] | None = None) -> None:
            "history": {k: v for k, v in trained.history.items() if "loss" in k},
            "seconds": {"training": trained.seconds, "per_step": trained.seconds / steps, "tuned_eval": eval_s,
                        "off_the_shelf": shelf.seconds, "total": time.time() - t0}}
-    slug = "".join(c if c.isalnum() else "-" for c in args.name.lower()).strip("-")
-    for name, ev in (("validation", validation), ("external", external)):
-        io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
-                       ev.lines + shelf.lines[name])
     previous = io.read_json(args.out)["rows"] if Path(args.out).is_file() else []
     save(args.out, [r for r in previous if r["name"] != args.name] + [row])
     print(f"wrote {args.out}: {args.name}", flush=True)

@@ -21,7 +21,8 @@ OFF_THE_SHELF = None  # ``against`` of a step that compares a row with its own b
 _KEEP_READ = "1.5B + LoRA: single-hop and comparison, only what it already reads"
 _FIRST = "1.5B + LoRA: single-hop and comparison questions"
 
-# (change, row, against): ``row`` is ``against`` with one change; a step is listed once its rows exist.
+# (change, row, against): ``row`` is ``against`` with the change named; a step appears in the ablation once both
+# its rows are in the results file. Each entry also lists every recorded setting in which the two rows differ.
 STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("LoRA on Qwen2.5-Coder-1.5B-Instruct: template single-hop and comparison questions", _FIRST, OFF_THE_SHELF),
     ("+ bridge questions (film → person → fact)", "1.5B + LoRA: + bridge questions", _FIRST),
@@ -29,9 +30,7 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
      "1.5B + LoRA: written and comparison questions", _FIRST),
     ("evidence quoted before the answer", "1.5B + LoRA: single-hop and comparison, evidence quoted before the answer",
      _FIRST),
-    ("only prompts the untuned model already reads", _KEEP_READ, _FIRST),
-    ("Qwen2.5-Coder-0.5B-Instruct instead of 1.5B", "0.5B + LoRA: single-hop and comparison, only what it "
-     "already reads", _KEEP_READ),
+    ("240 sampled prompts, only those the untuned model already reads, instead of 160", _KEEP_READ, _FIRST),
     ("learning rate 5e-5 instead of 2e-4", f"{_KEEP_READ}, lr 5e-5", _KEEP_READ),
     ("learning rate 5e-5 instead of 2e-4", f"{_KEEP_READ}, lr 5e-5, seed 1", f"{_KEEP_READ}, seed 1"),
     ("10 chunks instead of 6", f"{_KEEP_READ}, 10 chunks", _KEEP_READ),
@@ -39,9 +38,25 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+SETTINGS = ("model", "n_train", "lr", "top_k", "chunk_tokens", "batch", "similar_distractors", "answer_format",
+            "bridges", "generated", "train_kinds_kept")  # the row fields ``ablation`` compares
+# What a row that does not record a field ran with: the benchmark's default before the field was recorded.
+UNRECORDED = {"batch": [8, 1], "answer_format": "answer", "similar_distractors": None, "bridges": [0, 0],
+              "generated": [0, 0], "train_kinds_kept": "all"}
+
+
 def compact_scores(lines: Sequence[dict]) -> dict:
-    """Per-question EM / F1 of prediction lines (row, id, em, f1) in a small JSON form:
-    ``{"ids": [...], "rows": {row: {"em": [...], "f1": [...]}}}``, one entry per id in ``ids`` order."""
+    """Per-question EM / F1 of one evaluation set's prediction lines, in a small JSON form.
+
+    Args:
+        lines: ``evaluate_qa``'s lines (row, id, em, f1, ...), every row scored on the same questions.
+
+    Returns:
+        ``{"ids": [...], "rows": {row: {"em": [...], "f1": [...]}}}``, one value per id in ``ids`` order.
+
+    Raises:
+        ValueError: a row does not score every question of the lines.
+    """
     ids = sorted({x["id"] for x in lines}, key=str)
     rows: dict[str, dict[str, dict]] = {}
     for x in lines:
@@ -56,7 +71,13 @@ def compact_scores(lines: Sequence[dict]) -> dict:
 
 
 def score_lines(compact: dict, row: str, *, as_row: str | None = None) -> list[dict]:
-    """``compact_scores``' scores of ``row`` back as prediction lines (row, id, em, f1), renamed ``as_row``."""
+    """``compact_scores``' scores of ``row`` back as prediction lines (row, id, em, f1) for ``paired_difference``.
+
+    Args:
+        compact: ``compact_scores``' output.
+        row: the evaluation row read.
+        as_row: the row name the lines carry (default ``row``), to pair two runs' rows of the same name.
+    """
     scores = compact["rows"][row]
     return [{"row": as_row or row, "id": i, "em": em, "f1": f1}
             for i, em, f1 in zip(compact["ids"], scores["em"], scores["f1"], strict=True)]
@@ -81,12 +102,26 @@ def _paired(row: dict, against: dict | None) -> dict | None:
     return {key: paired_difference(lines, "after", "before", key=key) for key in ("em", "f1")}
 
 
-def ablation(rows: Sequence[dict], steps: Sequence[tuple[str, str, str | None]] = STEPS) -> list[dict]:
-    """One entry per step of ``steps`` whose rows are both in ``rows`` (the results file's rows), in step order.
+def _differs(row: dict, against: dict) -> dict:
+    """The recorded settings (``SETTINGS``) in which two rows differ: ``{field: [against's, row's]}``."""
+    def get(r, k):
+        return r.get(k, UNRECORDED.get(k))
+    return {k: [get(against, k), get(row, k)] for k in SETTINGS if get(against, k) != get(row, k)}
 
-    Each entry: change, row, against (None: the row's model off the shelf), seed, validation and HotpotQA EM / F1
-    before and after, validation EM per question kind, and ``paired``: the validation difference with a paired
-    bootstrap 95% interval (None when either row lacks per-question scores).
+
+def ablation(rows: Sequence[dict], steps: Sequence[tuple[str, str, str | None]] = STEPS) -> list[dict]:
+    """What each step changed on validation, row against row.
+
+    Args:
+        rows: the rows of ``results/trivia_instruct.json``.
+        steps: ``(change, row, against)`` name triples; ``against`` None compares the row with its own best
+            off-the-shelf row.
+
+    Returns:
+        One entry per step whose rows are both present, in step order: change, row, against, against_row, seed,
+        ``differs`` (settings that differ, before and after), validation and HotpotQA EM / F1 / n before and after,
+        validation EM per question kind, and ``paired``: the validation difference with a paired bootstrap 95%
+        interval on the questions both rows scored (None when either row lacks per-question scores).
     """
     by_name = {r["name"]: r for r in rows}
     out = []
@@ -99,7 +134,8 @@ def ablation(rows: Sequence[dict], steps: Sequence[tuple[str, str, str | None]] 
         before = (lambda s: _score(against, s, TUNED)) if against else (lambda s: _score(row, s, before_row))
         before_kinds = _kinds(against, TUNED) if against else _kinds(row, before_row)
         entry = {"change": change, "row": name, "against": against_name, "against_row": before_row,
-                 "seed": row["seed"], "paired": _paired(row, against)}
+                 "seed": row["seed"], "differs": _differs(row, against) if against else {},
+                 "paired": _paired(row, against)}
         for set_name in ("validation", "external"):
             a, b = _score(row, set_name, TUNED), before(set_name)
             entry[set_name] = {"before": {k: b[k] for k in ("em", "f1", "n")},

@@ -87,6 +87,9 @@ def instruct_ablation_table(steps: list[dict]) -> str:
     def arrow(before, after, digits=1):
         return f"{num(before, digits)} → {num(after, digits)}"
 
+    def setting(value):
+        return "(" + ", ".join(map(str, value)) + ")" if isinstance(value, list) else str(value)
+
     rows = []
     for step in steps:
         val, ext = step["validation"], step["external"]
@@ -94,17 +97,23 @@ def instruct_ablation_table(steps: list[dict]) -> str:
         em = arrow(val["before"]["em"], val["after"]["em"])
         if sizes[0] != sizes[1]:
             em += f" ({sizes[0]} → {sizes[1]} questions)"
-        if step["paired"]:
-            diff = interval_text(step["paired"]["em"])
+        paired = step["paired"]
+        if paired:
+            diff = interval_text(paired["em"])
+            if paired["em"]["n"] not in sizes or sizes[0] != sizes[1]:
+                diff += f" on the {paired['em']['n']} shared questions"
         elif sizes[0] == sizes[1]:
             diff = f"{val['after']['em'] - val['before']['em']:+.1f} (not paired)"
         else:
             diff = "–"
+        differs = "; ".join(f"{k} {setting(a)} → {setting(b)}" for k, (a, b) in step.get("differs", {}).items())
         rows.append([step["change"], "the model off the shelf" if step["against"] is None else step["against"],
-                     str(step["seed"]), em, *(arrow(*val["kinds"][k]) for k in ("single", "comparison")), diff,
+                     str(step["seed"]), differs or "–", em,
+                     *(arrow(*val["kinds"][k]) for k in ("single", "comparison")), diff,
                      arrow(ext["before"]["em"], ext["after"]["em"])])
-    return table(["change", "against (row)", "seed", "validation EM: before → after", "single-hop",
-                  "comparison", "EM difference, paired [95%]", "HotpotQA EM (reference, never chosen on)"], rows)
+    return table(["change", "against (row)", "seed", "recorded settings that differ", "validation EM: before → after",
+                  "single-hop", "comparison", "EM difference (paired [95%] where both rows kept their scores)",
+                  "HotpotQA EM (reference, never chosen on)"], rows)
 
 
 def contexts_table(record: dict) -> str:
