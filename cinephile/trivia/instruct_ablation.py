@@ -130,17 +130,17 @@ def ablation(rows: Sequence[dict], steps: Sequence[tuple[str, str, str | None]] 
         against = by_name.get(against_name) if against_name is not None else None
         if row is None or (against_name is not None and against is None):
             continue
-        before_row = against["name"] if against else row["best_off_the_shelf"]
-        before = (lambda s: _score(against, s, TUNED)) if against else (lambda s: _score(row, s, before_row))
-        before_kinds = _kinds(against, TUNED) if against else _kinds(row, before_row)
-        entry = {"change": change, "row": name, "against": against_name, "against_row": before_row,
+        # "before" is the other run's tuned row, or this run's own off-the-shelf row
+        source, before_row = (against, TUNED) if against else (row, row["best_off_the_shelf"])
+        entry = {"change": change, "row": name, "against": against_name,
+                 "against_row": against["name"] if against else before_row,
                  "seed": row["seed"], "differs": _differs(row, against) if against else {},
                  "paired": _paired(row, against)}
         for set_name in ("validation", "external"):
-            a, b = _score(row, set_name, TUNED), before(set_name)
+            a, b = _score(row, set_name, TUNED), _score(source, set_name, before_row)
             entry[set_name] = {"before": {k: b[k] for k in ("em", "f1", "n")},
                                "after": {k: a[k] for k in ("em", "f1", "n")}}
-        entry["validation"]["kinds"] = {kind: [before_kinds.get(kind), _kinds(row, TUNED).get(kind)]
+        entry["validation"]["kinds"] = {kind: [_kinds(source, before_row).get(kind), _kinds(row, TUNED).get(kind)]
                                         for kind in ("single", "comparison")}
         out.append(entry)
     return out

@@ -100,7 +100,7 @@ def instruct_ablation_table(steps: list[dict]) -> str:
         paired = step["paired"]
         if paired:
             diff = interval_text(paired["em"])
-            if paired["em"]["n"] not in sizes or sizes[0] != sizes[1]:
+            if not sizes[0] == sizes[1] == paired["em"]["n"]:
                 diff += f" on the {paired['em']['n']} shared questions"
         elif sizes[0] == sizes[1]:
             diff = f"{val['after']['em'] - val['before']['em']:+.1f} (not paired)"
