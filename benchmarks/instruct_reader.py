@@ -20,7 +20,7 @@ rewrites the ablation.
     python benchmarks/instruct_reader.py --name "1.5B, 240 prompts" [--model qwen2.5-coder-1.5b]
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
         [--keep-read] [--answer-format answer|quote] [--shelf-formats answer [quote]] [--top-k 6]
-        [--chunk-tokens 48] [--similar-distractors N] [--batch-size 8] [--grad-accum 1] [--seed 0]
+        [--chunk-tokens 48] [--similar-distractors N] [--lora-layers 14 28] [--batch-size 8] [--grad-accum 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--similar-distractors", type=int, default=None, metavar="N",
                         help="training and validation contexts hold the N films of their side most like the "
                         "question (TriviaConfig.similar_distractors; default: the sample's random ones)")
+    parser.add_argument("--lora-layers", type=int, nargs=2, default=None, metavar=("FIRST", "STOP"),
+                        help="adapt only blocks FIRST..STOP-1, e.g. 14 28: the top half of the 1.5B model's 28 "
+                        "(default: every block); backpropagation stops below FIRST, so a step is cheaper")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per forward pass")
     parser.add_argument("--grad-accum", type=int, default=1, help="forward passes per step (batch 4 x 2 holds "
                         "10 chunks of 48 tokens in 24 GiB; batch 8 x 1 runs out of memory there)")
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         answer_format=args.answer_format, top_k=args.top_k or saved.top_k,
         chunk_tokens=args.chunk_tokens or saved.chunk_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
         similar_distractors=args.similar_distractors,
+        lora_layers=tuple(range(*args.lora_layers)) if args.lora_layers else None,
         external_csv=args.external, external_limit=args.external_limit, max_questions=args.max_questions,
         off_the_shelf=tuple(args.off_the_shelf or [args.model]))
     t0 = time.time()
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
            "similar_distractors": cfg.similar_distractors,
+           "lora_layers": None if cfg.lora_layers is None else [min(cfg.lora_layers), max(cfg.lora_layers) + 1],
            "lr": cfg.lr, "seed": cfg.seed,
            "answer_format": cfg.answer_format, "shelf_formats": list(args.shelf_formats),
            "bridges": list(cfg.bridges), "generated": list(cfg.generated),

@@ -164,6 +164,18 @@ def notebook_wall_table(record: dict) -> str:
                   "measured ratio"], rows)
 
 
+def lora_layers_table(record: dict) -> str:
+    """``results/bench_lora_layers.json``: a reader's training step with adapters on every block or the top ones."""
+    rows = [[label, f"{s['layers'][0]}-{s['layers'][1] - 1}", f"{s['lora_params'] / 1e6:.2f} M",
+             f"{s['step_s']:.1f} s", f"**{s['speedup_vs_every_block']:.2f}x**",
+             f"{s['peak_rss_mb'] / 1024:.1f} GiB ({s['rss_vs_every_block']:.2f}x)"]
+            for label, s in record["settings"].items()]
+    precision = "bf16 base, bf16 autocast" if record["bf16"] else "fp32"
+    return table([f"adapters on ({record['model']}, batch {record['batch']} x {record['seq_len']} tokens, {precision}, "
+                  f"{record['cores']} cores)", "blocks", "adapter parameters", "training step", "speed-up",
+                  "peak RSS"], rows)
+
+
 RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablation_table,
              "bench_attention.json": attention_table, "bench_span_decoding.json": span_decoding_table,
              "ratings.json": ratings_tables, "ratings_variants.json": variants_table, "bench_index.json": index_table,
@@ -171,7 +183,8 @@ RENDERERS = {"trivia.json": trivia_tables, "trivia_ablation.json": trivia_ablati
              "bench_pipeline_speed.json": pipeline_speed_table, "bench_roofline.json": roofline_table,
              "trivia_instruct.json": instruct_reader_table, "ratings_study.json": study_table,
              "bench_notebook_wall.json": notebook_wall_table, "bench_rating_speed.json": rating_speed_table,
-             "ratings_large.json": large_run_table, "trivia_contexts.json": contexts_table}
+             "ratings_large.json": large_run_table, "trivia_contexts.json": contexts_table,
+             "bench_lora_layers.json": lora_layers_table}
 
 
 WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/trivia_ablation.py",
@@ -187,7 +200,8 @@ WRITERS = {"trivia.json": "main.ipynb", "trivia_ablation.json": "benchmarks/triv
            "bench_notebook_wall.json": "benchmarks/notebook_wall.py",
            "bench_rating_speed.json": "benchmarks/rating_speed.py",
            "ratings_large.json": "benchmarks/rating_large.py",
-           "trivia_contexts.json": "benchmarks/context_difficulty.py"}  # what writes each results file
+           "trivia_contexts.json": "benchmarks/context_difficulty.py",
+           "bench_lora_layers.json": "benchmarks/lora_layers_speed.py"}  # what writes each results file
 
 
 def render_all(folder: Path = RESULTS) -> dict[str, str]:

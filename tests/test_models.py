@@ -89,6 +89,25 @@ def test_lora_preset_layers_wraps_only_the_chosen_blocks(kind):
         models.lora_preset(name, layers=[-1])
 
 
+def test_an_adapter_on_the_top_block_alone_loads_in_peft_and_back(tmp_path):
+    """The blocks live in a regex ``target_modules``, which PEFT and our loader read alike."""
+    peft = pytest.importorskip("peft")
+    from lora import inject_lora, load_adapter, save_adapter
+    from tests.helpers import randomize_adapters, tiny_llama
+
+    model = tiny_llama()
+    inject_lora(model, models.lora_preset("smollm2-135m", r=2, layers=[1]))
+    randomize_adapters(model)
+    tokens = torch.randint(0, 101, (2, 7))
+    expected = model(tokens).logits
+    save_adapter(model, tmp_path)
+    peft_model = peft.PeftModel.from_pretrained(tiny_llama(), str(tmp_path)).eval()
+    torch.testing.assert_close(peft_model(tokens).logits, expected, rtol=1e-5, atol=1e-5)
+    assert {n.split(".layers.")[1][0] for n, _ in peft_model.named_parameters() if "lora_" in n} == {"1"}
+    ours = load_adapter(tiny_llama(), tmp_path)
+    torch.testing.assert_close(ours(tokens).logits, expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_bundled_gemma3_loads_offline_and_generates(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

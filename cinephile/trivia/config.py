@@ -49,6 +49,8 @@ class TriviaConfig:
     lora_alpha: float = 32  # adapter scaling numerator
     lora_dropout: float = 0.05  # adapter input dropout
     lora_targets: str | tuple[str, ...] = "auto"  # "auto": the model's preset, or module-name suffixes
+    lora_layers: tuple[int, ...] | None = None  # blocks with adapters (None: all); the top blocks alone make a
+    # training step cheaper, since backpropagation stops below the lowest adapted block
     epochs: int = 2  # passes over the training examples
     lr: float = 5e-4  # peak learning rate
     batch_size: int = 8  # examples per forward pass
@@ -106,7 +108,8 @@ class TriviaConfig:
     def lora_config(self):
         """The ``lora.LoRAConfig`` of the reader."""
         return models.lora_preset(self.model_name, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
-                                  targets=self.lora_targets if self.lora_targets == "auto" else list(self.lora_targets))
+                                  targets=self.lora_targets if self.lora_targets == "auto" else list(self.lora_targets),
+                                  layers=self.lora_layers)
 
 
 def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
@@ -114,7 +117,7 @@ def resolve_hardware(cfg: TriviaConfig) -> TriviaConfig:
     ``frozen_dtype="auto"`` -> bfloat16 for the Gemma 3 and Qwen readers with bf16 on (a faster training step and
     generation, ``benchmarks/roofline.py``), else float32."""
     bf16 = models.native_bf16() if cfg.bf16 == "auto" else (None if cfg.bf16 is None else bool(cfg.bf16))
-    targets = cfg.lora_config().target_modules
+    targets = dataclasses.replace(cfg, lora_layers=None).lora_config().target_modules  # suffixes; layers apart
     frozen = cfg.frozen_dtype
     if frozen == "auto":
         bf16_base = models.part_model(cfg.model_name) or cfg.model_name in models.GEMMA3_ALIASES

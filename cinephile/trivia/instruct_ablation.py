@@ -5,8 +5,8 @@ against which earlier row (same seed); ``ablation`` reads the rows present and r
 before and after (overall and per question kind) and HotpotQA EM for reference. Where both rows kept their
 per-question scores (``compact_scores``), the step also gets the paired difference on the same validation questions
 with a bootstrap 95% interval; rows measured before the scores were kept get none, since two separate runs compared
-without pairing cannot say "beats". The first step compares the tuned row with the same model off the shelf, which
-every row pairs question by question.
+without pairing cannot say "beats". A step against ``OFF_THE_SHELF`` compares a tuned row with the same model off
+the shelf, which every row pairs question by question.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ OFF_THE_SHELF = None  # ``against`` of a step that compares a row with its own b
 
 _KEEP_READ = "1.5B + LoRA: single-hop and comparison, only what it already reads"
 _FIRST = "1.5B + LoRA: single-hop and comparison questions"
+_SMALL = "Qwen2.5-Coder-0.5B-Instruct + LoRA: single-hop and comparison, only what it already reads"
 
 # (change, row, against): ``row`` is ``against`` with the change named; a step appears in the ablation once both
 # its rows are in the results file. Each entry also lists every recorded setting in which the two rows differ.
@@ -35,14 +36,17 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("learning rate 5e-5 instead of 2e-4", f"{_KEEP_READ}, lr 5e-5, seed 1", f"{_KEEP_READ}, seed 1"),
     ("10 chunks instead of 6", f"{_KEEP_READ}, 10 chunks", _KEEP_READ),
     ("10 chunks instead of 6", f"{_KEEP_READ}, 10 chunks, seed 1", f"{_KEEP_READ}, seed 1"),
+    ("Qwen2.5-Coder-0.5B-Instruct instead of 1.5B (same recipe; the filter keeps what the 0.5B model reads)",
+     _SMALL, _KEEP_READ),
+    ("LoRA on Qwen2.5-Coder-0.5B-Instruct (against that model off the shelf)", _SMALL, OFF_THE_SHELF),
 )
 
 
-SETTINGS = ("model", "n_train", "lr", "top_k", "chunk_tokens", "batch", "similar_distractors", "answer_format",
-            "bridges", "generated", "train_kinds_kept")  # the row fields ``ablation`` compares
+SETTINGS = ("model", "bf16", "lora_layers", "n_train", "lr", "top_k", "chunk_tokens", "batch", "similar_distractors",
+            "answer_format", "bridges", "generated", "train_kinds_kept")  # the row fields ``ablation`` compares
 # What a row that does not record a field ran with: the benchmark's default before the field was recorded.
-UNRECORDED = {"batch": [8, 1], "answer_format": "answer", "similar_distractors": None, "bridges": [0, 0],
-              "generated": [0, 0], "train_kinds_kept": "all"}
+UNRECORDED = {"lora_layers": None, "batch": [8, 1], "answer_format": "answer", "similar_distractors": None,
+              "bridges": [0, 0], "generated": [0, 0], "train_kinds_kept": "all"}
 
 
 def compact_scores(lines: Sequence[dict]) -> dict:

@@ -282,3 +282,28 @@ def test_with_reader_resolves_the_hardware_fields_again_for_the_new_model():
     assert (swapped.model_name, swapped.top_k, swapped.chunk_tokens) == ("gpt2", 10, 48)
     assert swapped.frozen_dtype == "float32" and swapped.lora_targets == ("c_attn", "c_proj", "c_fc")  # GPT-2 preset
     assert swapped.bf16 == resolve_hardware(dataclasses.replace(saved, bf16="auto")).bf16
+
+
+def test_lora_layers_adapt_only_those_blocks_and_survive_the_saved_config(monkeypatch):
+    cfg = resolve_hardware(dataclasses.replace(_resolved(), lora_targets="auto", lora_layers=(1,)))
+    assert cfg.lora_targets == ("q_proj", "k_proj", "v_proj", "o_proj")  # suffixes; the layers stay their own field
+    monkeypatch.setattr(pipeline.models, "load_base_model", lambda *a, **kw: (tiny_llama(), _tok()))
+    model, _, names = pipeline.load_reader(cfg)
+    assert len(names) == 4 and all(".layers.1." in n for n in names)
+    needs_grad = {}
+
+    def record(i):
+        def hook(module, args, out):
+            needs_grad[i] = (out[0] if isinstance(out, tuple) else out).requires_grad
+        return hook
+    for i, block in enumerate(model.model.layers):
+        block.register_forward_hook(record(i))
+    ids = torch.randint(0, 64, (2, 6))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert needs_grad == {0: False, 1: True}  # backpropagation stops at the lowest adapted block
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(".layers.1." in n and ".lora_" in n for n in grads)
+    saved = TriviaConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert saved == cfg and saved.lora_config() == cfg.lora_config()
+    every = dataclasses.replace(cfg, lora_layers=None)
+    assert len(pipeline.load_reader(every)[2]) == 8  # the tiny model has two blocks
