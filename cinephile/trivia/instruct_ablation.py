@@ -39,6 +39,10 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("Qwen2.5-Coder-0.5B-Instruct instead of 1.5B (same recipe; the filter keeps what the 0.5B model reads)",
      _SMALL, _KEEP_READ),
     ("LoRA on Qwen2.5-Coder-0.5B-Instruct (against that model off the shelf)", _SMALL, OFF_THE_SHELF),
+    ("adapters on the top 12 of 24 blocks instead of every block",
+     _SMALL.replace("+ LoRA:", "+ LoRA on the top 12 of 24 blocks:"), _SMALL),
+    ("adapters on the top 6 of 24 blocks instead of every block",
+     _SMALL.replace("+ LoRA:", "+ LoRA on the top 6 of 24 blocks:"), _SMALL),
 )
 
 
