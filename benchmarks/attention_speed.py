@@ -34,11 +34,10 @@ def main() -> None:
 
     import torch
 
+    from benchmarks.synthetic import random_batch, train_step
     from cinephile import models
     from cinephile.generate import generate_answers
     from cinephile.io import save_json
-    from cinephile.batching import collate
-    from cinephile.train import response_loss
     from lora import inject_lora
 
     torch.manual_seed(0)
@@ -53,21 +52,14 @@ def main() -> None:
     vocab = len(tok)
     gen = torch.Generator().manual_seed(0)
     T = args.seq_len
-    items = [{"input_ids": torch.randint(1000, vocab - 1, (T,), generator=gen).tolist(),
-              "labels": [-100] * (T - 8) + torch.randint(1000, vocab - 1, (8,), generator=gen).tolist()}
-             for _ in range(8)]
-    batch = collate(items, tok.pad_token_id)
+    batch = random_batch(tok.pad_token_id, vocab - 1, gen, low=1000, seq=T)
     words = "The film was directed by a man who was born in a small town and later moved to the city . "
     prompts = [f"Context: {words * (T // 20)}\nQuestion: Who directed film number {i}?\nAnswer:" for i in range(8)]
 
-    def train_step(model):
-        model.train()
+    def timed_step(model):
         t0 = time.perf_counter()
-        with models.autocast(torch.device("cpu"), bf16):
-            loss = response_loss(model, batch)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0, loss.item()
+        loss = train_step(model, batch, bf16)
+        return time.perf_counter() - t0, loss
 
     def generate(model, tokenizer):
         t0 = time.perf_counter()
@@ -78,10 +70,10 @@ def main() -> None:
     times = {k: {"train_step_s": [], "generate_s": []} for k in kernels}
     losses, answers = {}, {}
     for kernel in kernels:  # warm-up (first calls allocate and tune)
-        train_step(loaded[kernel][0])
+        timed_step(loaded[kernel][0])
     for _ in range(repeats):
         for kernel in kernels:
-            dt, losses[kernel] = train_step(loaded[kernel][0])
+            dt, losses[kernel] = timed_step(loaded[kernel][0])
             times[kernel]["train_step_s"].append(dt)
             dt, answers[kernel] = generate(*loaded[kernel])
             times[kernel]["generate_s"].append(dt)

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BATCH, SEQ, LABELS = 8, 300, 8
+from benchmarks.synthetic import BATCH, LABELS, SEQ  # noqa: E402
+
 SHARES = {"every block": 1.0, "top half": 0.5, "top quarter": 0.25}
 
 
@@ -35,9 +36,8 @@ def worker(model_name: str, share: float, steps: int) -> dict:
     """Median seconds of ``steps`` training steps after one warm-up, with adapters on the top ``share`` of blocks."""
     import torch
 
+    from benchmarks.synthetic import random_batch, train_step
     from cinephile import models
-    from cinephile.batching import collate
-    from cinephile.train import response_loss
     from lora import adapter_parameters, inject_lora
 
     bf16 = models.native_bf16()
@@ -49,21 +49,12 @@ def worker(model_name: str, share: float, steps: int) -> dict:
                                           layers=None if len(layers) == n else layers))
     params = adapter_parameters(model)
     opt = torch.optim.AdamW(params, lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    items = [{"input_ids": torch.randint(0, vocab, (SEQ,), generator=gen).tolist(),
-              "labels": [-100] * (SEQ - LABELS) + torch.randint(0, vocab, (LABELS,), generator=gen).tolist()}
-             for _ in range(BATCH)]
-    batch = collate(items, tok.pad_token_id)
-    model.train()
+    batch = random_batch(tok.pad_token_id, model.config.vocab_size, torch.Generator().manual_seed(0),
+                         batch=BATCH, seq=SEQ, labels=LABELS)
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        with models.autocast(torch.device("cpu"), bf16):
-            loss = response_loss(model, batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, batch, bf16, opt)
         if i:  # the first step allocates and picks kernels
             times.append(time.perf_counter() - t0)
     return {"step_s": statistics.median(times), "steps_s": times, "layers": [layers[0], n], "blocks": n,

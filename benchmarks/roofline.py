@@ -39,13 +39,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cinephile import models  # noqa: E402
-from cinephile.batching import collate  # noqa: E402
 from cinephile.generate import contiguous_head_input  # noqa: E402
 from cinephile.io import save_json  # noqa: E402
-from cinephile.train import response_loss  # noqa: E402
 from lora import adapter_parameters, inject_lora, lora_layers  # noqa: E402
 
-BATCH, SEQ, LABELS, NEW_TOKENS = 8, 300, 8, 16
+from benchmarks.synthetic import BATCH, LABELS, SEQ, random_batch, train_step  # noqa: E402
+
+NEW_TOKENS = 16
 CATEGORIES = [  # (category, substrings of aten operator names), first match wins
     ("loss / embedding", ("log_softmax", "cross_entropy", "nll_loss", "embedding", "index", "gather", "scatter")),
     ("matmul", ("aten::mm", "matmul", "linear", "addmm", "bmm", "baddbmm")),
@@ -119,19 +119,11 @@ def measure(name: str, repeats: int, bf16: bool, frozen: str = "float32") -> dic
     opt = torch.optim.AdamW(params, lr=1e-4)
     gen = torch.Generator().manual_seed(0)
     vocab = len(tok)
-    items = [{"input_ids": torch.randint(1000, vocab - 1, (SEQ,), generator=gen).tolist(),
-              "labels": [-100] * (SEQ - LABELS) + torch.randint(1000, vocab - 1, (LABELS,), generator=gen).tolist()}
-             for _ in range(BATCH)]
-    batch = collate(items, tok.pad_token_id)
+    batch = random_batch(tok.pad_token_id, vocab - 1, gen, low=1000)
     prompt_ids = torch.randint(1000, vocab - 1, (BATCH, SEQ), generator=gen)
 
-    def train_step():
-        model.train()
-        with models.autocast(torch.device("cpu"), bf16):
-            loss = response_loss(model, batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def step():
+        train_step(model, batch, bf16, opt)
 
     def timed(fn) -> float:
         t0 = time.perf_counter()
@@ -145,14 +137,14 @@ def measure(name: str, repeats: int, bf16: bool, frozen: str = "float32") -> dic
             model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False,
                            min_new_tokens=NEW_TOKENS, max_new_tokens=NEW_TOKENS, pad_token_id=tok.pad_token_id)
 
-    train_step()  # warm-up: first calls allocate and pick kernels
-    step_s = statistics.median(timed(train_step) for _ in range(repeats))
+    step()  # warm-up: first calls allocate and pick kernels
+    step_s = statistics.median(timed(step) for _ in range(repeats))
     generate()
     gen_s = statistics.median(timed(generate) for _ in range(max(2, repeats // 2)))
     # as generate_answers ran before it handed the LM head a contiguous input (cinephile.generate)
     gen_plain_s = statistics.median(timed(lambda: generate(head_fix=False)) for _ in range(max(2, repeats // 2)))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        train_step()
+        step()
     ops = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
     total = sum(s for _, s in ops)
     by_cat: dict[str, float] = {}
