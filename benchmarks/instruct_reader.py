@@ -9,7 +9,9 @@ model read the same retrieved contexts, and the tuned row is paired with the bes
 film-disjoint training side (single-hop, comparison and ``--bridges`` bridge questions), one epoch.
 HotpotQA is only scored, never used to choose anything. About 25-35 minutes per configuration on 2 cores
 with native bf16; without it the base runs in fp32 and a configuration takes hours (the --keep-read filter
-answers 8 prompts in 55-60 s on 2 AVX2 cores, about 28 minutes for 240, against 6-8 with native bf16).
+answers 8 prompts in 55-60 s on 2 AVX2 cores, against 6-8 with native bf16; it reads only the non-comparison
+prompts, which it may drop). The untuned model's replies (off the shelf and the filter's) are stored in
+``--reply-cache`` (runs/replies): a second seed or another recipe on the same contexts reads them back.
 
 Appends (or replaces) the row ``--name`` in results/trivia_instruct.json, with both readers' per-question EM / F1
 (so later rows pair with it), and rewrites the file's ablation (``cinephile.trivia.instruct_ablation``: what each
@@ -21,6 +23,7 @@ rewrites the ablation.
         [--max-train 240] [--lr 2e-4] [--bridges 0 0] [--generated 0 0] [--train-kinds generated,comparison]
         [--keep-read] [--answer-format answer|quote] [--shelf-formats answer [quote]] [--top-k 6]
         [--chunk-tokens 48] [--similar-distractors N] [--lora-layers 14 28] [--batch-size 8] [--grad-accum 1] [--seed 0]
+        [--reply-cache runs/replies]
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--external-limit", type=int, default=None, help="a quick check: only N HotpotQA questions")
     parser.add_argument("--external", default=str(ROOT.parent / "shared" / "data" / "movie_qa" /
                                                   "hotpotqa_movie_dev.csv"))
+    parser.add_argument("--reply-cache", default=str(ROOT / "runs" / "replies"), help="folder of the untuned "
+                        "model's stored replies (off the shelf and the keep-read filter), reused by later runs on "
+                        "the same prompts; '' generates every reply")
     parser.add_argument("--out", default=str(ROOT / "results" / "trivia_instruct.json"))
     parser.add_argument("--refresh-ablation", action="store_true", help="measure nothing: rewrite the file's "
                         "ablation (instruct_ablation.STEPS) from the rows it holds")
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         similar_distractors=args.similar_distractors,
         lora_layers=tuple(range(*args.lora_layers)) if args.lora_layers else None,
         external_csv=args.external, external_limit=args.external_limit, max_questions=args.max_questions,
-        off_the_shelf=tuple(args.off_the_shelf or [args.model]))
+        off_the_shelf=tuple(args.off_the_shelf or [args.model]), reply_cache=args.reply_cache or None)
     t0 = time.time()
     embed_fn = embedding.cached_embedder(embedding.sentence_transformer_embedder(models.load_retriever()))
     split = pipeline.load_and_split(cfg)

@@ -66,6 +66,8 @@ class TriviaConfig:
     frozen_dtype: str = "auto"  # the frozen base's weights: "float32", "bfloat16"; "auto": bfloat16 for the
     # Gemma 3 and Qwen readers when bf16 is on (half the memory, no cast per step), float32 for the others
     off_the_shelf: tuple[str, ...] = ("qwen2.5-coder-1.5b",)  # instruct models read the same contexts zero-shot
+    reply_cache: str | None = None  # folder of the untuned models' stored replies (off the shelf, keep_read): a
+    # second seed or recipe on the same contexts reads them back instead of generating (cinephile.replies)
     device: str | None = None  # None: cuda, then mps, then cpu
     seed: int = 0  # adapter initialisation, shuffling, dropout
 

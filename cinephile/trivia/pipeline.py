@@ -23,7 +23,7 @@ import torch
 
 from lora import disable_lora, inject_lora
 
-from cinephile import io, models
+from cinephile import io, models, replies
 from cinephile.generate import generate_answers
 from cinephile.train import save_run, train
 from cinephile.trivia import chunking, data, evaluate, films, questions, reader, retrieval, splits, zero_shot
@@ -245,12 +245,21 @@ def weights_name(cfg: TriviaConfig) -> str:
 def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: str) -> tuple[list[dict], dict]:
     """The training records whose question the untuned reader (adapters off) already reads from ``key``: its
     greedy answer shares a word with a gold answer (F1 > 0). Comparison questions are always kept (a skill to
-    learn, not a span to find). Returns the kept records and ``{kind: {"kept", "dropped"}}``."""
-    prompts = [e["prompt"] for e in reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key)]
-    with disable_lora(model):
-        preds = generate_answers(model, tokenizer, prompts, batch_size=cfg.batch_size, bf16=bool(cfg.bf16),
-                                 progress=True)
-    read = [r["kind"] == "comparison" or evaluate.f1_score(p, accepted_answers(r)) > 0 for p, r in zip(preds, contexts)]
+    learn, not a span to find), so only the others are read. Returns the kept records and
+    ``{kind: {"kept", "dropped"}}``; with ``cfg.reply_cache`` replies read before are not generated again."""
+    asked = [r for r in contexts if r["kind"] != "comparison"]
+    cache = replies.open_cache(cfg.reply_cache, cfg.model_name, weights=models.frozen_torch_dtype(cfg.frozen_dtype),
+                               bf16=bool(cfg.bf16))
+    budget = reader.REPLY_TOKENS["answer"]
+    preds = {}
+    if asked:
+        prompts = [e["prompt"] for e in reader.trivia_examples(asked, tokenizer, cfg.prompt_style, key)]
+        with disable_lora(model):
+            answers = replies.cached(cache, prompts, lambda todo: generate_answers(
+                model, tokenizer, todo, batch_size=cfg.batch_size, bf16=bool(cfg.bf16), max_new_tokens=budget),
+                budget)
+        preds = {id(r): p for r, p in zip(asked, answers)}
+    read = [r["kind"] == "comparison" or evaluate.f1_score(preds[id(r)], accepted_answers(r)) > 0 for r in contexts]
     counts: dict[str, dict] = {}
     for r, ok in zip(contexts, read):
         c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})
@@ -370,4 +379,4 @@ def evaluate_off_the_shelf(cfg: TriviaConfig, validation: Evaluation, external: 
     sets = {"validation": validation, **({"external": external} if external is not None else {})}
     return zero_shot.compare(cfg.off_the_shelf, {name: (ev.records, ev.lines) for name, ev in sets.items()},
                              TUNED_ROW[0], bf16=bool(cfg.bf16), device=cfg.device, out_dir=run_dir,
-                             context_keys=context_keys, formats=formats)
+                             context_keys=context_keys, formats=formats, cache_dir=cfg.reply_cache)

@@ -24,6 +24,7 @@ from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
 from cinephile.markdown import interval_text
 from cinephile.prompts import CHAT, format_prompt
+from cinephile.replies import ReplyCache, cached, open_cache
 from cinephile.trivia.evaluate import paired_difference, score_row
 from cinephile.trivia.reader import (CHAT_SYSTEM, QUOTE_SYSTEM, REPLY_TOKENS, answer_of, chat_user_text,
                                      check_answer_format)
@@ -63,7 +64,8 @@ def row_name(model_name: str, context_key: str, answer_format: str = "answer") -
 def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: str, *,
                        context_keys: Sequence[str] = tuple(CONTEXTS), batch_size: int = 8,
                        max_new_tokens: int | None = None, bf16: bool | None = False, progress: bool = True,
-                       answer_format: str = "answer") -> tuple[pd.DataFrame, list[dict]]:
+                       answer_format: str = "answer",
+                       cache: ReplyCache | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """EM / F1 of an off-the-shelf reader per context, and its per-question lines (``evaluate_qa``'s layout).
 
     Args:
@@ -73,6 +75,7 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
         context_keys: the contexts read ("retrieved_context", "gold_context").
         max_new_tokens: None: ``reader.REPLY_TOKENS`` of the format.
         answer_format: "answer" (the first line is the answer) or "quote" (``reader.answer_of`` the reply).
+        cache: the model's stored replies (``replies.ReplyCache``): only prompts it lacks are generated.
 
     Returns:
         ``(table, lines)`` with columns row, em, f1, n, and one dict per (row, question).
@@ -86,12 +89,14 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
     if lacking:
         raise ValueError(f"records lack {lacking}; pass retrieved records (retrieval.with_gold_context for gold)")
     table, lines = [], []
+    max_new_tokens = max_new_tokens or REPLY_TOKENS[answer_format]
     for key in tqdm(context_keys, desc=f"{display_name(model_name)}: {len(records)} questions", disable=not progress):
         name = row_name(model_name, key, answer_format)
         prompts = [prompt(tokenizer, r["question"], r[key], answer_format) for r in records]
         # stop at EOS (the chat turn's end); the first line is kept afterwards
-        raw = generate_answers(model, tokenizer, prompts, batch_size=batch_size, progress=False, bf16=bf16,
-                               max_new_tokens=max_new_tokens or REPLY_TOKENS[answer_format])
+        raw = cached(cache, prompts, lambda todo: generate_answers(
+            model, tokenizer, todo, batch_size=batch_size, progress=False, bf16=bf16, max_new_tokens=max_new_tokens),
+            max_new_tokens)
         row, row_lines = score_row(name, [answer_of(p) for p in raw], records)
         table.append(row)
         lines += row_lines
@@ -100,10 +105,11 @@ def evaluate_zero_shot(model, tokenizer, records: Sequence[dict], model_name: st
 
 def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]], *, bf16: bool | None = False,
               device: str | None = None, context_keys: Sequence[str] = tuple(CONTEXTS),
-              batch_size: int = 8, progress: bool = True,
-              formats: Sequence[str] = ("answer",)) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
+              batch_size: int = 8, progress: bool = True, formats: Sequence[str] = ("answer",),
+              cache_dir=None) -> dict[str, tuple[pd.DataFrame, list[dict]]]:
     """Each off-the-shelf model, loaded once (bf16 weights when ``bf16``), reads every record set, prompted
-    for each of ``formats`` ("answer", "quote": ``evaluate_zero_shot``).
+    for each of ``formats`` ("answer", "quote": ``evaluate_zero_shot``). ``cache_dir``: replies already
+    stored there are read back, not generated (``replies.open_cache``; None: every reply generated).
 
     Returns:
         ``{set name: (table, lines)}`` with every model's rows, in ``model_names`` order.
@@ -112,11 +118,12 @@ def read_with(model_names: Sequence[str], record_sets: dict[str, Sequence[dict]]
     dtype = torch.bfloat16 if bf16 else torch.float32
     for model_name in model_names:
         model, tokenizer = models.load_base_model(model_name, dtype=dtype, device=models.pick_device(device))
+        cache = open_cache(cache_dir, model_name, weights=dtype, bf16=bf16)
         for set_name, records in record_sets.items():
             for answer_format in formats:
                 table, lines = evaluate_zero_shot(model, tokenizer, records, model_name, context_keys=context_keys,
                                                   batch_size=batch_size, bf16=bf16, progress=progress,
-                                                  answer_format=answer_format)
+                                                  answer_format=answer_format, cache=cache)
                 out[set_name][0].append(table)
                 out[set_name][1].extend(lines)
         del model
@@ -141,7 +148,8 @@ class Shelf:
 
 def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict], list[dict]]], tuned_row: str, *,
             bf16: bool | None = False, device: str | None = None, out_dir=None, progress: bool = True,
-            context_keys: Sequence[str] = tuple(CONTEXTS), formats: Sequence[str] = ("answer",)) -> Shelf:
+            context_keys: Sequence[str] = tuple(CONTEXTS), formats: Sequence[str] = ("answer",),
+            cache_dir=None) -> Shelf:
     """Off-the-shelf rows on each evaluation set, paired with the tuned reader's ``tuned_row`` by question id.
 
     Args:
@@ -151,6 +159,7 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
         out_dir: gets ``predictions_off_the_shelf_<set>.jsonl`` (None: nothing written).
         context_keys: the contexts read (the retrieved one is needed: the pairing uses it).
         formats: the prompts each model reads ("answer"; "quote": also asked for the evidence first).
+        cache_dir: stored replies to reuse and extend (``read_with``).
 
     The best off-the-shelf row is chosen on validation only (retrieved context, EM then F1), so the
     external set never picks what it is compared with.
@@ -162,7 +171,8 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
                          f"{list(context_keys)} must include 'retrieved_context'")
     t0 = time.time()
     read = read_with(model_names, {name: records for name, (records, _) in evaluated.items()}, bf16=bf16,
-                     device=device, progress=progress, context_keys=context_keys, formats=formats)
+                     device=device, progress=progress, context_keys=context_keys, formats=formats,
+                     cache_dir=cache_dir)
     val = read["validation"][0]
     val = val[val["row"].str.endswith(CONTEXTS["retrieved_context"])]
     best_row = str(val.sort_values(["em", "f1"], ascending=False).iloc[0]["row"])

@@ -259,8 +259,11 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
         def __exit__(self, *exc):
             off.append(False)
 
-    def generate(m, t, prompts, **kw):  # the untuned reader: a near-miss on t0, wrong on t1 and on the comparison
+    asked = []
+
+    def generate(m, t, prompts, **kw):  # the untuned reader: a near-miss on t0, wrong on t1
         assert off == [True], "answers must come from the base model, adapters off"
+        asked.extend(prompts)
         return [answers[QUESTIONS[0][0]].split()[-1] if QUESTIONS[0][0] in p else "nobody" for p in prompts]
 
     monkeypatch.setattr(pipeline, "disable_lora", lambda m: Off())
@@ -268,6 +271,7 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
     monkeypatch.setattr(pipeline, "train", lambda m, t, tr, va, tc: {"questions": sorted(e["prompt"] for e in tr)})
     trained = pipeline.train_reader(cfg, model, tok, retrieved)
     assert trained.read_filter == {"single": {"kept": 1, "dropped": 1}, "comparison": {"kept": 1, "dropped": 0}}
+    assert len(asked) == 2  # the two single-hop prompts: the comparison is kept unread
     kept = trained.history["questions"]
     assert len(kept) == 2 and any(QUESTIONS[0][0] in p for p in kept) and not any(QUESTIONS[1][0] in p for p in kept)
     assert pipeline.train_reader(_resolved(), model, tok, retrieved).read_filter is None
