@@ -120,3 +120,23 @@ def test_the_quote_prompt_is_its_own_row_scored_on_the_answer_after_the_evidence
     assert list(table["row"]) == ["Qwen2.5-Coder-1.5B-Instruct, zero-shot, evidence first + retrieved context"]
     assert [x["prediction"] for x in lines] == ["Steven Spielberg", "1975"] and table["em"][0] == 50.0
     assert zero_shot.QUOTE_SYSTEM in seen[0][0][0] and seen[0][1] == zero_shot.REPLY_TOKENS["quote"] == 96
+
+
+def test_a_second_reading_of_the_same_prompts_comes_from_the_reply_cache(smol_tokenizer, monkeypatch, tmp_path):
+    from cinephile.replies import ReplyCache
+
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, **kw):
+        calls.append(len(prompts))
+        return ["1979"] * len(prompts)
+
+    monkeypatch.setattr(zero_shot, "generate_answers", fake_generate)
+    cache = ReplyCache(tmp_path, "qwen2.5-coder-1.5b", weights=torch.float32, bf16=False)
+    first, _ = zero_shot.evaluate_zero_shot(None, smol_tokenizer, RECORDS, "qwen2.5-coder-1.5b", progress=False,
+                                            context_keys=["retrieved_context"], cache=cache)
+    again = ReplyCache(tmp_path, "qwen2.5-coder-1.5b", weights=torch.float32, bf16=False)
+    second, _ = zero_shot.evaluate_zero_shot(None, smol_tokenizer, RECORDS, "qwen2.5-coder-1.5b", progress=False,
+                                             context_keys=["retrieved_context", "gold_context"], cache=again)
+    assert calls == [2, 2]  # the retrieved-context prompts were read back; only the gold ones were generated
+    assert first["em"][0] == second["em"][0] == 50.0
