@@ -23,6 +23,7 @@ _FIRST = "1.5B + LoRA: single-hop and comparison questions"
 _SMALL = "Qwen2.5-Coder-0.5B-Instruct + LoRA: single-hop and comparison, only what it already reads"
 _SIMILAR_TOP = ("1.5B + LoRA on the top 14 of 28 blocks: single-hop and comparison among similar films, "
                 "only what it already reads")
+_BRIDGE_TOP = "1.5B + LoRA on the top 14 of 28 blocks: + bridge questions, only what it already reads"
 
 # (change, row, against): ``row`` is ``against`` with the change named; a step appears in the ablation once both
 # its rows are in the results file. Each entry also lists every recorded setting in which the two rows differ.
@@ -47,6 +48,8 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
      _SMALL.replace("+ LoRA:", "+ LoRA on the top 6 of 24 blocks:"), _SMALL),
     ("training and validation contexts among the 3 films most like the question (validation is harder too), "
      "adapters on the top 14 of 28 blocks", _SIMILAR_TOP, _KEEP_READ),
+    ("+ bridge questions in the sample the filter reads, adapters on the top 14 of 28 blocks", _BRIDGE_TOP,
+     _KEEP_READ),
 )
 
 
