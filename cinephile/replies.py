@@ -53,8 +53,11 @@ class ReplyCache:
                              "cannot be cached by name; pass no cache directory for it")
         dtype = str(weights).removeprefix("torch.")
         self.path = Path(directory) / f"{short_name(model_name)}-{dtype}{'-bf16-autocast' if bf16 else ''}.jsonl"
-        self.stored = {r["key"]: r["reply"] for r in read_jsonl(self.path, ("key", "reply"))} \
-            if self.path.is_file() else {}
+        try:
+            rows = read_jsonl(self.path, ("key", "reply")) if self.path.is_file() else []
+        except ValueError as err:
+            raise ValueError(f"{err}; delete {self.path} to generate its replies again") from None
+        self.stored = {r["key"]: r["reply"] for r in rows}
 
     def replies(self, prompts: Sequence[str], generate: Callable[[list[str]], list[str]],
                 max_new_tokens: int) -> list[str]:

@@ -47,6 +47,13 @@ def test_a_generator_that_loses_replies_is_refused_and_nothing_is_stored(tmp_pat
     assert not cache.path.exists()
 
 
+def test_a_damaged_cache_file_is_named_with_the_fix(tmp_path):
+    cache = replies.ReplyCache(tmp_path, "smollm2-135m", weights=torch.float32, bf16=False)
+    cache.path.write_text('{"key": "k", "reply": "r"}\n{"key": ')
+    with pytest.raises(ValueError, match="delete .*smollm2-135m-float32.jsonl to generate its replies again"):
+        replies.ReplyCache(tmp_path, "smollm2-135m", weights=torch.float32, bf16=False)
+
+
 def test_unpinned_models_are_not_cached(tmp_path):
     assert replies.pinned("gemma3-270m") and replies.pinned("qwen2.5-coder-0.5b")
     assert not replies.pinned("gpt2") and not replies.pinned(str(tmp_path / "my-model"))

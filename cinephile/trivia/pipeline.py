@@ -247,19 +247,19 @@ def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: st
     greedy answer shares a word with a gold answer (F1 > 0). Comparison questions are always kept (a skill to
     learn, not a span to find), so only the others are read. Returns the kept records and
     ``{kind: {"kept", "dropped"}}``; with ``cfg.reply_cache`` replies read before are not generated again."""
-    asked = [r for r in contexts if r["kind"] != "comparison"]
+    asked = [i for i, r in enumerate(contexts) if r["kind"] != "comparison"]
     cache = replies.open_cache(cfg.reply_cache, cfg.model_name, weights=models.frozen_torch_dtype(cfg.frozen_dtype),
                                bf16=bool(cfg.bf16))
     budget = reader.REPLY_TOKENS["answer"]
-    preds = {}
+    answers = {}
     if asked:
-        prompts = [e["prompt"] for e in reader.trivia_examples(asked, tokenizer, cfg.prompt_style, key)]
+        prompts = [e["prompt"] for e in reader.trivia_examples([contexts[i] for i in asked], tokenizer,
+                                                               cfg.prompt_style, key)]
         with disable_lora(model):
-            answers = replies.cached(cache, prompts, lambda todo: generate_answers(
+            answers = dict(zip(asked, replies.cached(cache, prompts, lambda todo: generate_answers(
                 model, tokenizer, todo, batch_size=cfg.batch_size, bf16=bool(cfg.bf16), max_new_tokens=budget),
-                budget)
-        preds = {id(r): p for r, p in zip(asked, answers)}
-    read = [r["kind"] == "comparison" or evaluate.f1_score(preds[id(r)], accepted_answers(r)) > 0 for r in contexts]
+                budget)))
+    read = [i not in answers or evaluate.f1_score(answers[i], accepted_answers(r)) > 0 for i, r in enumerate(contexts)]
     counts: dict[str, dict] = {}
     for r, ok in zip(contexts, read):
         c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from cinephile import replies
 from cinephile.trivia import ablation, evaluate, films, pipeline, results
 from cinephile.trivia.ablation import ablation_steps
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
@@ -243,7 +244,7 @@ def test_train_reader_keeps_a_seeded_sample_and_evaluation_runs_only_the_rows_as
     assert list(got.table["row"]) == ["tuned + retrieved context"] and got.paired is None
 
 
-def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_rest(monkeypatch):
+def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_rest(monkeypatch, tmp_path):
     cfg = _resolved(keep_read=True)
     model, tok = tiny_llama(), _tok()
     comparison = {**_records("c")[0], "id": "c0", "kind": "comparison"}
@@ -272,6 +273,12 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
     trained = pipeline.train_reader(cfg, model, tok, retrieved)
     assert trained.read_filter == {"single": {"kept": 1, "dropped": 1}, "comparison": {"kept": 1, "dropped": 0}}
     assert len(asked) == 2  # the two single-hop prompts: the comparison is kept unread
+    monkeypatch.setattr(replies, "pinned", lambda name: True)  # let the tiny model's replies be stored
+    stored = dataclasses.replace(cfg, reply_cache=str(tmp_path))
+    asked.clear(), off.clear()
+    assert pipeline.train_reader(stored, model, tok, retrieved).read_filter == trained.read_filter
+    assert pipeline.train_reader(stored, model, tok, retrieved).read_filter == trained.read_filter
+    assert len(asked) == 2  # the second filter read its replies back
     kept = trained.history["questions"]
     assert len(kept) == 2 and any(QUESTIONS[0][0] in p for p in kept) and not any(QUESTIONS[1][0] in p for p in kept)
     assert pipeline.train_reader(_resolved(), model, tok, retrieved).read_filter is None
