@@ -275,7 +275,8 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
     assert len(asked) == 2  # the two single-hop prompts: the comparison is kept unread
     monkeypatch.setattr(replies, "pinned", lambda name: True)  # let the tiny model's replies be stored
     stored = dataclasses.replace(cfg, reply_cache=str(tmp_path))
-    asked.clear(), off.clear()
+    asked.clear()
+    off.clear()
     assert pipeline.train_reader(stored, model, tok, retrieved).read_filter == trained.read_filter
     assert pipeline.train_reader(stored, model, tok, retrieved).read_filter == trained.read_filter
     assert len(asked) == 2  # the second filter read its replies back

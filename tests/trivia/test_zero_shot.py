@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cinephile.replies import ReplyCache
 from cinephile.trivia import evaluate, zero_shot
 
 RECORDS = [
@@ -123,8 +124,6 @@ def test_the_quote_prompt_is_its_own_row_scored_on_the_answer_after_the_evidence
 
 
 def test_a_second_reading_of_the_same_prompts_comes_from_the_reply_cache(smol_tokenizer, monkeypatch, tmp_path):
-    from cinephile.replies import ReplyCache
-
     calls = []
 
     def fake_generate(model, tokenizer, prompts, **kw):
