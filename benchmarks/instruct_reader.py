@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--off-the-shelf", nargs="+", default=None, help="default: --model itself")
     parser.add_argument("--max-train", type=int, default=240, help="training prompts (a seeded sample)")
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training prompts (the adapter of "
+                        "the epoch with the lowest validation loss is kept)")
     parser.add_argument("--bridges", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"))
     parser.add_argument("--generated", type=int, nargs=2, default=(0, 0), metavar=("TRAIN", "VAL"),
                         help="written questions (Data/generated_questions.jsonl) per side")
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
     saved = TriviaConfig.load(Path(args.run) / "config.json")
     cfg = with_reader(
-        saved, args.model, prompt_style="chat", epochs=1, lr=args.lr, max_train_examples=args.max_train,
+        saved, args.model, prompt_style="chat", epochs=args.epochs, lr=args.lr, max_train_examples=args.max_train,
         bridges=tuple(args.bridges), generated=tuple(args.generated), seed=args.seed, keep_read=args.keep_read,
         answer_format=args.answer_format, top_k=args.top_k or saved.top_k,
         chunk_tokens=args.chunk_tokens or saved.chunk_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
            "similar_distractors": cfg.similar_distractors,
            "lora_layers": None if cfg.lora_layers is None else [min(cfg.lora_layers), max(cfg.lora_layers) + 1],
-           "lr": cfg.lr, "seed": cfg.seed,
+           "lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed,
            "answer_format": cfg.answer_format, "shelf_formats": list(args.shelf_formats),
            "bridges": list(cfg.bridges), "generated": list(cfg.generated),
            "train_kinds_kept": args.train_kinds or "all", "n_train": len(trained.examples),

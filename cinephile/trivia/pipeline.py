@@ -21,14 +21,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lora import disable_lora, inject_lora
+from lora import inject_lora
 
-from cinephile import io, models, replies
-from cinephile.generate import generate_answers
+from cinephile import io, models
 from cinephile.train import save_run, train
 from cinephile.trivia import chunking, data, evaluate, films, questions, reader, retrieval, splits, zero_shot
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
-from cinephile.trivia.matching import accepted_answers, covers
+from cinephile.trivia.matching import covers
 
 logger = logging.getLogger(__name__)
 
@@ -242,32 +241,6 @@ def weights_name(cfg: TriviaConfig) -> str:
     return f"lora_{models.short_name(cfg.model_name)}_triviaqa_weights.pth"
 
 
-def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: str) -> tuple[list[dict], dict]:
-    """The training records whose question the untuned reader (adapters off) already reads from ``key``: its
-    greedy answer shares a word with a gold answer (F1 > 0). Comparison questions are always kept (a skill to
-    learn, not a span to find), so only the others are read. Returns the kept records and
-    ``{kind: {"kept", "dropped"}}``; with ``cfg.reply_cache`` replies read before are not generated again."""
-    asked = [i for i, r in enumerate(contexts) if r["kind"] != "comparison"]
-    cache = replies.open_cache(cfg.reply_cache, cfg.model_name, weights=models.frozen_torch_dtype(cfg.frozen_dtype),
-                               bf16=bool(cfg.bf16))
-    budget = reader.REPLY_TOKENS["answer"]
-    answers = {}
-    if asked:
-        prompts = [e["prompt"] for e in reader.trivia_examples([contexts[i] for i in asked], tokenizer,
-                                                               cfg.prompt_style, key)]
-        with disable_lora(model):
-            answers = dict(zip(asked, replies.cached(cache, prompts, lambda todo: generate_answers(
-                model, tokenizer, todo, batch_size=cfg.batch_size, bf16=bool(cfg.bf16), max_new_tokens=budget),
-                budget)))
-    read = [i not in answers or evaluate.f1_score(answers[i], accepted_answers(r)) > 0 for i, r in enumerate(contexts)]
-    counts: dict[str, dict] = {}
-    for r, ok in zip(contexts, read):
-        c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})
-        c["kept" if ok else "dropped"] += 1
-    logger.info("keep_read: %s", counts)
-    return [r for r, ok in zip(contexts, read) if ok], counts
-
-
 def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_dir=None) -> Trained:
     """Train the adapters on RAFT contexts (``cfg.raft_p_gold``) and save them with the resolved config.
 
@@ -284,7 +257,7 @@ def train_reader(cfg: TriviaConfig, model, tokenizer, retrieved: Retrieved, run_
         contexts = [contexts[i] for i in keep]
     read_filter = None
     if cfg.keep_read:
-        contexts, read_filter = keep_read(cfg, model, tokenizer, contexts, key)
+        contexts, read_filter = zero_shot.keep_read(cfg, model, tokenizer, contexts, key)
     train_ex = reader.trivia_examples(contexts, tokenizer, cfg.prompt_style, key, cfg.answer_format)
     val_ex = reader.trivia_examples(retrieved.val, tokenizer, cfg.prompt_style, answer_format=cfg.answer_format)
     n_gold = None if cfg.raft_p_gold is None else sum(covers(r, r[key]) for r in contexts)

@@ -4,12 +4,14 @@ These are the rows a user compares a tuned reader against: an instruct model tha
 (``models.PART_MODELS``, SmolLM2-135M-Instruct), prompted through its chat template with a fixed
 system message, greedy, its first line as the answer (``reader.answer_of``). They are other models than the tuned one, so
 they are their own evaluation call with their own row names; their per-question lines pair with the
-tuned rows by question id (``evaluate.paired_difference``).
+tuned rows by question id (``evaluate.paired_difference``). ``keep_read`` asks the tuned reader's own
+base model, adapters off, which training prompts it already reads (``TriviaConfig.keep_read``).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,15 +21,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lora import disable_lora
+
 from cinephile import models
 from cinephile.generate import generate_answers
 from cinephile.io import write_jsonl
 from cinephile.markdown import interval_text
 from cinephile.prompts import CHAT, format_prompt
 from cinephile.replies import ReplyCache, cached, open_cache
-from cinephile.trivia.evaluate import paired_difference, score_row
+from cinephile.trivia.config import TriviaConfig
+from cinephile.trivia.evaluate import f1_score, paired_difference, score_row
+from cinephile.trivia.matching import accepted_answers
 from cinephile.trivia.reader import (CHAT_SYSTEM, QUOTE_SYSTEM, REPLY_TOKENS, answer_of, chat_user_text,
-                                     check_answer_format)
+                                     check_answer_format, trivia_examples)
+
+logger = logging.getLogger(__name__)
 
 
 CONTEXTS = {"retrieved_context": "retrieved context", "gold_context": "gold context"}
@@ -184,3 +192,29 @@ def compare(model_names: Sequence[str], evaluated: dict[str, tuple[Sequence[dict
             write_jsonl(Path(out_dir) / f"predictions_off_the_shelf_{name}.jsonl", read[name][1])
     return Shelf({k: v[0] for k, v in read.items()}, {k: v[1] for k, v in read.items()}, best_row, paired,
                  time.time() - t0)
+
+
+def keep_read(cfg: TriviaConfig, model, tokenizer, contexts: list[dict], key: str) -> tuple[list[dict], dict]:
+    """The training records whose question the untuned reader (adapters off) already reads from ``key``: its
+    greedy answer shares a word with a gold answer (F1 > 0). Comparison questions are always kept (a skill to
+    learn, not a span to find), so only the others are read. Returns the kept records and
+    ``{kind: {"kept", "dropped"}}``; with ``cfg.reply_cache`` replies read before are not generated again."""
+    asked = [i for i, r in enumerate(contexts) if r["kind"] != "comparison"]
+    cache = open_cache(cfg.reply_cache, cfg.model_name, weights=models.frozen_torch_dtype(cfg.frozen_dtype),
+                       bf16=bool(cfg.bf16))
+    budget = REPLY_TOKENS["answer"]
+    answers = {}
+    if asked:
+        prompts = [e["prompt"] for e in trivia_examples([contexts[i] for i in asked], tokenizer, cfg.prompt_style,
+                                                        key)]
+        with disable_lora(model):
+            answers = dict(zip(asked, cached(cache, prompts, lambda todo: generate_answers(
+                model, tokenizer, todo, batch_size=cfg.batch_size, bf16=bool(cfg.bf16), max_new_tokens=budget),
+                budget)))
+    read = [i not in answers or f1_score(answers[i], accepted_answers(r)) > 0 for i, r in enumerate(contexts)]
+    counts: dict[str, dict] = {}
+    for r, ok in zip(contexts, read):
+        c = counts.setdefault(r["kind"], {"kept": 0, "dropped": 0})
+        c["kept" if ok else "dropped"] += 1
+    logger.info("keep_read: %s", counts)
+    return [r for r, ok in zip(contexts, read) if ok], counts

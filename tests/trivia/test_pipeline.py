@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cinephile import replies
-from cinephile.trivia import ablation, evaluate, films, pipeline, results
+from cinephile.trivia import ablation, evaluate, films, pipeline, results, zero_shot
 from cinephile.trivia.ablation import ablation_steps
 from cinephile.trivia.config import TriviaConfig, resolve_hardware
 from tests.conftest import ROOT
@@ -267,8 +267,8 @@ def test_keep_read_trains_only_on_what_the_untuned_reader_reads_and_counts_the_r
         asked.extend(prompts)
         return [answers[QUESTIONS[0][0]].split()[-1] if QUESTIONS[0][0] in p else "nobody" for p in prompts]
 
-    monkeypatch.setattr(pipeline, "disable_lora", lambda m: Off())
-    monkeypatch.setattr(pipeline, "generate_answers", generate)
+    monkeypatch.setattr(zero_shot, "disable_lora", lambda m: Off())
+    monkeypatch.setattr(zero_shot, "generate_answers", generate)
     monkeypatch.setattr(pipeline, "train", lambda m, t, tr, va, tc: {"questions": sorted(e["prompt"] for e in tr)})
     trained = pipeline.train_reader(cfg, model, tok, retrieved)
     assert trained.read_filter == {"single": {"kept": 1, "dropped": 1}, "comparison": {"kept": 1, "dropped": 0}}
