@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, ev in (("validation", validation), ("external", external)):
         io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
                        ev.lines + shelf.lines[name])
-    steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum))
+    steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
            "similar_distractors": cfg.similar_distractors,

@@ -50,14 +50,16 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
      "adapters on the top 14 of 28 blocks", _SIMILAR_TOP, _KEEP_READ),
     ("+ bridge questions in the sample the filter reads, adapters on the top 14 of 28 blocks", _BRIDGE_TOP,
      _KEEP_READ),
+    ("two epochs instead of one (the adapter of the epoch with the lower validation loss is kept)",
+     f"{_BRIDGE_TOP}, 2 epochs", _BRIDGE_TOP),
 )
 
 
-SETTINGS = ("model", "bf16", "lora_layers", "n_train", "lr", "top_k", "chunk_tokens", "batch", "similar_distractors",
+SETTINGS = ("model", "bf16", "lora_layers", "n_train", "lr", "epochs", "top_k", "chunk_tokens", "batch", "similar_distractors",
             "answer_format", "bridges", "generated", "train_kinds_kept")  # the row fields ``ablation`` compares
 # What a row that does not record a field ran with: the benchmark's default before the field was recorded.
-UNRECORDED = {"lora_layers": None, "batch": [8, 1], "answer_format": "answer", "similar_distractors": None,
-              "bridges": [0, 0], "generated": [0, 0], "train_kinds_kept": "all"}
+UNRECORDED = {"epochs": 1, "lora_layers": None, "batch": [8, 1], "answer_format": "answer",
+              "similar_distractors": None, "bridges": [0, 0], "generated": [0, 0], "train_kinds_kept": "all"}
 
 
 def compact_scores(lines: Sequence[dict]) -> dict:
