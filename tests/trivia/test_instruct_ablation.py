@@ -80,10 +80,12 @@ def test_ablation_pairs_rows_that_kept_scores_and_compares_the_first_with_the_mo
 
 def test_ablation_counts_fields_a_row_does_not_record_as_the_defaults_it_ran_with():
     rows = [result_row("A", [1, 0], [0, 0]), result_row("B", [1, 1], [0, 0], batch=[8, 1], answer_format="answer"),
-            result_row("C", [1, 1], [0, 0], batch=[4, 2], top_k=10)]
-    out = ablation(rows, (("same", "B", "A"), ("longer", "C", "A")))
+            result_row("C", [1, 1], [0, 0], batch=[4, 2], top_k=10), result_row("D", [1, 1], [0, 0], epochs=2),
+            result_row("E", [1, 1], [0, 0], epochs=1)]
+    out = ablation(rows, (("same", "B", "A"), ("longer", "C", "A"), ("twice", "D", "A"), ("once", "E", "A")))
     assert out[0]["differs"] == {}
     assert out[1]["differs"] == {"top_k": [None, 10], "batch": [[8, 1], [4, 2]]}
+    assert out[2]["differs"] == {"epochs": [1, 2]} and out[3]["differs"] == {}
 
 
 def test_ablation_table_shows_intervals_only_for_paired_steps():
