@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, ev in (("validation", validation), ("external", external)):
         io.write_jsonl(ROOT / "runs" / "instruct-reader" / f"{slug}-seed{cfg.seed}" / f"predictions_{name}.jsonl",
                        ev.lines + shelf.lines[name])
-    steps = -(-len(trained.examples) // (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
+    steps = trained.history["step"][-1]  # optimizer steps over every epoch, as the trainer counted them
     row = {"name": args.name, "model": cfg.model_name, "frozen_dtype": cfg.frozen_dtype, "bf16": cfg.bf16,
            "chunk_tokens": cfg.chunk_tokens, "top_k": cfg.top_k, "batch": [cfg.batch_size, cfg.grad_accum],
            "similar_distractors": cfg.similar_distractors,

@@ -55,8 +55,9 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-SETTINGS = ("model", "bf16", "lora_layers", "n_train", "lr", "epochs", "top_k", "chunk_tokens", "batch", "similar_distractors",
-            "answer_format", "bridges", "generated", "train_kinds_kept")  # the row fields ``ablation`` compares
+SETTINGS = ("model", "bf16", "lora_layers", "n_train", "lr", "epochs", "top_k", "chunk_tokens", "batch",
+            "similar_distractors", "answer_format", "bridges", "generated",
+            "train_kinds_kept")  # the row fields ``ablation`` compares
 # What a row that does not record a field ran with: the benchmark's default before the field was recorded.
 UNRECORDED = {"epochs": 1, "lora_layers": None, "batch": [8, 1], "answer_format": "answer",
               "similar_distractors": None, "bridges": [0, 0], "generated": [0, 0], "train_kinds_kept": "all"}
